@@ -1,0 +1,265 @@
+"""Sentinel's configuration file (TOML), validated into frozen, typed settings.
+
+Lookup order when no ``--config`` is given: ``./sentinel.toml``, then
+``/etc/sentinel/sentinel.toml``. Relative paths inside the file are resolved against the
+directory that holds the file. Every problem raises ``ConfigError`` naming the file, the dotted
+key and what is wrong; the CLI turns it into one line on stderr and exit code 2.
+
+The commented default written by ``sentinel init`` is ``DEFAULT_CONFIG_TOML`` below; it is the
+reference for every key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sentinel.errors import ConfigError
+
+SEARCH_PATH = (Path("sentinel.toml"), Path("/etc/sentinel/sentinel.toml"))
+
+AUDIT_FORMATS = (
+    "distribution-json",
+    "distribution-text",
+    "distribution-access",
+    "distribution-notifications",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SentinelSection(_Section):
+    #: where cursors, the ledger (SQLite) and reports live
+    state_dir: Path = Path("state")
+    #: Python logging level name
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: registry instance id used when a source does not name one
+    instance: str = "registry"
+
+
+class LedgerSection(_Section):
+    #: SQLAlchemy URL; ``sqlite:///relative/path.db`` is resolved against the config directory
+    url: str = "sqlite:///state/ledger.db"
+    #: Ed25519 private key (PEM, PKCS#8) used to sign checkpoints; mode 0600
+    signing_key: Path = Path("keys/ledger-ed25519.pem")
+    #: log id: one database may hold several independent ledgers
+    log_id: str = "sentinel"
+
+
+class GeoIPSection(_Section):
+    #: a MaxMind-format (.mmdb) database: MaxMind, DB-IP, IPinfo
+    database: Path | None = None
+
+
+class PolicySection(_Section):
+    #: egress policy (YAML); see rules/egress-policy.yaml
+    egress: Path = Path("policy.yaml")
+
+
+class CaptureSection(_Section):
+    #: live capture interface ("" = off)
+    interface: str = ""
+    #: BPF filter for live capture
+    bpf: str = "ip or ip6 or (vlan and (ip or ip6))"
+    #: a directory watched for finished .pcap/.pcapng files ("" = off)
+    pcap_dir: str = ""
+    #: seconds of silence after which a flow is closed and judged
+    idle_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: seconds after which a long flow is judged even if still active
+    active_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    #: upper bound on flows held in memory (oldest judged early when reached)
+    max_flows: Annotated[int, Field(gt=0)] = 200_000
+
+
+class AuditFile(_Section):
+    #: source id written into each event's ``source``
+    id: str
+    format: Literal[
+        "distribution-json",
+        "distribution-text",
+        "distribution-access",
+        "distribution-notifications",
+    ]
+    #: file to tail
+    path: Path
+
+
+class WebhookSection(_Section):
+    enabled: bool = False
+    #: host:port; 127.0.0.1 unless you mean to expose it
+    listen: str = "127.0.0.1:9465"
+    #: file holding the bearer token the registry sends (``Authorization: Bearer …``)
+    token_file: Path = Path("keys/webhook.token")
+    #: source id for events received here
+    source: str = "registry"
+    #: largest request body accepted, bytes
+    max_body_bytes: Annotated[int, Field(gt=0, le=64 * 1024 * 1024)] = 1_048_576
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, value: str) -> str:
+        return _check_hostport(value)
+
+
+class AuditSection(_Section):
+    files: tuple[AuditFile, ...] = ()
+    #: seconds between polls of tailed files (file events wake the tailer sooner)
+    poll_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
+class MetricsSection(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, value: str) -> str:
+        return _check_hostport(value)
+
+
+class Settings(_Section):
+    """The whole validated configuration. ``path`` is the file it was read from."""
+
+    path: Path = Path("sentinel.toml")
+    sentinel: SentinelSection = SentinelSection()
+    ledger: LedgerSection = LedgerSection()
+    geoip: GeoIPSection = GeoIPSection()
+    policy: PolicySection = PolicySection()
+    capture: CaptureSection = CaptureSection()
+    audit: AuditSection = AuditSection()
+    webhook: WebhookSection = WebhookSection()
+    metrics: MetricsSection = MetricsSection()
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, p: Path | str) -> Path:
+        """A path from the file, made absolute against the config file's directory."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @property
+    def ledger_url(self) -> str:
+        """``ledger.url`` with a relative SQLite path resolved against the config directory."""
+        url = self.ledger.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith("sqlite:////"):
+            rel = url[len(prefix) :]
+            if rel and rel != ":memory:":
+                return prefix + str(self.resolve(rel))
+        return url
+
+
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9464")
+    return value
+
+
+def find_config(explicit: Path | None) -> Path:
+    """The config file to use: ``explicit`` if given, else the first of ``SEARCH_PATH``.
+
+    Raises ``ConfigError`` when none exists.
+    """
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(str(explicit), "no such file (create one with `sentinel init DIR`)")
+        return explicit
+    for candidate in SEARCH_PATH:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        " or ".join(str(p) for p in SEARCH_PATH),
+        "no configuration file found; pass --config FILE or run `sentinel init DIR`",
+    )
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate ``path``. Raises ``ConfigError`` (file, key, problem)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not UTF-8 text: {exc.reason}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    try:
+        return Settings.model_validate({**data, "path": path.absolute()})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(str(path), first["msg"], key=key) from exc
+
+
+DEFAULT_CONFIG_TOML = """\
+# Sentinel configuration. Relative paths are resolved against this file's directory.
+# Every key is optional; the values shown are the defaults unless marked "example".
+
+[sentinel]
+# Where cursors, the SQLite ledger and generated reports live.
+state_dir = "state"
+# debug | info | warning | error
+log_level = "info"
+# Registry instance id used when a source does not name one.
+instance = "registry"
+
+[ledger]
+# SQLAlchemy URL. SQLite (WAL) by default; PostgreSQL in production, e.g.
+#   url = "postgresql+psycopg://sentinel@127.0.0.1:5432/sentinel"
+url = "sqlite:///state/ledger.db"
+# Ed25519 private key (PKCS#8 PEM, mode 0600) that signs ledger checkpoints.
+signing_key = "keys/ledger-ed25519.pem"
+log_id = "sentinel"
+
+[geoip]
+# A MaxMind-format database (MaxMind GeoIP2/GeoLite2, DB-IP, IPinfo). Example:
+# database = "/usr/share/GeoIP/dbip-city-lite.mmdb"
+
+[policy]
+# Egress policy: jurisdiction, allowed networks, local networks, waivers (YAML).
+egress = "policy.yaml"
+
+[capture]
+# Live capture interface; "" disables live capture. Needs CAP_NET_RAW.
+interface = ""
+bpf = "ip or ip6 or (vlan and (ip or ip6))"
+# A directory watched for finished .pcap/.pcapng files; "" disables it.
+pcap_dir = ""
+# Seconds of silence after which a flow is closed and judged.
+idle_timeout = 30.0
+# Seconds after which a long-running flow is judged even if still active.
+active_timeout = 300.0
+max_flows = 200000
+
+[audit]
+# Seconds between polls of tailed files (file-system events wake the tailer sooner).
+poll_interval = 1.0
+# Registry logs to tail; one [[audit.files]] table per file. Formats:
+#   distribution-json | distribution-text | distribution-access | distribution-notifications
+# [[audit.files]]
+# id = "registry"
+# format = "distribution-json"
+# path = "/var/log/docker-registry/app.log"
+
+[webhook]
+# Receives the registry's notifications (CNCF distribution `notifications.endpoints`).
+enabled = false
+listen = "127.0.0.1:9465"
+# File holding the bearer token the registry must send as `Authorization: Bearer <token>`.
+token_file = "keys/webhook.token"
+source = "registry"
+max_body_bytes = 1048576
+
+[metrics]
+# Prometheus exposition (classic text format) on http://LISTEN/metrics.
+enabled = true
+listen = "127.0.0.1:9464"
+"""

@@ -1,0 +1,291 @@
+"""Frozen records that cross stage boundaries (DESIGN.md "Data flow").
+
+``AuditEvent`` (audit/ → ledger), ``Flow`` (flows/ → policy/), ``Verdict`` (policy/ → ledger,
+metrics), ``Unparsed`` (any source → ledger, metrics). Input that cannot be parsed becomes an
+``Unparsed`` value, never an exception that stops a source.
+
+Each record has ``to_json()`` returning a JSON-ready dict with the DESIGN.md field names: only
+``str``, ``int``, ``bool``, ``None``, lists and dicts (no floats), so that it can be canonicalized
+with RFC 8785 and hashed into the ledger unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sentinel.timefmt import format_ts
+
+#: DESIGN.md "Normalized audit event": the closed set of actions.
+ACTIONS = frozenset(
+    {
+        "push",
+        "pull",
+        "delete",
+        "untag",
+        "mount",
+        "tag",
+        "register",
+        "stage_change",
+        "login",
+        "auth_failure",
+        "access_denied",
+        "config_change",
+        "other",
+    }
+)
+OUTCOMES = frozenset({"success", "failure", "unknown"})
+SOURCE_KINDS = frozenset({"distribution", "harbor", "minio", "mlflow", "zot", "k8s", "jsonmap"})
+
+Action = Literal[
+    "push",
+    "pull",
+    "delete",
+    "untag",
+    "mount",
+    "tag",
+    "register",
+    "stage_change",
+    "login",
+    "auth_failure",
+    "access_denied",
+    "config_change",
+    "other",
+]
+Outcome = Literal["success", "failure", "unknown"]
+ClientIPSource = Literal["socket", "header"]
+
+
+def sha256_hex(raw: bytes) -> str:
+    """Lower-case hex SHA-256 of ``raw``."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One normalized registry audit event (DESIGN.md "Normalized audit event").
+
+    ``ts`` is aware UTC. ``ts_zone_assumed`` names the zone Sentinel assumed when the source
+    gave none (``None`` when the source stated its zone). ``src_pos`` is ``"<file id>:<byte
+    offset>"`` for log lines or ``"<source id>:<delivery>"`` for webhooks.
+    """
+
+    ts: datetime
+    source: str
+    source_kind: str
+    action: Action
+    outcome: Outcome
+    raw_sha256: str
+    src_pos: str
+    actor: str | None = None
+    actor_verified: bool = False
+    artifact: str | None = None
+    reference: str | None = None
+    digest: str | None = None
+    client_ip: str | None = None
+    client_ip_source: ClientIPSource | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+    event_id: str | None = None
+    client_country: str | None = None
+    ts_zone_assumed: str | None = None
+    #: HTTP method and status when the source records them (``HEAD``/``GET``..., 200...)
+    http_method: str | None = None
+    http_status: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {self.outcome!r}")
+        if self.ts.tzinfo is None:
+            raise ValueError("AuditEvent.ts must be timezone-aware (UTC)")
+
+    @property
+    def dedup_key(self) -> str:
+        """Key under which an at-least-once redelivery is recognised.
+
+        The source's own event id when it has one, else the raw line's position and hash.
+        """
+        if self.event_id:
+            return f"{self.source}:event:{self.event_id}"
+        return f"{self.source}:pos:{self.src_pos}:{self.raw_sha256}"
+
+    def to_json(self) -> dict[str, Any]:
+        """DESIGN.md field names, JSON-ready (no floats; ``ts`` as RFC 3339 UTC)."""
+        return {
+            "ts": format_ts(self.ts),
+            "source": self.source,
+            "source_kind": self.source_kind,
+            "action": self.action,
+            "outcome": self.outcome,
+            "actor": self.actor,
+            "actor_verified": self.actor_verified,
+            "artifact": self.artifact,
+            "reference": self.reference,
+            "digest": self.digest,
+            "client_ip": self.client_ip,
+            "client_ip_source": self.client_ip_source,
+            "client_country": self.client_country,
+            "user_agent": self.user_agent,
+            "request_id": self.request_id,
+            "event_id": self.event_id,
+            "http_method": self.http_method,
+            "http_status": self.http_status,
+            "raw_sha256": self.raw_sha256,
+            "src_pos": self.src_pos,
+            "ts_zone_assumed": self.ts_zone_assumed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Unparsed:
+    """Input a parser could not turn into a record: counted, kept as evidence, never fatal.
+
+    ``raw`` is kept up to ``MAX_KEPT_BYTES``; ``raw_sha256`` and ``raw_len`` always describe the
+    whole input.
+    """
+
+    MAX_KEPT = 4096
+
+    source: str
+    reason: str
+    raw: bytes
+    src_pos: str
+    raw_sha256: str = ""
+    raw_len: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.raw_sha256:
+            object.__setattr__(self, "raw_sha256", sha256_hex(self.raw))
+            object.__setattr__(self, "raw_len", len(self.raw))
+
+    def to_json(self) -> dict[str, Any]:
+        kept = self.raw[: self.MAX_KEPT]
+        return {
+            "source": self.source,
+            "reason": self.reason,
+            "src_pos": self.src_pos,
+            "raw_sha256": self.raw_sha256,
+            "raw_len": self.raw_len,
+            "raw_kept": kept.decode("utf-8", errors="backslashreplace"),
+            "raw_truncated": len(kept) < self.raw_len,
+        }
+
+
+PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 47: "gre", 50: "esp"}
+
+
+def protocol_name(number: int) -> str:
+    """IANA protocol number → lower-case name (``"ip-<n>"`` when unnamed)."""
+    return PROTOCOL_NAMES.get(number, f"ip-{number}")
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A bidirectional flow between a local endpoint and a remote one.
+
+    "out" is local → remote (data leaving), "in" is remote → local. Byte counts are IP
+    lengths (bytes) as captured on the wire. ``first_seen``/``last_seen`` are aware UTC.
+    Ports are 0 for protocols without ports (ICMP) and for non-first IP fragments whose
+    first fragment was not seen.
+    """
+
+    protocol: int
+    local_ip: str
+    local_port: int
+    remote_ip: str
+    remote_port: int
+    packets_out: int
+    packets_in: int
+    bytes_out: int
+    bytes_in: int
+    first_seen: datetime
+    last_seen: datetime
+
+    @property
+    def packets(self) -> int:
+        return self.packets_out + self.packets_in
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "protocol": protocol_name(self.protocol),
+            "local_ip": self.local_ip,
+            "local_port": self.local_port,
+            "remote_ip": self.remote_ip,
+            "remote_port": self.remote_port,
+            "packets": self.packets,
+            "packets_out": self.packets_out,
+            "packets_in": self.packets_in,
+            "bytes_out": self.bytes_out,
+            "bytes_in": self.bytes_in,
+            "first_seen": format_ts(self.first_seen),
+            "last_seen": format_ts(self.last_seen),
+        }
+
+
+VerdictKind = Literal["allowed", "violation", "waived"]
+#: The reasons a verdict can give (issue #2); stable strings, used as metric label values.
+REASONS = (
+    "internal",
+    "allowed country",
+    "allowed network",
+    "foreign country",
+    "unknown location",
+    "waiver",
+    "expired waiver",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GeoProvenance:
+    """Which GeoIP database produced a location: type, build time (UTC epoch seconds), SHA-256."""
+
+    database_type: str
+    build_epoch: int
+    sha256: str
+    path: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "database_type": self.database_type,
+            "build_epoch": self.build_epoch,
+            "sha256": self.sha256,
+            "path": self.path,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The policy's decision on one flow, with its reason and the evidence behind it.
+
+    ``rule`` names what decided: ``"jurisdiction"``, a waiver id, ``"internal-ranges"``...
+    ``country`` is the ISO 3166-1 alpha-2 code of where the remote address *is* (``None`` when
+    unknown or internal). ``geo`` is ``None`` when no lookup was made (internal, allowed network).
+    """
+
+    flow: Flow
+    verdict: VerdictKind
+    reason: str
+    country: str | None
+    rule: str
+    geo: GeoProvenance | None = None
+    waiver_id: str | None = None
+    policy_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body = self.flow.to_json()
+        body.update(
+            {
+                "verdict": self.verdict,
+                "reason": self.reason,
+                "country": self.country,
+                "rule": self.rule,
+                "waiver_id": self.waiver_id,
+                "geoip": self.geo.to_json() if self.geo else None,
+                "policy_sha256": self.policy_sha256,
+            }
+        )
+        return body

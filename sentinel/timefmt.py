@@ -1,0 +1,50 @@
+"""Timestamps as Sentinel writes them: RFC 3339, UTC, exactly six fractional digits.
+
+Source: RFC 3339 section 5.6; DESIGN.md "Ledger" (six fractional digits, ``Z`` suffix).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def format_ts(ts: datetime) -> str:
+    """Return ``ts`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
+
+    Raises ``ValueError`` for a naive datetime: Sentinel never guesses a zone silently.
+    """
+    if ts.tzinfo is None:
+        raise ValueError("naive datetime: attach a zone before formatting")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp (any fraction length, ``Z`` or offset) into aware UTC.
+
+    Raises ``ValueError`` when ``text`` is not RFC 3339 or has no zone.
+    """
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    # Python < 3.11 limits fractions to 6 digits; trim longer ones (nanoseconds) rather than fail.
+    head, sep, frac_and_zone = value.partition(".")
+    if sep:
+        digits = ""
+        rest = frac_and_zone
+        while rest and rest[0].isdigit():
+            digits, rest = digits + rest[0], rest[1:]
+        value = f"{head}.{(digits + '000000')[:6]}{rest}"
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp has no zone: {text!r}")
+    return parsed.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def from_epoch(seconds: float) -> datetime:
+    """Unix seconds (float allowed) → aware UTC datetime."""
+    return datetime.fromtimestamp(seconds, UTC)
