@@ -1,0 +1,164 @@
+"""Prometheus metrics (DESIGN.md "Metrics").
+
+Names follow the Prometheus conventions: base units (seconds, bytes), ``_total`` for counters,
+labels with low cardinality (verdict, reason, ISO country code, source id, action, outcome).
+One ``Metrics`` object owns one ``CollectorRegistry`` — injected, never the global default — so
+tests and several daemons in one process never share counters. The exposition is the classic
+text format (``promtool check metrics`` rejects OpenMetrics).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
+from prometheus_client.exposition import start_http_server
+
+from sentinel import __version__
+from sentinel.records import AuditEvent, Unparsed, Verdict
+
+
+class Metrics:
+    """Every metric Sentinel exports, on its own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.build_info = Info("sentinel_build", "Sentinel build information.", registry=r)
+        self.build_info.info({"version": __version__})
+        self.flows = Counter(
+            "sentinel_flows",
+            "Flows judged by the egress policy, by verdict and reason.",
+            ["verdict", "reason"],
+            registry=r,
+        )
+        self.egress_bytes = Counter(
+            "sentinel_egress_bytes",
+            "Bytes sent from local hosts to remote endpoints, by remote country "
+            "(ISO 3166-1 alpha-2; 'internal' or 'unknown' when there is none).",
+            ["country"],
+            registry=r,
+        )
+        self.violations = Counter(
+            "sentinel_egress_violations",
+            "Flows judged a violation, by reason and remote country.",
+            ["reason", "country"],
+            registry=r,
+        )
+        self.audit_events = Counter(
+            "sentinel_audit_events",
+            "Normalized registry audit events, by source, action and outcome.",
+            ["source", "action", "outcome"],
+            registry=r,
+        )
+        self.unparsed = Counter(
+            "sentinel_unparsed_inputs",
+            "Input lines or payloads that could not be parsed (kept in the ledger), by source.",
+            ["source"],
+            registry=r,
+        )
+        self.capture_packets = Counter(
+            "sentinel_capture_packets",
+            "Packets read from captures (live or files).",
+            registry=r,
+        )
+        self.capture_drops = Counter(
+            "sentinel_capture_drops",
+            "Packets the kernel dropped before live capture could read them.",
+            registry=r,
+        )
+        self.capture_truncations = Counter(
+            "sentinel_capture_truncations",
+            "Capture files that ended in a damaged or cut-off record.",
+            registry=r,
+        )
+        self.ledger_records = Gauge(
+            "sentinel_ledger_records",
+            "Records in the ledger.",
+            registry=r,
+        )
+        self.ledger_appends = Counter(
+            "sentinel_ledger_appended_records",
+            "Records appended to the ledger by this process.",
+            ["kind"],
+            registry=r,
+        )
+        self.ledger_duplicates = Counter(
+            "sentinel_ledger_duplicates_skipped",
+            "Records not appended because their dedup key was already in the ledger.",
+            registry=r,
+        )
+        self.ledger_verify_valid = Gauge(
+            "sentinel_ledger_verification_valid",
+            "1 when the last ledger verification was valid, 0 when it was not.",
+            registry=r,
+        )
+        self.ledger_verify_time = Gauge(
+            "sentinel_ledger_last_verification_timestamp_seconds",
+            "Unix time of the last ledger verification.",
+            registry=r,
+        )
+        self.geoip_build_time = Gauge(
+            "sentinel_geoip_database_build_timestamp_seconds",
+            "Build time (Unix seconds) of the loaded GeoIP database.",
+            registry=r,
+        )
+        self.source_last_event = Gauge(
+            "sentinel_source_last_event_timestamp_seconds",
+            "Unix time of the last event received from each audit source.",
+            ["source"],
+            registry=r,
+        )
+        self.source_errors = Counter(
+            "sentinel_source_errors",
+            "Errors a source hit while reading (it keeps going), by source.",
+            ["source"],
+            registry=r,
+        )
+        self._lock = threading.Lock()
+
+    def count_verdicts(self, verdicts: Iterable[Verdict]) -> None:
+        """Count flows, egress bytes per country and violations."""
+        for v in verdicts:
+            self.flows.labels(v.verdict, v.reason).inc()
+            country = v.country or ("internal" if v.reason == "internal" else "unknown")
+            if v.flow.bytes_out:
+                self.egress_bytes.labels(country).inc(v.flow.bytes_out)
+            if v.verdict == "violation":
+                self.violations.labels(v.reason, country).inc()
+
+    def count_audit(self, items: Iterable[AuditEvent | Unparsed]) -> None:
+        """Count audit events by source/action/outcome and unparsed input by source."""
+        for item in items:
+            if isinstance(item, Unparsed):
+                self.unparsed.labels(item.source).inc()
+                continue
+            self.audit_events.labels(item.source, item.action, item.outcome).inc()
+            self.source_last_event.labels(item.source).set(item.ts.timestamp())
+
+    def exposition(self) -> bytes:
+        """The classic Prometheus text exposition of every metric (bytes, UTF-8)."""
+        return generate_latest(self.registry)
+
+    def serve(self, host: str, port: int) -> MetricsServer:
+        """Start the ``/metrics`` HTTP endpoint on ``host:port``; returns a stoppable handle."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        return MetricsServer(server, thread)
+
+
+class MetricsServer:
+    """A running metrics endpoint; ``stop()`` shuts it down and joins its thread."""
+
+    def __init__(self, server: object, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self._server.shutdown()  # type: ignore[attr-defined]
+        self._server.server_close()  # type: ignore[attr-defined]
+        self._thread.join(timeout=5)

@@ -1,0 +1,180 @@
+"""Compliance report data: the seed's five criteria, each with a status and its evidence.
+
+``build_report`` streams the ledger once (constant memory apart from the aggregates) and returns
+a JSON-ready ``dict``; ``sentinel.report.render`` turns it into HTML. A record belongs to the
+period ``[start, end)`` by its *event* time: ``data.ts`` for audit events, ``data.last_seen``
+for egress verdicts, ``data.period_end`` for egress summaries, ``recorded_at`` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sentinel import __version__
+from sentinel.timefmt import format_ts, parse_ts, utcnow
+
+#: the five criteria, in the order the report shows them
+CRITERIA = (
+    ("data_residency", "Data residency: no model data leaves the jurisdiction"),
+    ("access_control", "Access control: who touched which model, and who was refused"),
+    ("vulnerability_scanning", "Vulnerability scanning of model artifacts"),
+    ("replication", "High availability without cross-border replication"),
+    ("audit_logging", "Audit logging: complete, tamper-evident trail"),
+)
+
+FAILED_ACTIONS = {"auth_failure", "access_denied"}
+MAX_LISTED = 200
+
+
+def _event_time(kind: str, data: Mapping[str, Any], recorded_at: str) -> datetime:
+    key = {"audit_event": "ts", "egress_violation": "last_seen", "egress_summary": "period_end"}
+    value = data.get(key.get(kind, ""), None) or recorded_at
+    try:
+        return parse_ts(str(value))
+    except ValueError:
+        return parse_ts(recorded_at)
+
+
+def build_report(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    start: datetime,
+    end: datetime,
+    verification: Mapping[str, Any] | None,
+    jurisdiction: str | None = None,
+    generated_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Aggregate ledger ``records`` (decoded canonical records) into the report's data.
+
+    ``records`` are mappings with ``kind``, ``recorded_at`` and ``data`` (as stored by the
+    ledger). ``verification`` is the ledger verification result as a JSON-ready mapping (status,
+    size, first_bad_seq, problem) or ``None`` when it was not run.
+    """
+    by_country: dict[str, Counter[str]] = defaultdict(Counter)
+    by_verdict: Counter[str] = Counter()
+    violations: list[dict[str, Any]] = []
+    violation_count = 0
+    actors: dict[tuple[str, bool], Counter[str]] = defaultdict(Counter)
+    failures: list[dict[str, Any]] = []
+    failure_count = 0
+    events_by_source: dict[str, Counter[str]] = defaultdict(Counter)
+    unparsed_by_source: Counter[str] = Counter()
+    artifacts: Counter[str] = Counter()
+    header_sourced = 0
+    records_in_period = 0
+    egress_sources: set[str] = set()
+
+    for rec in records:
+        kind = str(rec.get("kind", ""))
+        data = rec.get("data") or {}
+        when = _event_time(kind, data, str(rec.get("recorded_at", "")))
+        if not start <= when < end:
+            continue
+        records_in_period += 1
+        if kind == "audit_event":
+            source = str(data.get("source"))
+            action = str(data.get("action"))
+            events_by_source[source][action] += 1
+            actor = data.get("actor") or "(anonymous)"
+            actors[(str(actor), bool(data.get("actor_verified")))][action] += 1
+            if data.get("artifact") and action in {"push", "pull", "delete", "untag", "mount"}:
+                artifacts[f"{data['artifact']} {action}"] += 1
+            if data.get("client_ip_source") == "header":
+                header_sourced += 1
+            if action in FAILED_ACTIONS or data.get("outcome") == "failure":
+                failure_count += 1
+                if len(failures) < MAX_LISTED:
+                    failures.append(dict(data))
+        elif kind == "unparsed":
+            unparsed_by_source[str(data.get("source"))] += 1
+        elif kind == "egress_summary":
+            egress_sources.add(str(data.get("source")))
+            for country, counts in (data.get("by_country") or {}).items():
+                for name, value in counts.items():
+                    by_country[country][name] += int(value)
+            for verdict, value in (data.get("by_verdict") or {}).items():
+                by_verdict[verdict] += int(value)
+        elif kind == "egress_violation":
+            violation_count += 1
+            if len(violations) < MAX_LISTED:
+                violations.append(dict(data))
+
+    criteria: dict[str, dict[str, Any]] = {}
+    flows_seen = sum(by_verdict.values())
+    if violation_count:
+        status, summary = "fail", f"{violation_count} flow(s) left the jurisdiction"
+    elif flows_seen:
+        status, summary = "pass", f"{flows_seen} flow(s) judged, none left the jurisdiction"
+    else:
+        status, summary = "no data", "no egress observation recorded in this period"
+    criteria["data_residency"] = {
+        "status": status,
+        "summary": summary,
+        "by_country": {c: dict(v) for c, v in sorted(by_country.items())},
+        "by_verdict": dict(by_verdict),
+        "violations": violations,
+        "violation_count": violation_count,
+        "sources": sorted(egress_sources),
+    }
+    total_events = sum(sum(c.values()) for c in events_by_source.values())
+    if not total_events:
+        status, summary = "no data", "no registry audit event recorded in this period"
+    elif failure_count:
+        status = "attention"
+        summary = f"{failure_count} failed or denied access attempt(s) out of {total_events}"
+    else:
+        status, summary = "pass", f"{total_events} audited access(es), no failed access"
+    criteria["access_control"] = {
+        "status": status,
+        "summary": summary,
+        "actors": [
+            {"actor": a, "verified": v, "actions": dict(c), "total": sum(c.values())}
+            for (a, v), c in sorted(actors.items(), key=lambda kv: -sum(kv[1].values()))
+        ],
+        "failures": failures,
+        "failure_count": failure_count,
+        "artifacts": dict(artifacts.most_common(MAX_LISTED)),
+        "header_sourced_addresses": header_sourced,
+    }
+    criteria["vulnerability_scanning"] = {
+        "status": "not checked yet",
+        "summary": "Sentinel does not scan model artifacts yet; no evidence either way.",
+    }
+    criteria["replication"] = {
+        "status": "not checked yet",
+        "summary": "Replication and storage targets are not checked yet; no evidence either way.",
+    }
+    ver_status = (verification or {}).get("status")
+    if ver_status == "valid" and total_events:
+        status = "pass"
+    elif ver_status in {"invalid", "unverifiable"}:
+        status = "fail"
+    elif ver_status is None:
+        status = "not checked yet"
+    else:
+        status = "attention"
+    criteria["audit_logging"] = {
+        "status": status,
+        "summary": (
+            f"ledger {ver_status or 'not verified'}; {total_events} event(s) from "
+            f"{len(events_by_source)} source(s), {sum(unparsed_by_source.values())} "
+            "unparsed input(s) kept as evidence"
+        ),
+        "events_by_source": {s: dict(c) for s, c in sorted(events_by_source.items())},
+        "unparsed_by_source": dict(unparsed_by_source),
+        "verification": dict(verification) if verification else None,
+    }
+    return {
+        "title": "Sentinel compliance report",
+        "jurisdiction": jurisdiction,
+        "period": {"from": format_ts(start), "to": format_ts(end)},
+        "generated_at": format_ts(generated_at or utcnow()),
+        "sentinel_version": __version__,
+        "records_in_period": records_in_period,
+        "criteria": [
+            {"key": key, "title": title, **criteria[key]} for key, title in CRITERIA
+        ],
+    }

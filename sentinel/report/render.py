@@ -1,0 +1,56 @@
+"""Render report data to HTML (Jinja2, autoescaped) or JSON, written atomically.
+
+Templates: ``report.html.j2`` from an operator's directory first (``template_dir``), then the
+shipped ``reports/`` templates (``sentinel.resources.templates_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from sentinel.resources import templates_dir
+
+
+def render_html(data: Mapping[str, Any], *, template_dir: Path | None = None) -> str:
+    """Render ``data`` (from ``build_report``) with ``report.html.j2``; returns HTML text."""
+    loaders = [FileSystemLoader(str(template_dir))] if template_dir else []
+    loaders.append(FileSystemLoader(str(templates_dir())))
+    env = Environment(
+        loader=ChoiceLoader(loaders),
+        autoescape=select_autoescape(["html", "j2"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html.j2").render(report=data)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(data: Mapping[str, Any], path: Path, *, template_dir: Path | None = None) -> None:
+    """Write the report to ``path``: JSON when it ends in ``.json``, else HTML."""
+    if path.suffix.lower() == ".json":
+        write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    else:
+        write_atomic(path, render_html(data, template_dir=template_dir))
