@@ -1,1 +1,66 @@
-"""flows stage."""
+"""flows stage: packet sources (pcap/pcapng files, live capture) → bidirectional ``Flow`` records.
+
+Stable entry points for the runtime and the demo:
+
+* ``read_flows(paths, local_networks) -> (list[Flow], ReadStats)`` — read whole capture files;
+* ``CaptureReader`` / ``read_packets`` (``sentinel.flows.pcap``) — raw packet iteration;
+* ``Decoder`` (``sentinel.flows.decode``) and ``FlowTable`` (``sentinel.flows.table``) — the
+  per-packet path shared with live capture (``sentinel.flows.live.LiveCapture``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from sentinel.flows.decode import Decoder
+from sentinel.flows.pcap import CaptureReader, ReadStats, read_packets
+from sentinel.flows.table import FlowTable, Network
+from sentinel.records import Flow
+
+__all__ = [
+    "CaptureReader",
+    "Decoder",
+    "FlowTable",
+    "ReadStats",
+    "read_flows",
+    "read_packets",
+]
+
+
+def read_flows(
+    paths: Iterable[str | Path],
+    local_networks: Iterable[str | Network],
+    *,
+    max_flows: int = 1_000_000,
+) -> tuple[list[Flow], ReadStats]:
+    """Read every capture in ``paths`` (in order) into one flow table and drain it.
+
+    Returns the flows (creation order; byte counts are IP lengths in bytes, times aware UTC) and
+    the merged ``ReadStats`` (packets, bytes, truncations, decode counters). Packets that carry no
+    IP are counted in ``stats.not_ip``, never silently dropped.
+
+    Raises ``CaptureError`` when a file is not a readable capture (bad magic, empty, truncated
+    header); damage after valid packets is a counted truncation in the stats instead.
+    """
+    table = FlowTable(local_networks, max_flows=max_flows)
+    decoder = Decoder()
+    stats = ReadStats()
+    flows: list[Flow] = []
+    decode = decoder.decode
+    add = table.add
+    for path in paths:
+        with CaptureReader(path) as reader:
+            for ts_ns, linktype, data, _orig in reader:
+                summary = decode(linktype, data)
+                if summary is not None:
+                    add(ts_ns, summary)
+            stats.merge(reader.stats)
+        if table.evicted:
+            flows.extend(table.expire(0, 1e12, 1e12))
+    flows.extend(table.drain())
+    stats.not_ip = decoder.not_ip
+    stats.malformed = decoder.malformed
+    stats.unsupported_linktype = decoder.unsupported_linktype
+    stats.fragments_unmatched = decoder.fragments_unmatched
+    return flows, stats
