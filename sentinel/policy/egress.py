@@ -1,0 +1,349 @@
+"""Egress policy: load the YAML file, judge each ``Flow`` by where its remote endpoint is.
+
+File shape (see ``rules/egress-policy.yaml`` for the commented default)::
+
+    jurisdiction:
+      name: EEA data residency
+      allow_countries: [EEA]            # ISO 3166-1 alpha-2 codes and the groups EU, EEA
+      allow_networks: [203.0.113.0/24]  # in-jurisdiction whatever GeoIP says
+      deny_networks: []                 # always a violation
+      unknown: violation                # violation (default) | allow
+    local_networks: [10.20.0.0/24, "fd00:20::/64"]
+    waivers:
+      - {id: W-1, network: 192.0.2.0/24, ports: [443], justification: "…", approver: "…",
+         expires: "2027-06-30T00:00:00Z"}
+
+Precedence, first match wins (the remote endpoint decides; direction does not matter — a foreign
+client downloading from the registry is data leaving):
+
+1. ``deny_networks`` → violation, reason ``foreign country``, rule ``deny_networks``;
+2. a waiver whose network (and ports, when given: the remote or the local port) matches →
+   waived, reason ``waiver``; an *expired* waiver no longer applies: the flow is judged by the
+   steps below and, if that is a violation, the reason becomes ``expired waiver`` (rule = waiver
+   id);
+3. ``allow_networks`` → allowed, ``allowed network``;
+4. internal addresses — ``local_networks`` and the special ranges in ``INTERNAL_NETWORKS``
+   (private, ULA, loopback, link-local, CGNAT, multicast, broadcast, unspecified, documentation)
+   → allowed, ``internal``, never looked up;
+5. GeoIP: an allowed country → allowed, ``allowed country``; another country → violation,
+   ``foreign country``; no country (not in the database, no database loaded) → ``unknown
+   location``, a violation unless ``unknown: allow``.
+
+Documentation ranges are internal only after steps 1–3, so a policy may allow or waive them (the
+sample does). Errors: ``ConfigError(path, problem, key)`` naming the dotted key; the file is read
+with ``yaml.safe_load`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from sentinel.errors import ConfigError
+from sentinel.geo.database import GeoDatabase, embedded_ipv4
+from sentinel.geo.groups import GROUPS, expand
+from sentinel.records import Flow, GeoProvenance, Verdict
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: largest policy file accepted, bytes
+MAX_POLICY_BYTES = 1_048_576
+
+#: Never foreign (IANA special-purpose registries, RFC 6890 and successors).
+INTERNAL_NETWORKS: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network", unspecified
+        "10.0.0.0/8",  # RFC 1918
+        "100.64.0.0/10",  # CGNAT, RFC 6598
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local
+        "172.16.0.0/12",  # RFC 1918
+        "192.0.2.0/24",  # TEST-NET-1, RFC 5737
+        "192.168.0.0/16",  # RFC 1918
+        "198.51.100.0/24",  # TEST-NET-2
+        "203.0.113.0/24",  # TEST-NET-3
+        "224.0.0.0/4",  # multicast
+        "255.255.255.255/32",  # limited broadcast
+        "::/128",  # unspecified
+        "::1/128",  # loopback
+        "fc00::/7",  # unique local, RFC 4193
+        "fe80::/10",  # link-local
+        "ff00::/8",  # multicast
+        "2001:db8::/32",  # documentation, RFC 3849
+    )
+)
+
+
+def _network(value: object) -> Network:
+    if not isinstance(value, str | int):
+        raise ValueError("expected a CIDR network such as 192.0.2.0/24")
+    try:
+        return ipaddress.ip_network(str(value), strict=False)
+    except ValueError as exc:
+        raise ValueError(f"not a CIDR network: {value!r}") from exc
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Jurisdiction(_Model):
+    name: str = "jurisdiction"
+    allow_countries: tuple[str, ...] = ()
+    allow_networks: tuple[Network, ...] = ()
+    deny_networks: tuple[Network, ...] = ()
+    unknown: Literal["violation", "allow"] = "violation"
+
+    @field_validator("allow_countries", mode="before")
+    @classmethod
+    def _codes(cls, value: object) -> object:
+        if not isinstance(value, list | tuple):
+            raise ValueError("expected a list of ISO 3166-1 alpha-2 codes or EU/EEA")
+        for code in value:
+            if not isinstance(code, str):
+                raise ValueError(f"not a country code: {code!r}")
+            if code in GROUPS:
+                continue
+            if len(code) != 2 or not code.isascii() or not code.isalpha() or not code.isupper():
+                raise ValueError(
+                    f"{code!r} is neither an ISO 3166-1 alpha-2 code (upper case) "
+                    f"nor a group ({', '.join(sorted(GROUPS))})"
+                )
+        return value
+
+    @field_validator("allow_networks", "deny_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            raise ValueError("expected a list of CIDR networks")
+        return tuple(_network(v) for v in value)
+
+
+class Waiver(_Model):
+    id: Annotated[str, Field(min_length=1)]
+    network: Network
+    ports: tuple[Annotated[int, Field(ge=0, le=65535)], ...] = ()
+    justification: Annotated[str, Field(min_length=1)]
+    approver: Annotated[str, Field(min_length=1)]
+    expires: AwareDatetime
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _net(cls, value: object) -> object:
+        return _network(value)
+
+    def matches(self, flow: Flow, remote: IPAddress) -> bool:
+        """The remote address is in ``network`` and, when ``ports`` is set, the remote or the
+        local port is one of them."""
+        if remote.version != self.network.version or remote not in self.network:
+            return False
+        return not self.ports or flow.remote_port in self.ports or flow.local_port in self.ports
+
+
+class PolicyModel(_Model):
+    jurisdiction: Jurisdiction
+    local_networks: tuple[Network, ...] = ()
+    waivers: tuple[Waiver, ...] = ()
+
+    @field_validator("local_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            raise ValueError("expected a list of CIDR networks")
+        return tuple(_network(v) for v in value)
+
+    @field_validator("waivers", mode="before")
+    @classmethod
+    def _waivers(cls, value: object) -> object:
+        return () if value is None else value
+
+
+def _in_any(addr: IPAddress, networks: Iterable[Network]) -> bool:
+    return any(addr.version == n.version and addr in n for n in networks)
+
+
+class EgressPolicy:
+    """A loaded, validated egress policy. ``sha256`` is the policy file's SHA-256 (hex)."""
+
+    def __init__(self, model: PolicyModel, *, path: str = "<memory>", sha256: str = "") -> None:
+        self.model = model
+        self.path = path
+        self.sha256 = sha256
+        self.allowed_countries = expand(model.jurisdiction.allow_countries)
+        waiver_ids = [w.id for w in model.waivers]
+        dupes = {i for i in waiver_ids if waiver_ids.count(i) > 1}
+        if dupes:
+            raise ConfigError(
+                path, f"duplicate waiver id(s): {', '.join(sorted(dupes))}", "waivers"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.model.jurisdiction.name
+
+    @property
+    def local_networks(self) -> tuple[Network, ...]:
+        return self.model.local_networks
+
+    @classmethod
+    def load(cls, path: str | Path) -> EgressPolicy:
+        """Read and validate the YAML policy at ``path``. Raises ``ConfigError``."""
+        p = Path(path)
+        try:
+            if p.stat().st_size > MAX_POLICY_BYTES:
+                raise ConfigError(str(p), f"policy file larger than {MAX_POLICY_BYTES} bytes")
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise ConfigError(str(p), f"cannot read policy: {exc.strerror or exc}") from exc
+        return cls.from_yaml(raw, path=str(p))
+
+    @classmethod
+    def from_yaml(cls, raw: bytes, *, path: str = "<memory>") -> EgressPolicy:
+        """Validate policy YAML ``raw`` (bytes); ``path`` is only used in error messages."""
+        try:
+            data = yaml.safe_load(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(path, f"not UTF-8 text: {exc.reason}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(path, f"not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(path, "expected a mapping with a `jurisdiction` key at the top")
+        try:
+            model = PolicyModel.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(part) for part in first["loc"]) or None
+            raise ConfigError(path, first["msg"], key=key) from exc
+        return cls(model, path=path, sha256=hashlib.sha256(raw).hexdigest())
+
+    def is_internal(self, addr: IPAddress) -> bool:
+        """In ``local_networks`` or one of ``INTERNAL_NETWORKS``."""
+        return _in_any(addr, self.model.local_networks) or _in_any(addr, INTERNAL_NETWORKS)
+
+    def evaluate(self, flow: Flow, geo: GeoDatabase | None, now: datetime) -> Verdict:
+        """Judge ``flow`` at ``now`` (aware UTC; decides which waivers have expired).
+
+        ``geo`` ``None`` means no database: every non-internal, non-listed address is unknown.
+        """
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware (UTC)")
+        remote = embedded_ipv4(ipaddress.ip_address(flow.remote_ip))
+        jur = self.model.jurisdiction
+        sha = self.sha256 or None
+
+        if _in_any(remote, jur.deny_networks):
+            country, prov = self._locate(remote, geo)
+            return Verdict(
+                flow,
+                "violation",
+                "foreign country",
+                country,
+                "deny_networks",
+                geo=prov,
+                policy_sha256=sha,
+            )
+
+        expired = None
+        for waiver in self.model.waivers:
+            if waiver.matches(flow, remote):
+                if now < waiver.expires:
+                    return Verdict(
+                        flow,
+                        "waived",
+                        "waiver",
+                        None,
+                        waiver.id,
+                        waiver_id=waiver.id,
+                        policy_sha256=sha,
+                    )
+                expired = expired or waiver
+
+        verdict = self._judge(flow, remote, geo, sha)
+        if expired is not None and verdict.verdict == "violation":
+            return Verdict(
+                flow,
+                "violation",
+                "expired waiver",
+                verdict.country,
+                expired.id,
+                geo=verdict.geo,
+                waiver_id=expired.id,
+                policy_sha256=sha,
+            )
+        return verdict
+
+    def _judge(
+        self, flow: Flow, remote: IPAddress, geo: GeoDatabase | None, sha: str | None
+    ) -> Verdict:
+        jur = self.model.jurisdiction
+        if _in_any(remote, jur.allow_networks):
+            return Verdict(
+                flow, "allowed", "allowed network", None, "allow_networks", policy_sha256=sha
+            )
+        if _in_any(remote, self.model.local_networks):
+            return Verdict(flow, "allowed", "internal", None, "local_networks", policy_sha256=sha)
+        if _in_any(remote, INTERNAL_NETWORKS):
+            return Verdict(flow, "allowed", "internal", None, "internal-ranges", policy_sha256=sha)
+        country, prov = self._locate(remote, geo)
+        if country is None:
+            kind: Literal["allowed", "violation"] = (
+                "allowed" if jur.unknown == "allow" else "violation"
+            )
+            return Verdict(
+                flow, kind, "unknown location", None, "jurisdiction", geo=prov, policy_sha256=sha
+            )
+        if country in self.allowed_countries:
+            return Verdict(
+                flow,
+                "allowed",
+                "allowed country",
+                country,
+                "jurisdiction",
+                geo=prov,
+                policy_sha256=sha,
+            )
+        return Verdict(
+            flow,
+            "violation",
+            "foreign country",
+            country,
+            "jurisdiction",
+            geo=prov,
+            policy_sha256=sha,
+        )
+
+    @staticmethod
+    def _locate(
+        remote: IPAddress, geo: GeoDatabase | None
+    ) -> tuple[str | None, GeoProvenance | None]:
+        if geo is None:
+            return None, None
+        return geo.lookup(remote).country, geo.provenance
+
+
+def evaluate_all(
+    flows: Iterable[Flow], policy: EgressPolicy, geo: GeoDatabase | None, now: datetime
+) -> list[Verdict]:
+    """``policy.evaluate`` over ``flows`` (same order)."""
+    evaluate = policy.evaluate
+    return [evaluate(flow, geo, now) for flow in flows]
