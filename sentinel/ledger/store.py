@@ -1,0 +1,729 @@
+"""The ledger store: an append-only, hash-chained log in SQLite or PostgreSQL (SQLAlchemy Core).
+
+One database may hold several independent logs, told apart by ``log_id``. Tables (schema
+version ``SCHEMA_VERSION``, recorded in ``ledger_meta``):
+
+``ledger_entries``
+    ``(log_id, seq)`` primary key; ``recorded_at`` (RFC 3339 UTC, µs), ``kind``, ``body`` (the
+    record's RFC 8785 canonical bytes, see ``canonical.record_body``), ``leaf_hash``,
+    ``prev_hash``, ``chain_hash`` (32-byte SHA-256, see ``hashing``). ``UNIQUE (log_id,
+    prev_hash)`` is the second guard against a forked chain.
+``ledger_dedup``
+    ``(log_id, key) → seq``: at-least-once deliveries are appended once.
+``ledger_cursors``
+    ``(log_id, key) → value``: a source's position, committed in the same transaction as the
+    records it produced (so a crash never loses or repeats a record).
+
+Each stored record is ``{"v": 1, "log": log_id, "seq": seq, "kind": kind, "recorded_at": ts,
+"data": {...}}``. Embedding ``log`` and ``seq`` binds every record to its position: a body
+moved to another row or another log no longer matches the row, even if its hashes were
+recomputed. ``recorded_at`` is the append time from the injected clock (one value per
+``append`` call); it is not guaranteed monotonic if the wall clock steps back.
+
+Serialization of appends (DESIGN.md "Ledger"): SQLite ``BEGIN IMMEDIATE`` (SQLAlchemy's
+pysqlite recipe: the driver's own transaction handling is switched off with
+``isolation_level = None`` and Sentinel emits ``BEGIN``), PostgreSQL
+``pg_advisory_xact_lock(key(log_id))``; the head is read inside the lock. Within one process a
+``threading.Lock`` serializes appends too.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: with ``NORMAL`` a power loss may roll back
+the last committed transactions, and Sentinel acknowledges a webhook delivery (and advances a
+tailer's cursor) only once its record is durable, so each commit is synced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from sentinel.errors import LedgerError
+from sentinel.ledger.canonical import (
+    MAX_SAFE_INT,
+    RECORD_VERSION,
+    RecordError,
+    canonical_bytes,
+    record_body,
+)
+from sentinel.ledger.hashing import GENESIS, HASH_SIZE, chain_hash, leaf_hash
+from sentinel.timefmt import format_ts, parse_ts, utcnow
+
+SCHEMA_VERSION = 1
+#: largest canonical ``data`` accepted per record, bytes
+MAX_RECORD_BYTES = 1 << 20
+#: most records per ``append`` call
+MAX_APPEND_RECORDS = 10_000
+#: longest dedup key / cursor key, and cursor value, characters
+MAX_KEY_CHARS = 512
+MAX_CURSOR_VALUE_CHARS = 4096
+#: seconds a SQLite writer waits for the write lock before failing
+SQLITE_BUSY_TIMEOUT_S = 60.0
+DEFAULT_BATCH = 2000
+
+_LOG_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+_KIND_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+_IN_CHUNK = 500
+
+metadata = sa.MetaData()
+
+entries_table = sa.Table(
+    "ledger_entries",
+    metadata,
+    sa.Column("log_id", sa.String(128), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False, autoincrement=False),
+    sa.Column("recorded_at", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("leaf_hash", sa.LargeBinary, nullable=False),
+    sa.Column("prev_hash", sa.LargeBinary, nullable=False),
+    sa.Column("chain_hash", sa.LargeBinary, nullable=False),
+    sa.PrimaryKeyConstraint("log_id", "seq", name="pk_ledger_entries"),
+    sa.UniqueConstraint("log_id", "prev_hash", name="uq_ledger_entries_prev"),
+    sa.Index("ix_ledger_entries_kind", "log_id", "kind", "seq"),
+)
+
+dedup_table = sa.Table(
+    "ledger_dedup",
+    metadata,
+    sa.Column("log_id", sa.String(128), nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("log_id", "key", name="pk_ledger_dedup"),
+)
+
+cursors_table = sa.Table(
+    "ledger_cursors",
+    metadata,
+    sa.Column("log_id", sa.String(128), nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("log_id", "key", name="pk_ledger_cursors"),
+)
+
+meta_table = sa.Table(
+    "ledger_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+class VerifyStatus(StrEnum):
+    """Outcome of ``Ledger.verify`` (DESIGN.md "Ledger").
+
+    This version produces only ``VALID`` and ``INVALID``; ``VALID_UNPINNED`` (no external
+    checkpoint covers the tail) and ``UNVERIFIABLE`` (missing key or anchor) arrive with signed
+    checkpoints (issue 3).
+    """
+
+    VALID = "valid"
+    VALID_UNPINNED = "valid-unpinned"
+    UNVERIFIABLE = "unverifiable"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What one ``append`` did: records written, duplicates skipped, seq range written."""
+
+    appended: int
+    duplicates: int
+    first_seq: int | None
+    last_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """Verification outcome. ``size`` is the number of sequence numbers the log claims
+    (max seq + 1); ``first_bad_seq`` and ``problem`` are set when ``status`` is invalid;
+    ``head_hash`` is the last verified chain hash, lowercase hex."""
+
+    status: VerifyStatus
+    size: int
+    first_bad_seq: int | None
+    problem: str | None
+    records_checked: int
+    head_hash: str
+
+    @property
+    def ok(self) -> bool:
+        """True for ``valid`` (and, later, ``valid-unpinned``)."""
+        return self.status in (VerifyStatus.VALID, VerifyStatus.VALID_UNPINNED)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict with the field names above."""
+        return {
+            "status": str(self.status),
+            "size": self.size,
+            "first_bad_seq": self.first_bad_seq,
+            "problem": self.problem,
+            "records_checked": self.records_checked,
+            "head_hash": self.head_hash,
+        }
+
+
+class Head(NamedTuple):
+    """Last record's ``seq`` and ``chain_hash``; ``(-1, GENESIS)`` for an empty log."""
+
+    seq: int
+    chain_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stored row. Hashes are raw 32-byte digests; ``body`` the canonical record bytes."""
+
+    seq: int
+    recorded_at: str
+    kind: str
+    body: bytes
+    leaf_hash: bytes
+    prev_hash: bytes
+    chain_hash: bytes
+
+    def record(self) -> dict[str, Any]:
+        """The decoded record ``{"v", "log", "seq", "kind", "recorded_at", "data"}``.
+
+        Raises ``LedgerError`` if the body is not a JSON object (a damaged row).
+        """
+        try:
+            value = json.loads(self.body)
+        except ValueError as exc:
+            raise LedgerError(f"ledger record {self.seq} is not valid JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise LedgerError(f"ledger record {self.seq} is not a JSON object")
+        return value
+
+
+def _lock_key(log_id: str) -> int:
+    digest = hashlib.sha256(b"sentinel.ledger\x00" + log_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _db_error(action: str, exc: sa.exc.DBAPIError | sa.exc.SQLAlchemyError) -> LedgerError:
+    orig = getattr(exc, "orig", None)
+    detail = str(orig if orig is not None else exc).strip().splitlines()[0]
+    return LedgerError(f"ledger: {action} failed: {detail}")
+
+
+_ENTRY_COLUMNS = (
+    entries_table.c.seq,
+    entries_table.c.recorded_at,
+    entries_table.c.kind,
+    entries_table.c.body,
+    entries_table.c.leaf_hash,
+    entries_table.c.prev_hash,
+    entries_table.c.chain_hash,
+)
+
+
+class Ledger:
+    """A hash-chained, append-only log in one SQL database. Create with ``Ledger.open``.
+
+    Thread-safe; safe across processes (the database lock). Close with ``close()`` or use it
+    as a context manager.
+    """
+
+    def __init__(
+        self, engine: sa.Engine, log_id: str, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self._engine = engine
+        self._log_id = log_id
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._lock_key = _lock_key(log_id)
+        self._log_json = canonical_bytes(log_id)
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, url: str, *, log_id: str = "sentinel", clock: Callable[[], datetime] = utcnow
+    ) -> Ledger:
+        """Open (creating the schema if missing) the ledger at SQLAlchemy ``url``.
+
+        ``sqlite:///PATH`` (file only; its directory must exist) or ``postgresql://…`` /
+        ``postgresql+psycopg://…`` (psycopg 3). ``clock`` returns aware datetimes and stamps
+        ``recorded_at``. Raises ``LedgerError`` for an unsupported URL, an unreachable
+        database, or a schema version this code does not know.
+        """
+        if not isinstance(log_id, str) or not _LOG_ID_RE.fullmatch(log_id):
+            raise LedgerError(
+                f"ledger: log id {log_id!r} must be 1-128 of A-Z a-z 0-9 . _ : / - "
+                "and start with a letter or digit"
+            )
+        try:
+            parsed = sa.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise LedgerError(f"ledger: not a database URL: {url!r}") from exc
+        backend = parsed.get_backend_name()
+        shown = parsed.render_as_string(hide_password=True)
+        if backend == "sqlite":
+            if not parsed.database or parsed.database == ":memory:":
+                raise LedgerError(f"ledger: {shown}: SQLite ledger needs a file path")
+            engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+            _install_sqlite_hooks(engine)
+        elif backend == "postgresql":
+            if parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            elif parsed.drivername != "postgresql+psycopg":
+                raise LedgerError(f"ledger: {shown}: use the psycopg 3 driver (postgresql+psycopg)")
+            engine = sa.create_engine(parsed, pool_pre_ping=True)
+        else:
+            raise LedgerError(f"ledger: {shown}: unsupported database (sqlite or postgresql)")
+        ledger = cls(engine, log_id, clock)
+        try:
+            ledger._create_schema()
+        except sa.exc.SQLAlchemyError as exc:
+            engine.dispose()
+            raise _db_error(f"opening {shown}", exc) from exc
+        except LedgerError:
+            engine.dispose()
+            raise
+        return ledger
+
+    def _create_schema(self) -> None:
+        with self._write_tx() as conn:
+            metadata.create_all(conn)
+            found = conn.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).scalar_one_or_none()
+            if found is None:
+                conn.execute(
+                    meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
+            elif found != str(SCHEMA_VERSION):
+                raise LedgerError(
+                    f"ledger: database schema version {found} is not {SCHEMA_VERSION} "
+                    "(written by another Sentinel version)"
+                )
+
+    @property
+    def log_id(self) -> str:
+        return self._log_id
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return str(self._engine.dialect.name)
+
+    def close(self) -> None:
+        """Release every database connection. Safe to call twice."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[sa.Connection]:
+        """A write transaction holding the log's lock (see module docstring)."""
+        with self._engine.connect() as conn:
+            if self._sqlite:
+                conn.execution_options(sentinel_begin="IMMEDIATE")
+            with conn.begin():
+                if not self._sqlite:
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_key})
+                yield conn
+
+    # -- appending -------------------------------------------------------------------------
+
+    def append(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        dedup_keys: Sequence[str | None] | None = None,
+        cursors: Mapping[str, str] | None = None,
+    ) -> AppendResult:
+        """Append ``records`` (each ``{"kind": str, "data": {...}}``) in one transaction.
+
+        ``dedup_keys[i]`` (optional, ≤ 512 chars) skips record ``i`` when the key is already
+        in the log or earlier in this batch; skipped records are counted in ``duplicates``.
+        ``cursors`` (key → value) are upserted in the same transaction. ``kind`` matches
+        ``[a-z][a-z0-9_.-]{0,63}``; ``data`` obeys ``canonical`` rules and is at most
+        ``MAX_RECORD_BYTES`` once canonical. At most ``MAX_APPEND_RECORDS`` records per call.
+
+        Raises ``RecordError`` (before touching the database) for a bad record, key or
+        cursor, and ``LedgerError`` when the database fails; nothing is written then.
+        """
+        n = len(records)
+        if n > MAX_APPEND_RECORDS:
+            raise RecordError("$", f"{n} records in one append (at most {MAX_APPEND_RECORDS})")
+        keys: Sequence[str | None] = [None] * n if dedup_keys is None else dedup_keys
+        if len(keys) != n:
+            raise RecordError("$", f"{len(keys)} dedup keys for {n} records")
+        prepared = [self._prepare(i, rec, keys[i]) for i, rec in enumerate(records)]
+        cursor_rows = self._prepare_cursors(cursors or {})
+        if not prepared and not cursor_rows:
+            return AppendResult(0, 0, None, None)
+        recorded_at = format_ts(self._clock())
+        rec_at_json = canonical_bytes(recorded_at)
+        try:
+            with self._lock, self._write_tx() as conn:
+                return self._append_locked(conn, prepared, cursor_rows, recorded_at, rec_at_json)
+        except sa.exc.IntegrityError as exc:
+            raise _db_error("append (another writer forked the chain?)", exc) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_error("append", exc) from exc
+
+    def _prepare(
+        self, index: int, rec: Mapping[str, Any], key: str | None
+    ) -> tuple[str, bytes, bytes, str | None]:
+        path = f"$[{index}]"
+        if not isinstance(rec, Mapping):
+            raise RecordError(path, "record is not a mapping {kind, data}")
+        extra = set(rec) - {"kind", "data"}
+        if extra:
+            raise RecordError(path, f"unexpected field(s) {sorted(map(str, extra))}")
+        kind = rec.get("kind")
+        if not isinstance(kind, str) or not _KIND_RE.fullmatch(kind):
+            raise RecordError(f"{path}.kind", f"kind {kind!r} must match [a-z][a-z0-9_.-]{{0,63}}")
+        data = rec.get("data")
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{path}.data", "data must be an object")
+        data_json = canonical_bytes(data, path=f"{path}.data", depth=1)
+        if len(data_json) > MAX_RECORD_BYTES:
+            raise RecordError(
+                f"{path}.data", f"{len(data_json)} bytes canonical (at most {MAX_RECORD_BYTES})"
+            )
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS):
+            raise RecordError(f"dedup_keys[{index}]", f"must be 1-{MAX_KEY_CHARS} characters")
+        return kind, canonical_bytes(kind), data_json, key
+
+    @staticmethod
+    def _prepare_cursors(cursors: Mapping[str, str]) -> list[tuple[str, str]]:
+        rows = []
+        for key, value in cursors.items():
+            if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS:
+                raise RecordError(f"cursors[{key!r}]", f"key must be 1-{MAX_KEY_CHARS} characters")
+            if not isinstance(value, str) or len(value) > MAX_CURSOR_VALUE_CHARS:
+                raise RecordError(
+                    f"cursors[{key!r}]", f"value must be a string ≤ {MAX_CURSOR_VALUE_CHARS}"
+                )
+            rows.append((key, value))
+        return rows
+
+    def _append_locked(
+        self,
+        conn: sa.Connection,
+        prepared: list[tuple[str, bytes, bytes, str | None]],
+        cursor_rows: list[tuple[str, str]],
+        recorded_at: str,
+        rec_at_json: bytes,
+    ) -> AppendResult:
+        head = self._head(conn)
+        batch_keys = [k for _, _, _, k in prepared if k is not None]
+        present: set[str] = set()
+        for start in range(0, len(batch_keys), _IN_CHUNK):
+            chunk = batch_keys[start : start + _IN_CHUNK]
+            present.update(
+                conn.execute(
+                    sa.select(dedup_table.c.key).where(
+                        dedup_table.c.log_id == self._log_id, dedup_table.c.key.in_(chunk)
+                    )
+                ).scalars()
+            )
+        seq = head.seq + 1
+        prev = head.chain_hash
+        rows: list[dict[str, Any]] = []
+        dedup_rows: list[dict[str, Any]] = []
+        duplicates = 0
+        for kind, kind_json, data_json, key in prepared:
+            if key is not None:
+                if key in present:
+                    duplicates += 1
+                    continue
+                present.add(key)
+                dedup_rows.append({"log_id": self._log_id, "key": key, "seq": seq})
+            if seq > MAX_SAFE_INT:
+                raise LedgerError("ledger: sequence numbers exhausted")
+            body = record_body(
+                log_json=self._log_json,
+                seq=seq,
+                kind_json=kind_json,
+                recorded_at_json=rec_at_json,
+                data_canonical=data_json,
+            )
+            leaf = leaf_hash(body)
+            chained = chain_hash(prev, leaf)
+            rows.append(
+                {
+                    "log_id": self._log_id,
+                    "seq": seq,
+                    "recorded_at": recorded_at,
+                    "kind": kind,
+                    "body": body,
+                    "leaf_hash": leaf,
+                    "prev_hash": prev,
+                    "chain_hash": chained,
+                }
+            )
+            prev = chained
+            seq += 1
+        if rows:
+            conn.execute(entries_table.insert(), rows)
+        if dedup_rows:
+            conn.execute(dedup_table.insert(), dedup_rows)
+        if cursor_rows:
+            self._upsert_cursors(conn, cursor_rows, recorded_at)
+        if not rows:
+            return AppendResult(0, duplicates, None, None)
+        return AppendResult(len(rows), duplicates, rows[0]["seq"], rows[-1]["seq"])
+
+    def _upsert_cursors(
+        self, conn: sa.Connection, cursor_rows: list[tuple[str, str]], now: str
+    ) -> None:
+        values = [
+            {"log_id": self._log_id, "key": k, "value": v, "updated_at": now}
+            for k, v in cursor_rows
+        ]
+        stmt: Any
+        if self._sqlite:
+            stmt = sqlite_dialect.insert(cursors_table)
+        else:
+            stmt = pg_dialect.insert(cursors_table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[cursors_table.c.log_id, cursors_table.c.key],
+            set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+        )
+        conn.execute(stmt, values)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _head(self, conn: sa.Connection) -> Head:
+        row = conn.execute(
+            sa.select(entries_table.c.seq, entries_table.c.chain_hash)
+            .where(entries_table.c.log_id == self._log_id)
+            .order_by(entries_table.c.seq.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return Head(-1, GENESIS)
+        return Head(int(row[0]), bytes(row[1]))
+
+    def head(self) -> Head:
+        """``(seq, chain_hash)`` of the last record; ``(-1, GENESIS)`` when empty."""
+        try:
+            with self._engine.connect() as conn:
+                return self._head(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_error("reading the head", exc) from exc
+
+    def size(self) -> int:
+        """Number of sequence numbers used (last seq + 1; 0 when empty)."""
+        return self.head().seq + 1
+
+    def get_cursor(self, key: str) -> str | None:
+        """The value last committed for cursor ``key``, or ``None``."""
+        try:
+            with self._engine.connect() as conn:
+                value = conn.execute(
+                    sa.select(cursors_table.c.value).where(
+                        cursors_table.c.log_id == self._log_id, cursors_table.c.key == key
+                    )
+                ).scalar_one_or_none()
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_error("reading a cursor", exc) from exc
+        return None if value is None else str(value)
+
+    def iter_entries(
+        self,
+        start_seq: int | None = 0,
+        end_seq: int | None = None,
+        *,
+        kind: str | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> Iterator[Entry]:
+        """Stored rows with ``start_seq <= seq < end_seq``, in seq order, ``batch`` at a time.
+
+        Memory is bounded by ``batch`` rows; each batch is a short read transaction (keyset
+        pagination), so a long export never holds a snapshot open. ``start_seq=None`` means no
+        lower bound (even negative, forged seqs). Raises ``LedgerError`` on database failure.
+        """
+        if batch < 1:
+            raise ValueError("batch must be ≥ 1")
+        t = entries_table
+        lower = start_seq
+        inclusive = True
+        while True:
+            conds = [t.c.log_id == self._log_id]
+            if lower is not None:
+                conds.append(t.c.seq >= lower if inclusive else t.c.seq > lower)
+            if end_seq is not None:
+                conds.append(t.c.seq < end_seq)
+            if kind is not None:
+                conds.append(t.c.kind == kind)
+            query = sa.select(*_ENTRY_COLUMNS).where(*conds).order_by(t.c.seq).limit(batch)
+            try:
+                with self._engine.connect() as conn:
+                    rows = conn.execute(query).all()
+            except sa.exc.SQLAlchemyError as exc:
+                raise _db_error("reading entries", exc) from exc
+            for row in rows:
+                yield Entry(
+                    int(row[0]),
+                    str(row[1]),
+                    str(row[2]),
+                    bytes(row[3]),
+                    bytes(row[4]),
+                    bytes(row[5]),
+                    bytes(row[6]),
+                )
+            if len(rows) < batch:
+                return
+            lower, inclusive = int(rows[-1][0]), False
+
+    def query(
+        self,
+        kind: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        *,
+        by: str = "event",
+        batch: int = DEFAULT_BATCH,
+    ) -> Iterator[dict[str, Any]]:
+        """Decoded records of ``kind`` (all kinds if ``None``) with ``since <= t < until``.
+
+        ``by="event"``: ``t`` is the record's ``data.ts`` (event time) when it is a string,
+        else ``recorded_at``; ``by="recorded"``: ``t`` is always ``recorded_at``. Bounds are
+        aware datetimes or RFC 3339 strings. Streams in seq order, constant memory. A record
+        whose ``data.ts`` is not RFC 3339 falls back to ``recorded_at``.
+        """
+        if by not in ("event", "recorded"):
+            raise ValueError("by must be 'event' or 'recorded'")
+        lo = _as_dt(since)
+        hi = _as_dt(until)
+        for entry in self.iter_entries(kind=kind, batch=batch):
+            record = entry.record()
+            if lo is None and hi is None:
+                yield record
+                continue
+            when = _record_time(record, by)
+            if (lo is None or when >= lo) and (hi is None or when < hi):
+                yield record
+
+    # -- verification ----------------------------------------------------------------------
+
+    def verify(self, *, batch: int = DEFAULT_BATCH) -> VerifyResult:
+        """Recompute and check the whole chain, streaming in constant memory.
+
+        Checks, in seq order from 0 up to the head seen at the start: contiguous seqs (a gap
+        is a deletion or renumbering), ``leaf_hash`` = SHA-256(0x00 ‖ body), the body's own
+        ``v``/``log``/``seq``/``kind``/``recorded_at`` against the row (catches moved or
+        swapped bodies), ``prev_hash`` = previous chain hash (``GENESIS`` for seq 0) and
+        ``chain_hash``. Stops at the first failure and names it in ``first_bad_seq``.
+
+        Returns ``valid`` or ``invalid``; it cannot see tail truncation or a rollback to an
+        older copy — that needs signed checkpoints (issue 3). Raises ``LedgerError`` when the
+        database cannot be read.
+        """
+        head = self.head()
+        size = head.seq + 1
+        expected = 0
+        prev = GENESIS
+        checked = 0
+        end = size if size > 0 else None
+        for entry in self.iter_entries(None, end, batch=batch):
+            problem = self._check_entry(entry, expected, prev)
+            if problem is not None:
+                bad, text = problem
+                return VerifyResult(VerifyStatus.INVALID, size, bad, text, checked, prev.hex())
+            prev = entry.chain_hash
+            expected += 1
+            checked += 1
+        if checked != size:
+            return VerifyResult(
+                VerifyStatus.INVALID,
+                size,
+                expected,
+                f"record {expected} is missing",
+                checked,
+                prev.hex(),
+            )
+        return VerifyResult(VerifyStatus.VALID, size, None, None, checked, prev.hex())
+
+    def _check_entry(self, e: Entry, expected: int, prev: bytes) -> tuple[int, str] | None:
+        if e.seq != expected:
+            if e.seq > expected:
+                return expected, f"record {expected} is missing (next stored record is {e.seq})"
+            return e.seq, f"unexpected record {e.seq} before {expected}"
+        if len(e.leaf_hash) != HASH_SIZE or leaf_hash(e.body) != e.leaf_hash:
+            return e.seq, "body does not match its leaf_hash (record modified)"
+        try:
+            rec = json.loads(e.body)
+        except ValueError:
+            return e.seq, "body is not valid JSON"
+        if not isinstance(rec, dict):
+            return e.seq, "body is not a JSON object"
+        if rec.get("v") != RECORD_VERSION:
+            return e.seq, f"unknown record version {rec.get('v')!r}"
+        if rec.get("log") != self._log_id:
+            return e.seq, f"body belongs to log {rec.get('log')!r}"
+        if rec.get("seq") != e.seq:
+            return e.seq, f"body is record {rec.get('seq')!r}, stored at {e.seq} (moved)"
+        if rec.get("kind") != e.kind or rec.get("recorded_at") != e.recorded_at:
+            return e.seq, "kind/recorded_at columns differ from the body"
+        if e.prev_hash != prev:
+            return e.seq, "prev_hash does not link to the previous record"
+        if chain_hash(prev, e.leaf_hash) != e.chain_hash:
+            return e.seq, "chain_hash is wrong"
+        return None
+
+
+def _as_dt(value: datetime | str | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError("naive datetime bound: attach a zone")
+        return value
+    return parse_ts(value)
+
+
+def _record_time(record: Mapping[str, Any], by: str) -> datetime:
+    if by == "event":
+        data = record.get("data")
+        ts = data.get("ts") if isinstance(data, Mapping) else None
+        if isinstance(ts, str):
+            try:
+                return parse_ts(ts)
+            except ValueError:
+                pass
+    return parse_ts(str(record.get("recorded_at")))
+
+
+def _install_sqlite_hooks(engine: sa.Engine) -> None:
+    """SQLAlchemy's pysqlite recipe: Sentinel emits BEGIN itself (IMMEDIATE for writes)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = FULL")
+        finally:
+            cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get("sentinel_begin", "DEFERRED")
+        if mode not in ("DEFERRED", "IMMEDIATE"):
+            raise LedgerError(f"ledger: bad SQLite BEGIN mode {mode!r}")
+        conn.exec_driver_sql(f"BEGIN {mode}")
