@@ -1,0 +1,73 @@
+"""The parser interface every registry format implements, and helpers they share.
+
+A parser is pure: it turns one raw unit of input (a log line without its newline, or one
+webhook payload) into zero or more normalized records. It never raises on bad input; what it
+cannot read becomes an ``Unparsed`` value carrying the reason, the raw bytes and ``src_pos``.
+
+Modelled on pip-audit's ``_dependency_source/interface.py``: a small protocol plus a closed
+name → parser registry (``sentinel.audit.parsers.PARSERS``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, runtime_checkable
+
+from sentinel.records import AuditEvent, Unparsed
+
+#: What a parser returns for one raw unit: 0..n events, and ``Unparsed`` for what it could not read.
+ParseResult = list[AuditEvent | Unparsed]
+
+#: Deepest JSON nesting a parser accepts (distribution's envelope is 5 deep).
+MAX_JSON_DEPTH = 32
+
+
+@runtime_checkable
+class Parser(Protocol):
+    """One registry log or payload format.
+
+    ``name`` is the format name used in configuration and ``sentinel audit parse --format``;
+    ``source_kind`` is the DESIGN.md ``source_kind`` its events carry.
+    """
+
+    name: str
+    source_kind: str
+
+    def parse(self, raw: bytes, *, source: str, src_pos: str) -> ParseResult:
+        """Parse one line (without its line terminator) or one payload.
+
+        ``source`` is the registry instance id written into every record; ``src_pos`` is the
+        caller's position of ``raw`` (``"<file id>:<byte offset>"`` or ``"<source>:<delivery>"``).
+        Never raises for bad input: returns ``Unparsed`` instead.
+        """
+        ...
+
+
+class JSONDepthError(ValueError):
+    """A JSON document nests deeper than allowed."""
+
+
+def loads_limited(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` with a nesting limit.
+
+    Raises ``ValueError`` (``json.JSONDecodeError``, ``UnicodeDecodeError`` or
+    ``JSONDepthError``) on invalid, non-UTF-8 or too deeply nested input.
+    """
+    try:
+        value = json.loads(raw)
+    except RecursionError as exc:
+        raise JSONDepthError(f"JSON nests deeper than {max_depth} levels") from exc
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > max_depth:
+                raise JSONDepthError(f"JSON nests deeper than {max_depth} levels")
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+def unparsed(source: str, reason: str, raw: bytes, src_pos: str) -> Unparsed:
+    """Shorthand for an ``Unparsed`` record."""
+    return Unparsed(source=source, reason=reason, raw=raw, src_pos=src_pos)
