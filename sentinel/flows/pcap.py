@@ -115,10 +115,13 @@ class ReadStats:
 class _Source:
     """A byte stream read in large chunks; tracks the absolute offset for messages."""
 
-    __slots__ = ("buf", "eof", "error", "fh", "offset", "pos")
+    __slots__ = ("buf", "eof", "error", "fh", "offset", "pos", "read")
 
     def __init__(self, fh: IO[bytes]) -> None:
         self.fh = fh
+        # read1 returns what one underlying read gives: a damaged gzip stream still yields the
+        # data decompressed before the damage
+        self.read = getattr(fh, "read1", fh.read)
         self.buf = b""
         self.pos = 0
         self.offset = 0  # absolute file offset of buf[0]
@@ -131,7 +134,7 @@ class _Source:
             if self.eof:
                 return False
             try:
-                chunk = self.fh.read(max(CHUNK, need))
+                chunk = self.read(max(CHUNK, need))
             except (OSError, EOFError, zlib.error) as exc:
                 self.error = f"read error: {exc}"
                 chunk = b""

@@ -4,10 +4,13 @@ A flow is keyed by ``(protocol, local ip, local port, remote ip, remote port)``.
 endpoint inside the configured ``local_networks``:
 
 * exactly one endpoint local → that one is local; packets from it count as "out";
-* neither local (e.g. a capture taken elsewhere) or both local (internal traffic) → the packet is
-  matched against an existing flow in either orientation; a new flow takes the *source* of its
-  first packet as local and the destination as remote. Both-local flows are still reported; the
-  policy calls them internal because the remote side is inside ``local_networks``.
+* neither local (e.g. a capture taken elsewhere): an endpoint in a private or special range
+  (``ipaddress`` ``is_private``: RFC 1918, ULA, loopback, link-local, CGNAT, documentation...) is
+  taken as local when the other one is public;
+* otherwise (both local — internal traffic — or both equally foreign) the packet is matched
+  against an existing flow in either orientation, and a new flow takes the *source* of its first
+  packet as local and the destination as remote. Both-local flows are still reported; the policy
+  calls them internal because the remote side is inside ``local_networks``.
 
 ``expire`` closes idle flows (no packet for ``idle_timeout_s``) and long ones (first packet older
 than ``active_timeout_s``; the next packet opens a new flow). The table holds at most
@@ -61,7 +64,8 @@ class FlowTable:
         self.max_flows = max_flows
         # key → [packets_out, packets_in, bytes_out, bytes_in, first_ns, last_ns]
         self._flows: dict[tuple[int, bytes, int, bytes, int], list[int]] = {}
-        self._local: dict[bytes, bool] = {}
+        # packed address → 2 in local_networks, 1 private/special range, 0 public
+        self._local: dict[bytes, int] = {}
         self._closed: list[Flow] = []
         #: flows closed early because the table was full
         self.evicted = 0
@@ -72,11 +76,18 @@ class FlowTable:
         return len(self._flows)
 
     def is_local(self, packed: bytes) -> bool:
-        """Whether the packed address lies in ``local_networks`` (cached)."""
+        """Whether the packed address lies in ``local_networks``."""
+        return self._rank(packed) == 2
+
+    def _rank(self, packed: bytes) -> int:
+        """2 in ``local_networks``, 1 in a private/special range, 0 public (cached)."""
         hit = self._local.get(packed)
         if hit is None:
             addr = ipaddress.ip_address(packed)
-            hit = any(addr in net for net in self.local_networks if net.version == addr.version)
+            if any(addr in net for net in self.local_networks if net.version == addr.version):
+                hit = 2
+            else:
+                hit = 1 if addr.is_private or addr.is_multicast else 0
             if len(self._local) >= _CACHE_MAX:
                 self._local.clear()
             self._local[packed] = hit
@@ -88,13 +99,13 @@ class FlowTable:
         local = self._local
         ls = local.get(src)
         if ls is None:
-            ls = self.is_local(src)
+            ls = self._rank(src)
         ld = local.get(dst)
         if ld is None:
-            ld = self.is_local(dst)
+            ld = self._rank(dst)
         flows = self._flows
         if ls != ld:
-            if ls:
+            if ls > ld:
                 key = (proto, src, sport, dst, dport)
                 out = True
             else:
