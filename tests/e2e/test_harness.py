@@ -13,14 +13,18 @@ import pytest
 
 from .conftest import RegistryFactory, model_payload
 from .harness import (
+    HarnessError,
     NetNs,
     NotificationListener,
     OciLayout,
+    RegistryProcess,
     Skopeo,
     make_model_oci_layout,
     read_model_file,
+    require_binary,
     send_udp_from_ns,
 )
+from .harness.netns import BLACKHOLE_MAC
 
 ACCESS_RE = re.compile(r'^\S+ \S+ (\S+) \[[^\]]+\] "(\w+) (\S+) HTTP/[\d.]+" (\d{3}) ')
 
@@ -130,6 +134,18 @@ def test_registry_scenario_leaves_logs_and_notifications(
     assert len(failures) == 1
 
 
+def test_missing_binary_names_the_debian_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(HarnessError, match="install the Debian package `docker-registry`"):
+        RegistryProcess(workdir=tmp_path / "reg").start()
+    with pytest.raises(HarnessError, match="`skopeo`"):
+        Skopeo(tmp_path / "skopeo")
+    with pytest.raises(HarnessError, match="`iproute2`"):
+        require_binary("ip", "iproute2")
+
+
 @pytest.mark.registry
 def test_registry_text_formatter(registry: RegistryFactory) -> None:
     reg = registry(log_formatter="text", log_fields={"service": "e2e"})
@@ -152,6 +168,7 @@ def _netns_exists(name: str) -> bool:
 def test_netns_sends_udp_captured_on_host_veth(netns: NetNs) -> None:
     from scapy.layers.inet import IP, UDP
     from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
     from scapy.sendrecv import AsyncSniffer
 
     assert len(netns.host_if) <= 15 and _link_exists(netns.host_if)
@@ -178,6 +195,8 @@ def test_netns_sends_udp_captured_on_host_veth(netns: NetNs) -> None:
     ] * 5
     assert [(p[IPv6].src, p[IPv6].dst) for p in v6] == [(netns.ns_ip6, "2001:db8::7")] * 2
     assert all(bytes(p[UDP].payload).startswith(b"sentinel-e2e") for p in packets)
+    # Addressed to the black-hole gateway, not to the host: the host's IP stack never routes them.
+    assert {p[Ether].dst for p in packets} == {BLACKHOLE_MAC}
 
 
 @pytest.mark.root
