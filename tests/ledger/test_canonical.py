@@ -1,0 +1,128 @@
+"""RFC 8785 canonical bytes: official vectors, Sentinel's stricter rules, and a property test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sentinel.errors import LedgerError
+from sentinel.ledger.canonical import (
+    MAX_DEPTH,
+    MAX_SAFE_INT,
+    MIN_SAFE_INT,
+    RecordError,
+    canonical_bytes,
+    record_body,
+)
+
+# values.json and structures.json hold JSON numbers with fractions or exponents (56.0, 4.50,
+# 1E30 ...). Python decodes them to floats, and Sentinel forbids floats in records (DESIGN.md
+# "Ledger"): those two cases must be *rejected*, which test_float_vectors_rejected asserts.
+FLOAT_CASES = {"values.json", "structures.json"}
+
+
+def _cases(corpus: Path) -> list[dict[str, Any]]:
+    data = json.loads((corpus / "merkle" / "jcs_rfc8785_vectors.json").read_text("utf-8"))
+    cases: list[dict[str, Any]] = data["cases"]
+    assert len(cases) == 6
+    return cases
+
+
+def test_jcs_vectors_without_floats(corpus: Path) -> None:
+    applied = 0
+    for case in _cases(corpus):
+        if case["name"] in FLOAT_CASES:
+            continue
+        value = json.loads(case["input_utf8"])
+        assert canonical_bytes(value) == bytes.fromhex(case["expected_hex"]), case["name"]
+        applied += 1
+    assert applied == 4
+
+
+def test_float_vectors_rejected(corpus: Path) -> None:
+    for case in _cases(corpus):
+        if case["name"] in FLOAT_CASES:
+            with pytest.raises(RecordError, match="float"):
+                canonical_bytes(json.loads(case["input_utf8"]))
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ({"a": {"b": [1, 2.5]}}, "$.a.b[1]"),
+        ({"n": MAX_SAFE_INT + 1}, "$.n"),
+        ({"n": MIN_SAFE_INT - 1}, "$.n"),
+        ({"x": {1: "a"}}, "$.x"),
+        ({"x": {"y": b"bytes"}}, "$.x.y"),
+        ({"x": {"y": {1, 2}}}, "$.x.y"),
+        ({"s": "\ud800"}, "$"),
+    ],
+)
+def test_rejections_name_the_path(value: Any, path: str) -> None:
+    with pytest.raises(RecordError) as info:
+        canonical_bytes(value)
+    assert info.value.path == path
+    assert isinstance(info.value, LedgerError)
+    assert isinstance(info.value, ValueError)
+
+
+def test_integer_bounds_accepted() -> None:
+    assert canonical_bytes([MAX_SAFE_INT, MIN_SAFE_INT]) == b"[9007199254740991,-9007199254740991]"
+
+
+def test_depth_limit() -> None:
+    deep: Any = "x"
+    for _ in range(MAX_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(RecordError, match="deeper"):
+        canonical_bytes(deep)
+
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=MIN_SAFE_INT, max_value=MAX_SAFE_INT)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_bytes_equal_rfc8785(value: Any) -> None:
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.dictionaries(st.text(), json_values, max_size=6),
+    kind=st.from_regex(r"[a-z][a-z0-9_.-]{0,20}", fullmatch=True),
+    log=st.text(min_size=1, max_size=20),
+    seq=st.integers(min_value=0, max_value=MAX_SAFE_INT),
+    recorded_at=st.text(max_size=30),
+)
+def test_spliced_record_body_is_jcs(
+    data: dict[str, Any], kind: str, log: str, seq: int, recorded_at: str
+) -> None:
+    """The fast path in ``append`` is byte-identical to canonicalizing the whole record."""
+    whole = {"v": 1, "log": log, "seq": seq, "kind": kind, "recorded_at": recorded_at, "data": data}
+    spliced = record_body(
+        log_json=rfc8785.dumps(log),
+        seq=seq,
+        kind_json=rfc8785.dumps(kind),
+        recorded_at_json=rfc8785.dumps(recorded_at),
+        data_canonical=rfc8785.dumps(data),
+    )
+    assert spliced == rfc8785.dumps(whole)

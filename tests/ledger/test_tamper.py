@@ -1,0 +1,246 @@
+"""Tampering with the stored rows is detected, and the first bad sequence number is named.
+
+Every test builds a 10-record ledger, changes the database behind Sentinel's back with plain
+SQL (as an attacker with database access would), and runs ``verify``. Tail truncation and
+rollback to an older copy need signed checkpoints outside the database (issue 3).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sentinel.ledger import Ledger, VerifyResult, chain_hash, leaf_hash
+from sentinel.ledger.canonical import canonical_bytes
+from tests.ledger.helpers import FixedClock, audit_record, raw, row, update
+
+N = 10
+
+
+@pytest.fixture
+def url(ledger_url: str) -> str:
+    with Ledger.open(ledger_url, clock=FixedClock()) as led:
+        led.append([audit_record(i) for i in range(6)])
+        led.append([audit_record(i) for i in range(6, N)])
+        assert led.verify().ok
+    return ledger_url
+
+
+def verify(url: str) -> VerifyResult:
+    with Ledger.open(url) as led:
+        return led.verify(batch=3)
+
+
+def assert_invalid(result: VerifyResult, seq: int, problem: str) -> None:
+    assert result.status == "invalid", result
+    assert result.first_bad_seq == seq, result
+    assert result.problem is not None and problem in result.problem, result
+    assert result.records_checked == seq
+
+
+def test_modified_body_byte(url: str) -> None:
+    body = bytearray(row(url, 4)["body"])
+    body[body.index(b"pull")] = ord("P")
+    update(url, 4, body=bytes(body))
+    assert_invalid(verify(url), 4, "leaf_hash")
+
+
+def test_modified_body_with_recomputed_hashes(url: str) -> None:
+    """An attacker who recomputes the row's own hashes still breaks the link to the next row."""
+    r = row(url, 4)
+    body = r["body"].replace(b'"action":"pull"', b'"action":"push"')
+    leaf = leaf_hash(body)
+    update(url, 4, body=body, leaf_hash=leaf, chain_hash=chain_hash(r["prev_hash"], leaf))
+    assert_invalid(verify(url), 5, "prev_hash")
+
+
+@pytest.mark.parametrize(
+    ("column", "problem"),
+    [
+        ("leaf_hash", "leaf_hash"),
+        ("prev_hash", "prev_hash"),
+        ("chain_hash", "chain_hash"),
+    ],
+)
+def test_modified_stored_hash(url: str, column: str, problem: str) -> None:
+    update(url, 7, **{column: b"\x07" * 32})
+    assert_invalid(verify(url), 7, problem)
+
+
+def test_modified_kind_column(url: str) -> None:
+    update(url, 2, kind="egress_violation")
+    assert_invalid(verify(url), 2, "columns differ")
+
+
+def test_deleted_middle_row(url: str) -> None:
+    with raw(url) as conn:
+        conn.execute(sa.text("DELETE FROM ledger_entries WHERE seq = 5"))
+    assert_invalid(verify(url), 5, "record 5 is missing")
+
+
+def test_deleted_first_rows(url: str) -> None:
+    with raw(url) as conn:
+        conn.execute(sa.text("DELETE FROM ledger_entries WHERE seq < 2"))
+    assert_invalid(verify(url), 0, "record 0 is missing")
+
+
+def _shift_up_from(url: str, start: int) -> None:
+    with raw(url) as conn:
+        for seq in range(N - 1, start - 1, -1):
+            conn.execute(
+                sa.text("UPDATE ledger_entries SET seq = :n WHERE seq = :s"),
+                {"n": seq + 1, "s": seq},
+            )
+
+
+def test_inserted_forged_row_renumbering(url: str) -> None:
+    """Rows 4.. are renumbered to make room for a forged record at 4."""
+    _shift_up_from(url, 4)
+    prev = row(url, 3)["chain_hash"]
+    forged = {
+        "v": 1,
+        "log": "sentinel",
+        "seq": 4,
+        "kind": "audit_event",
+        "recorded_at": "2026-03-01T12:00:00.123456Z",
+        "data": audit_record(77)["data"],
+    }
+    body = canonical_bytes(forged)
+    leaf = leaf_hash(body)
+    values = {
+        "log_id": "sentinel",
+        "seq": 4,
+        "recorded_at": forged["recorded_at"],
+        "kind": "audit_event",
+        "body": body,
+        "leaf_hash": leaf,
+        "prev_hash": prev,
+        "chain_hash": chain_hash(prev, leaf),
+    }
+    insert = sa.text(
+        "INSERT INTO ledger_entries (log_id, seq, recorded_at, kind, body, leaf_hash, "
+        "prev_hash, chain_hash) VALUES (:log_id, :seq, :recorded_at, :kind, :body, "
+        ":leaf_hash, :prev_hash, :chain_hash)"
+    )
+    # a perfectly forged row collides with the real successor on UNIQUE (log_id, prev_hash)
+    with pytest.raises(sa.exc.IntegrityError), raw(url) as conn:
+        conn.execute(insert, values)
+    # so the forger must break the link somewhere; verify names the forged row
+    with raw(url) as conn:
+        conn.execute(insert, {**values, "prev_hash": os.urandom(32)})
+    assert_invalid(verify(url), 4, "prev_hash")
+
+
+def test_inserted_row_detected_by_embedded_seq(url: str) -> None:
+    """Even a forged row that links perfectly leaves the renumbered successor out of place."""
+    _shift_up_from(url, 4)
+    prev = row(url, 3)["chain_hash"]
+    original_4 = row(url, 5)
+    # copy the real row 4 back into position 4 except for data: same prev, valid hashes
+    forged_body = original_4["body"].replace(b'"req-4"', b'"req-X"')
+    leaf = leaf_hash(forged_body)
+    # rewrite the successor's prev_hash out of the way of the unique constraint first
+    update(url, 5, prev_hash=b"\x01" * 32)
+    with raw(url) as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO ledger_entries (log_id, seq, recorded_at, kind, body, leaf_hash, "
+                "prev_hash, chain_hash) VALUES ('sentinel', 4, :r, 'audit_event', :b, :l, :p, :c)"
+            ),
+            {
+                "r": original_4["recorded_at"],
+                "b": forged_body,
+                "l": leaf,
+                "p": prev,
+                "c": chain_hash(prev, leaf),
+            },
+        )
+    # row 4 is locally indistinguishable from a genuine record; row 5 carries body seq 4
+    assert_invalid(verify(url), 5, "moved")
+
+
+def test_swapped_bodies(url: str) -> None:
+    a, b = row(url, 2), row(url, 6)
+    update(url, 2, body=b["body"])
+    update(url, 6, body=a["body"])
+    assert_invalid(verify(url), 2, "leaf_hash")
+
+
+def test_reordered_rows_with_their_hashes(url: str) -> None:
+    """Moving whole rows (body and hashes) is caught by the seq embedded in the body."""
+    a, b = row(url, 2), row(url, 6)
+    cols = ("body", "leaf_hash", "prev_hash", "chain_hash", "recorded_at", "kind")
+    update(url, 2, prev_hash=b"\x03" * 32)  # keep UNIQUE (log_id, prev_hash) satisfied
+    update(url, 6, **{c: a[c] for c in cols})
+    update(url, 2, **{c: b[c] for c in cols})
+    assert_invalid(verify(url), 2, "moved")
+
+
+def test_row_moved_from_another_log(url: str) -> None:
+    with Ledger.open(url, log_id="other", clock=FixedClock()) as other:
+        other.append([audit_record(i) for i in range(N)])
+    stranger = row(url, 3, log_id="other")
+    update(url, 3, body=stranger["body"], leaf_hash=stranger["leaf_hash"])
+    assert_invalid(verify(url), 3, "belongs to log 'other'")
+
+
+def test_row_with_negative_seq(url: str) -> None:
+    r = row(url, 0)
+    with raw(url) as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO ledger_entries (log_id, seq, recorded_at, kind, body, leaf_hash, "
+                "prev_hash, chain_hash) VALUES ('sentinel', -1, :r, 'x', :b, :l, :p, :c)"
+            ),
+            {
+                "r": r["recorded_at"],
+                "b": b"{}",
+                "l": r["leaf_hash"],
+                "p": b"\x05" * 32,
+                "c": r["chain_hash"],
+            },
+        )
+    result = verify(url)
+    assert result.status == "invalid"
+    assert result.first_bad_seq == -1
+
+
+# -- property: any single-byte change of any body is caught at that row (SQLite) -----------
+
+
+@pytest.fixture(scope="module")
+def sqlite_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("prop") / "ledger.db"
+    with Ledger.open(f"sqlite:///{path}", clock=FixedClock()) as led:
+        led.append([audit_record(i) for i in range(40)])
+    return path
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_random_single_byte_change_detected(sqlite_ledger: Path, data: st.DataObject) -> None:
+    seq = data.draw(st.integers(0, 39), label="seq")
+    conn = sqlite3.connect(sqlite_ledger, isolation_level=None)
+    try:
+        (body,) = conn.execute("SELECT body FROM ledger_entries WHERE seq = ?", (seq,)).fetchone()
+        pos = data.draw(st.integers(0, len(body) - 1), label="pos")
+        flip = data.draw(st.integers(1, 255), label="xor")
+        bad = bytearray(body)
+        bad[pos] ^= flip
+        conn.execute("UPDATE ledger_entries SET body = ? WHERE seq = ?", (bytes(bad), seq))
+        try:
+            result = verify(f"sqlite:///{sqlite_ledger}")
+        finally:
+            conn.execute("UPDATE ledger_entries SET body = ? WHERE seq = ?", (body, seq))
+    finally:
+        conn.close()
+    assert result.status == "invalid"
+    assert result.first_bad_seq == seq
