@@ -1,10 +1,129 @@
-"""`sentinel egress` commands."""
+"""`sentinel egress` commands: judge the flows in packet captures against the egress policy."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import click
+
+from sentinel.cli.common import EXIT_FINDINGS, EXIT_OK, CliState, handle_errors, pass_state
+from sentinel.errors import ConfigError
+from sentinel.flows import read_flows
+from sentinel.geo.database import GeoDatabase
+from sentinel.policy.egress import EgressPolicy, evaluate_all
+from sentinel.records import Verdict, protocol_name
+from sentinel.timefmt import parse_ts, utcnow
 
 
 @click.group()
 def egress() -> None:
-    """(being written)"""
+    """Egress verification: where did the registry's traffic go?"""
+
+
+def _endpoint(ip: str, port: int) -> str:
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"{host}:{port}"
+
+
+def _human(v: Verdict) -> str:
+    f = v.flow
+    return (
+        f"{v.verdict:<9} {v.reason:<16} {protocol_name(f.protocol):<6} "
+        f"{_endpoint(f.local_ip, f.local_port)} -> {_endpoint(f.remote_ip, f.remote_port)} "
+        f"country={v.country or '-'} packets={f.packets} "
+        f"bytes_out={f.bytes_out} bytes_in={f.bytes_in} rule={v.rule}"
+    )
+
+
+@egress.command("check")
+@click.option(
+    "--pcap",
+    "pcaps",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="pcap/pcapng capture (gzip allowed); repeat for several files.",
+)
+@click.option(
+    "--geoip",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="MaxMind-format database (default: config geoip.database).",
+)
+@click.option(
+    "--policy",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Egress policy YAML (default: config policy.egress).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per flow.")
+@click.option(
+    "--now",
+    default=None,
+    help="Judge waivers as of this RFC 3339 time (default: the current time).",
+)
+@pass_state
+@handle_errors
+def check(
+    state: CliState,
+    pcaps: tuple[Path, ...],
+    geoip: Path | None,
+    policy: Path | None,
+    as_json: bool,
+    now: str | None,
+) -> None:
+    """Judge every flow in the captures; one line (or JSON object) per flow on stdout.
+
+    \b
+    Exit codes: 0 no violation; 1 violations found; 2 error (unreadable capture, policy or
+    database). A summary goes to stderr.
+    """
+    if now is not None:
+        try:
+            when = parse_ts(now)
+        except ValueError as exc:
+            raise ConfigError("--now", f"not an RFC 3339 time with a zone: {exc}") from exc
+    else:
+        when = utcnow()
+    if policy is None:
+        settings = state.settings()
+        policy = settings.resolve(settings.policy.egress)
+    if geoip is None:
+        settings = state.settings()
+        if settings.geoip.database is not None:
+            geoip = settings.resolve(settings.geoip.database)
+    rules = EgressPolicy.load(policy)
+    geo = GeoDatabase.open(geoip) if geoip is not None else None
+    try:
+        started = time.perf_counter()
+        flows, stats = read_flows(pcaps, rules.local_networks)
+        verdicts = evaluate_all(flows, rules, geo, when)
+        elapsed = time.perf_counter() - started
+    finally:
+        if geo is not None:
+            geo.close()
+    violations = 0
+    for verdict in verdicts:
+        if verdict.verdict == "violation":
+            violations += 1
+        click.echo(json.dumps(verdict.to_json(), sort_keys=True) if as_json else _human(verdict))
+    rate = int(stats.packets / elapsed) if elapsed > 0 else 0
+    summary = (
+        f"sentinel: {len(pcaps)} file(s), {stats.packets} packets, {len(flows)} flows, "
+        f"{violations} violation(s); not IP {stats.not_ip}, malformed {stats.malformed}, "
+        f"unsupported link type {stats.unsupported_linktype}, "
+        f"unmatched fragments {stats.fragments_unmatched}; {rate} packets/s"
+    )
+    if geo is None:
+        summary += "; no GeoIP database: every public address is 'unknown location'"
+    elif geo.lookup_errors:
+        summary += f"; {geo.lookup_errors} GeoIP lookup error(s) treated as unknown"
+    click.echo(summary, err=True)
+    for note in stats.notes:
+        click.echo(f"sentinel: warning: truncated capture: {note}", err=True)
+    if stats.anomalies:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats.anomalies.items()))
+        click.echo(f"sentinel: note: capture anomalies: {kinds}", err=True)
+    raise SystemExit(EXIT_FINDINGS if violations else EXIT_OK)

@@ -1,0 +1,124 @@
+"""`sentinel egress check` end to end on real captures, a real GeoIP test DB and the shipped policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+from scapy.utils import wrpcap
+
+from sentinel.cli.main import cli
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY = REPO / "rules" / "egress-policy.yaml"
+
+
+def _run(args: list[str]) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, args)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _capture(tmp_path: Path) -> Path:
+    reg = "10.20.0.5"
+    pkts = [
+        Ether() / IP(src=reg, dst="89.160.20.112") / TCP(sport=40001, dport=443),
+        Ether() / IP(src="175.16.199.1", dst=reg) / TCP(sport=51000, dport=443),
+        Ether() / IP(src=reg, dst="175.16.199.1") / TCP(sport=443, dport=51000) / (b"m" * 1400),
+        Ether() / IP(src=reg, dst="192.0.2.9") / TCP(sport=40002, dport=443),
+    ]
+    for i, p in enumerate(pkts):
+        p.time = 1_767_225_600 + i  # 2026-01-01
+    path = tmp_path / "registry.pcap"
+    wrpcap(str(path), pkts)
+    return path
+
+
+def test_check_json(corpus: Path, tmp_path: Path) -> None:
+    geo = corpus / "geoip" / "GeoIP2-City-Test.mmdb"
+    code, out, err = _run(
+        ["egress", "check", "--pcap", str(_capture(tmp_path)), "--geoip", str(geo),
+         "--policy", str(POLICY), "--json", "--now", "2026-01-02T00:00:00Z"]
+    )  # fmt: skip
+    assert code == 1, err
+    rows = {r["remote_ip"]: r for r in map(json.loads, out.splitlines())}
+    assert set(rows) == {"89.160.20.112", "175.16.199.1", "192.0.2.9"}
+    cn = rows["175.16.199.1"]
+    assert (cn["verdict"], cn["reason"], cn["country"], cn["protocol"]) == (
+        "violation", "foreign country", "CN", "tcp"
+    )  # fmt: skip
+    assert (cn["remote_port"], cn["packets"], cn["bytes_out"], cn["bytes_in"]) == (51000, 2, 1440, 40)
+    assert cn["first_seen"] == "2026-01-01T00:00:01.000000Z"
+    assert cn["last_seen"] == "2026-01-01T00:00:02.000000Z"
+    assert cn["geoip"]["database_type"] == "GeoIP2-City"
+    assert rows["89.160.20.112"]["verdict"] == "allowed"
+    assert rows["192.0.2.9"]["verdict"] == "waived"
+    assert "4 packets, 3 flows, 1 violation(s)" in err
+
+
+def test_check_human_and_waiver_expiry(corpus: Path, tmp_path: Path) -> None:
+    geo = corpus / "geoip" / "GeoIP2-City-Test.mmdb"
+    code, out, _ = _run(
+        ["egress", "check", "--pcap", str(_capture(tmp_path)), "--geoip", str(geo),
+         "--policy", str(POLICY), "--now", "2028-01-01T00:00:00Z"]
+    )  # fmt: skip
+    assert code == 1
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert any(line.startswith("violation") and "175.16.199.1" in line for line in lines)
+    # W-1 expired in 2027, and 192.0.2.0/24 is a documentation range: internal, not a violation
+    assert any(line.startswith("allowed") and "192.0.2.9" in line for line in lines)
+
+
+def test_no_violation_exit_0(corpus: Path) -> None:
+    code, out, err = _run(
+        ["egress", "check", "--pcap", str(corpus / "pcap/zeek/linux_dlt_sll2.pcap"),
+         "--geoip", str(corpus / "geoip/GeoIP2-City-Test.mmdb"), "--policy", str(POLICY)]
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(out.splitlines()) == 2
+    assert "not IP 2" in err
+
+
+def test_truncated_capture_is_reported(corpus: Path) -> None:
+    code, _, err = _run(
+        ["egress", "check", "--pcap", str(corpus / "pcap/derived/truncated-mid-packet.pcap"),
+         "--geoip", str(corpus / "geoip/GeoIP2-City-Test.mmdb"), "--policy", str(POLICY)]
+    )  # fmt: skip
+    assert code in (0, 1)
+    assert "truncated capture" in err and "record cut mid-packet" in err
+
+
+def test_errors_exit_2_with_one_line(corpus: Path, tmp_path: Path) -> None:
+    geo = str(corpus / "geoip/GeoIP2-City-Test.mmdb")
+    ok_pcap = str(corpus / "pcap/zeek/dns53.pcap")
+    cases = [
+        (["--pcap", str(corpus / "pcap/derived/bad-magic.pcap"), "--geoip", geo], "magic"),
+        (["--pcap", ok_pcap, "--geoip", str(corpus / "geoip/GeoIP2-City-Test-Invalid-Node-Count.mmdb")],
+         "not a valid MaxMind DB"),
+        (["--pcap", ok_pcap, "--geoip", geo, "--now", "yesterday"], "RFC 3339"),
+    ]  # fmt: skip
+    for extra, message in cases:
+        code, out, err = _run(["egress", "check", "--policy", str(POLICY), *extra])
+        assert code == 2, (extra, err)
+        assert out == ""
+        assert len(err.strip().splitlines()) == 1 and message in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jurisdiction: {unknown: sometimes}\n")
+    code, _, err = _run(["egress", "check", "--pcap", ok_pcap, "--geoip", geo, "--policy", str(bad)])
+    assert code == 2 and "jurisdiction.unknown" in err
+
+
+def test_falls_back_to_config(corpus: Path, tmp_path: Path) -> None:
+    conf = tmp_path / "sentinel.toml"
+    conf.write_text(
+        f'[geoip]\ndatabase = "{corpus / "geoip/GeoIP2-City-Test.mmdb"}"\n'
+        f'[policy]\negress = "{POLICY}"\n'
+    )
+    code, out, err = _run(
+        ["--config", str(conf), "egress", "check", "--pcap", str(_capture(tmp_path)), "--json"]
+    )
+    assert code == 1, err
+    assert any(json.loads(line)["country"] == "CN" for line in out.splitlines())
