@@ -16,6 +16,7 @@ NEEDED=(
   psql:postgresql-client
   pg_isready:postgresql-client
   unshare:util-linux
+  systemd-analyze:systemd
 )
 
 missing=()

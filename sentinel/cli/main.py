@@ -17,6 +17,8 @@ from sentinel.cli.audit import audit
 from sentinel.cli.common import CliState
 from sentinel.cli.egress import egress
 from sentinel.cli.ledger import ledger
+from sentinel.cli.demo import demo_cmd
+from sentinel.cli.ops import init_cmd, report_cmd, run_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -48,6 +50,10 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
 cli.add_command(egress)
 cli.add_command(audit)
 cli.add_command(ledger)
+cli.add_command(init_cmd)
+cli.add_command(run_cmd)
+cli.add_command(report_cmd)
+cli.add_command(demo_cmd)
 
 
 def main() -> None:

