@@ -604,20 +604,59 @@ class Ledger:
         ``by="event"``: ``t`` is the record's ``data.ts`` (event time) when it is a string,
         else ``recorded_at``; ``by="recorded"``: ``t`` is always ``recorded_at``. Bounds are
         aware datetimes or RFC 3339 strings. Streams in seq order, constant memory. A record
-        whose ``data.ts`` is not RFC 3339 falls back to ``recorded_at``.
+        whose ``data.ts`` is not RFC 3339 falls back to ``recorded_at``. Raises ``ValueError``
+        for a bad bound or ``by``, ``LedgerError`` for a damaged row or database failure.
         """
+        for _entry, record in self._window(kind, since, until, by, batch):
+            yield record
+
+    def query_entries(
+        self,
+        kind: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        *,
+        by: str = "event",
+        batch: int = DEFAULT_BATCH,
+    ) -> Iterator[Entry]:
+        """Like ``query`` but yields the stored ``Entry`` (canonical bytes for export)."""
+        for entry, _record in self._window(kind, since, until, by, batch):
+            yield entry
+
+    def _window(
+        self,
+        kind: str | None,
+        since: datetime | str | None,
+        until: datetime | str | None,
+        by: str,
+        batch: int,
+    ) -> Iterator[tuple[Entry, dict[str, Any]]]:
         if by not in ("event", "recorded"):
             raise ValueError("by must be 'event' or 'recorded'")
         lo = _as_dt(since)
         hi = _as_dt(until)
         for entry in self.iter_entries(kind=kind, batch=batch):
             record = entry.record()
-            if lo is None and hi is None:
-                yield record
-                continue
-            when = _record_time(record, by)
-            if (lo is None or when >= lo) and (hi is None or when < hi):
-                yield record
+            if lo is not None or hi is not None:
+                when = _record_time(record, by)
+                if (lo is not None and when < lo) or (hi is not None and when >= hi):
+                    continue
+            yield entry, record
+
+    def count_by_kind(self) -> dict[str, int]:
+        """Number of stored rows per ``kind`` (unverified column values)."""
+        t = entries_table
+        query = (
+            sa.select(t.c.kind, sa.func.count())
+            .where(t.c.log_id == self._log_id)
+            .group_by(t.c.kind)
+            .order_by(t.c.kind)
+        )
+        try:
+            with self._engine.connect() as conn:
+                return {str(k): int(n) for k, n in conn.execute(query).all()}
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_error("counting entries", exc) from exc
 
     # -- verification ----------------------------------------------------------------------
 

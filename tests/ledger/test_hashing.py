@@ -25,7 +25,7 @@ def test_leaf_and_chain_definitions() -> None:
     assert leaf_hash(b"abc") == hashlib.sha256(b"\x00abc").digest()
     leaf = leaf_hash(b"x")
     assert chain_hash(GENESIS, leaf) == hashlib.sha256(b"\x02" + bytes(32) + leaf).digest()
-    assert GENESIS == bytes(32)
+    assert bytes(32) == GENESIS
     # domain separation: a chain value is never the interior node of the same two hashes
     assert chain_hash(GENESIS, leaf) != hashlib.sha256(b"\x01" + bytes(32) + leaf).digest()
 
