@@ -1,0 +1,98 @@
+"""Reading complete lines from a byte stream, with a line-length cap and no decoding.
+
+Used by the tailer and by ``sentinel audit parse``. A line is the bytes up to (not including)
+``\\n``. A last line without ``\\n`` is *not* returned (it may still be being written); the
+caller keeps its offset and reads it again later. A line longer than ``max_line`` bytes is
+returned as ``Oversize`` (its first ``KEEP`` bytes, the SHA-256 and length of the whole line)
+once its newline arrives, and reading resynchronises after that newline; memory stays
+O(``max_line`` + chunk) whatever the line length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+DEFAULT_MAX_LINE = 1 << 20  # 1 MiB
+KEEP = 1024
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """A line longer than the cap: first ``KEEP`` bytes, SHA-256 (hex) and length of the whole."""
+
+    head: bytes
+    sha256: str
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One complete line: ``start`` offset (bytes), the content, ``end`` = offset after ``\\n``."""
+
+    start: int
+    data: bytes | Oversize
+    end: int
+
+
+def iter_lines(
+    fh: BinaryIO, offset: int, *, max_line: int = DEFAULT_MAX_LINE, chunk: int = CHUNK
+) -> Iterator[Line]:
+    """Complete lines of ``fh`` from byte ``offset`` to the current end of file.
+
+    Stops at end of file; a trailing partial line is left for the next call (resume from the
+    last ``Line.end``). Raises ``OSError`` only if reading the file fails.
+    """
+    fh.seek(offset)
+    buf = b""
+    pos = offset  # file offset of buf[0]
+    while True:
+        data = fh.read(chunk)
+        if not data:
+            return
+        buf += data
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            if nl > max_line:
+                # only possible when a chunk brought both the overflow and the newline
+                yield Line(pos, _oversize(buf[:nl], hashlib.sha256(buf[:nl]), nl), pos + nl + 1)
+            else:
+                yield Line(pos, buf[:nl], pos + nl + 1)
+            pos += nl + 1
+            buf = buf[nl + 1 :]
+        if len(buf) > max_line:
+            over = _skip_oversize(fh, buf, chunk)
+            if over is None:
+                return  # newline not written yet: the caller retries from ``pos``
+            line, rest = over
+            yield Line(pos, line, pos + line.length + 1)
+            pos += line.length + 1
+            buf = rest
+
+
+def _oversize(head: bytes, digest: hashlib._Hash, length: int) -> Oversize:
+    return Oversize(head[:KEEP], digest.hexdigest(), length)
+
+
+def _skip_oversize(fh: BinaryIO, buf: bytes, chunk: int) -> tuple[Oversize, bytes] | None:
+    """Consume an over-long line whose first bytes are ``buf`` (no newline in it yet)."""
+    head = buf[:KEEP]
+    digest = hashlib.sha256(buf)
+    length = len(buf)
+    while True:
+        data = fh.read(chunk)
+        if not data:
+            return None
+        nl = data.find(b"\n")
+        if nl < 0:
+            digest.update(data)
+            length += len(data)
+            continue
+        digest.update(data[:nl])
+        length += nl
+        return _oversize(head, digest, length), data[nl + 1 :]
