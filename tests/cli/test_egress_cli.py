@@ -1,4 +1,4 @@
-"""`sentinel egress check` end to end on real captures, a real GeoIP test DB and the shipped policy."""
+"""`sentinel egress check` end to end: real captures, a GeoIP test DB, the shipped policy."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sentinel.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "rules" / "egress-policy.yaml"
+BROKEN = "GeoIP2-City-Test-Invalid-Node-Count.mmdb"
 
 
 def _run(args: list[str]) -> tuple[int, str, str]:
@@ -24,10 +25,19 @@ def _run(args: list[str]) -> tuple[int, str, str]:
 def _capture(tmp_path: Path) -> Path:
     reg = "10.20.0.5"
     pkts = [
-        Ether() / IP(src=reg, dst="89.160.20.112") / TCP(sport=40001, dport=443),
-        Ether() / IP(src="175.16.199.1", dst=reg) / TCP(sport=51000, dport=443),
-        Ether() / IP(src=reg, dst="175.16.199.1") / TCP(sport=443, dport=51000) / (b"m" * 1400),
-        Ether() / IP(src=reg, dst="192.0.2.9") / TCP(sport=40002, dport=443),
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src=reg, dst="89.160.20.112")
+        / TCP(sport=40001, dport=443),
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src="175.16.199.1", dst=reg)
+        / TCP(sport=51000, dport=443),
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src=reg, dst="175.16.199.1")
+        / TCP(sport=443, dport=51000)
+        / (b"m" * 1400),
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src=reg, dst="192.0.2.9")
+        / TCP(sport=40002, dport=443),
     ]
     for i, p in enumerate(pkts):
         p.time = 1_767_225_600 + i  # 2026-01-01
@@ -49,7 +59,12 @@ def test_check_json(corpus: Path, tmp_path: Path) -> None:
     assert (cn["verdict"], cn["reason"], cn["country"], cn["protocol"]) == (
         "violation", "foreign country", "CN", "tcp"
     )  # fmt: skip
-    assert (cn["remote_port"], cn["packets"], cn["bytes_out"], cn["bytes_in"]) == (51000, 2, 1440, 40)
+    assert (cn["remote_port"], cn["packets"], cn["bytes_out"], cn["bytes_in"]) == (
+        51000,
+        2,
+        1440,
+        40,
+    )
     assert cn["first_seen"] == "2026-01-01T00:00:01.000000Z"
     assert cn["last_seen"] == "2026-01-01T00:00:02.000000Z"
     assert cn["geoip"]["database_type"] == "GeoIP2-City"
@@ -96,7 +111,7 @@ def test_errors_exit_2_with_one_line(corpus: Path, tmp_path: Path) -> None:
     ok_pcap = str(corpus / "pcap/zeek/dns53.pcap")
     cases = [
         (["--pcap", str(corpus / "pcap/derived/bad-magic.pcap"), "--geoip", geo], "magic"),
-        (["--pcap", ok_pcap, "--geoip", str(corpus / "geoip/GeoIP2-City-Test-Invalid-Node-Count.mmdb")],
+        (["--pcap", ok_pcap, "--geoip", str(corpus / "geoip" / BROKEN)],
          "not a valid MaxMind DB"),
         (["--pcap", ok_pcap, "--geoip", geo, "--now", "yesterday"], "RFC 3339"),
     ]  # fmt: skip
@@ -107,7 +122,9 @@ def test_errors_exit_2_with_one_line(corpus: Path, tmp_path: Path) -> None:
         assert len(err.strip().splitlines()) == 1 and message in err
     bad = tmp_path / "bad.yaml"
     bad.write_text("jurisdiction: {unknown: sometimes}\n")
-    code, _, err = _run(["egress", "check", "--pcap", ok_pcap, "--geoip", geo, "--policy", str(bad)])
+    code, _, err = _run(
+        ["egress", "check", "--pcap", ok_pcap, "--geoip", geo, "--policy", str(bad)]
+    )
     assert code == 2 and "jurisdiction.unknown" in err
 
 

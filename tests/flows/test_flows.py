@@ -1,4 +1,4 @@
-"""Decoding and flow building on real corpus captures (several link types) and scapy-written input."""
+"""Decoding and flows on real corpus captures (many link types) and scapy-written input."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_null_loopback_ipv4_and_ipv6(corpus: Path) -> None:
 
 
 def test_null_loopback_ipv6_af30(corpus: Path) -> None:
-    flows, stats = read_flows([corpus / "pcap/tcpdump/quic_handshake.pcap"], [])
+    flows, _ = read_flows([corpus / "pcap/tcpdump/quic_handshake.pcap"], [])
     (flow,) = flows
     assert (flow.protocol, flow.packets, flow.remote_port) == (17, 18, 443)
 
@@ -114,7 +114,10 @@ def test_mpls_and_vlan_mix(corpus: Path) -> None:
 
 def test_pcapng_multi_interface_and_gzip(corpus: Path) -> None:
     flows, stats = read_flows(
-        [corpus / "pcap/zeek/pcapng-multi-interface.pcapng", corpus / "pcap/scapy/http_head.pcapng.gz"],
+        [
+            corpus / "pcap/zeek/pcapng-multi-interface.pcapng",
+            corpus / "pcap/scapy/http_head.pcapng.gz",
+        ],
         ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
     )
     assert stats.files == 2 and stats.packets == 16
@@ -144,10 +147,21 @@ def test_direction_and_inbound_client(tmp_path: Path) -> None:
     """A foreign client downloading from the registry: the flow's remote is the client."""
     registry, client = "10.20.0.5", "81.2.69.142"
     pkts = [
-        Ether() / IP(src=client, dst=registry) / TCP(sport=40000, dport=443) / b"GET",
-        Ether() / IP(src=registry, dst=client) / TCP(sport=443, dport=40000) / (b"x" * 1000),
-        Ether() / Dot1Q(vlan=7) / IP(src=registry, dst=client) / TCP(sport=443, dport=40000),
-        Ether() / IPv6(src="fd00:20::5", dst="2001:218::1") / UDP(sport=5000, dport=53),
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src=client, dst=registry)
+        / TCP(sport=40000, dport=443)
+        / b"GET",
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src=registry, dst=client)
+        / TCP(sport=443, dport=40000)
+        / (b"x" * 1000),
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / Dot1Q(vlan=7)
+        / IP(src=registry, dst=client)
+        / TCP(sport=443, dport=40000),
+        Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IPv6(src="fd00:20::5", dst="2001:218::1")
+        / UDP(sport=5000, dport=53),
     ]
     for i, p in enumerate(pkts):
         p.time = 1_700_000_000 + i
@@ -163,11 +177,17 @@ def test_direction_and_inbound_client(tmp_path: Path) -> None:
 
 
 def test_scapy_fragments_in_tmp(tmp_path: Path) -> None:
-    big = IP(src="10.20.0.5", dst="175.16.199.1", id=77) / UDP(sport=1234, dport=9999) / (b"z" * 3000)
+    big = (
+        IP(src="10.20.0.5", dst="175.16.199.1", id=77) / UDP(sport=1234, dport=9999) / (b"z" * 3000)
+    )
     frags = fragment(big, fragsize=1000)
     stray = IP(src="10.20.0.5", dst="175.16.199.1", id=78, frag=100, proto=17) / (b"q" * 8)
     path = tmp_path / "f.pcap"
-    wrpcap(str(path), [Ether() / f for f in frags] + [Ether() / stray])
+    wrpcap(
+        str(path),
+        [Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / f for f in frags]
+        + [Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / stray],
+    )
     flows, stats = read_flows([path], ["10.20.0.0/24"])
     assert stats.fragments_unmatched == 1
     assert _find(flows, "175.16.199.1", 9999).packets_out == len(frags)

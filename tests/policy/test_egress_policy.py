@@ -181,7 +181,10 @@ def test_unsafe_yaml_and_non_mapping(tmp_path: Path) -> None:
 
 
 def test_duplicate_waiver_ids(tmp_path: Path) -> None:
-    w = "{id: W, network: 1.2.3.0/24, justification: j, approver: a, expires: '2030-01-01T00:00:00Z'}"
+    w = (
+        "{id: W, network: 1.2.3.0/24, justification: j, approver: a, "
+        "expires: '2030-01-01T00:00:00Z'}"
+    )
     with pytest.raises(ConfigError, match="duplicate waiver") as info:
         _policy(tmp_path, f"jurisdiction: {{}}\nwaivers: [{w}, {w}]")
     assert info.value.key == "waivers"
