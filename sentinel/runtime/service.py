@@ -91,6 +91,11 @@ class Service:
             self.stop()
             raise
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The port the metrics endpoint bound (``None`` when it is off)."""
+        return self._metrics_server.port if self._metrics_server else None
+
     def _start_scheduler(self) -> None:
         s = self.settings
         sched = BackgroundScheduler(
