@@ -85,9 +85,7 @@ class DistributionNotificationsParser:
             except ValueError as exc:
                 return [unparsed(source, f"capture record body is not JSON: {exc}", raw, src_pos)]
         if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
-            return [
-                unparsed(source, 'not a notification envelope ({"events": [...]})', raw, src_pos)
-            ]
+            return [unparsed(source, "not a notification envelope (no events list)", raw, src_pos)]
         digest = sha256_hex(raw)
         out: ParseResult = []
         for index, item in enumerate(doc["events"]):

@@ -1,0 +1,139 @@
+"""`sentinel audit parse|ingest` on the real distribution corpus, ingest on both ledger backends."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from sentinel.cli.main import cli
+from sentinel.ledger import Ledger
+
+LIVE = "registry-logs/distribution-live"
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    res = CliRunner().invoke(cli, list(args))
+    return res.exit_code, res.stdout, res.stderr
+
+
+def test_parse_json_lines_with_design_names(corpus: Path) -> None:
+    code, out, err = run(
+        "audit",
+        "parse",
+        "--format",
+        "distribution-json",
+        "--source",
+        "reg-a",
+        "--json",
+        str(corpus / LIVE / "registry-app-json.log"),
+    )
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 63
+    assert set(rows[0]) >= {
+        "ts",
+        "source",
+        "action",
+        "outcome",
+        "actor",
+        "actor_verified",
+        "client_ip",
+        "client_ip_source",
+        "raw_sha256",
+        "src_pos",
+    }
+    assert {r["source"] for r in rows} == {"reg-a"}
+    assert sum(r["action"] == "auth_failure" for r in rows) == 2
+
+
+def test_parse_notifications_all_shapes_deduplicated(corpus: Path, tmp_path: Path) -> None:
+    received = corpus / LIVE / "notifications-received.jsonl"
+    compact = tmp_path / "envelopes.jsonl"  # one compact envelope per line
+    compact.write_text(
+        "".join(
+            json.dumps(json.loads(json.loads(line)["body"])) + "\n"
+            for line in received.read_text().splitlines()[:3]
+        )
+    )
+    code, out, err = run(
+        "audit",
+        "parse",
+        "--format",
+        "distribution-notifications",
+        "--json",
+        str(received),
+        str(corpus / LIVE / "notification-mount.json"),
+        str(compact),
+    )
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 27 and len({r["event_id"] for r in rows}) == 27
+    assert "4 duplicate(s) dropped" in err
+    code, out, _ = run(
+        "audit",
+        "parse",
+        "--format",
+        "distribution-notifications",
+        str(corpus / LIVE / "notification-pull-forged-xff.json"),
+    )
+    assert code == 0
+    assert "pull" in out and "203.0.113.7(header)" in out and "ci-bot" in out
+
+
+def test_parse_unparsed_exit_1_and_reported(corpus: Path, tmp_path: Path) -> None:
+    log = tmp_path / "mixed.log"
+    lines = (corpus / LIVE / "registry-access-combined.log").read_bytes().splitlines()
+    log.write_bytes(lines[0] + b"\ngarbage line\n" + lines[1])  # last line unterminated
+    code, out, err = run("audit", "parse", "--format", "distribution-access", "--json", str(log))
+    assert code == 1
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [("unparsed" in r) for r in rows] == [False, True, False]
+    assert rows[1]["unparsed"]["raw_kept"] == "garbage line"
+    assert "1 unparsed input(s): not a combined-log-format line (1)" in err
+    code, out, err = run("audit", "parse", "--format", "distribution-access", str(log))
+    assert code == 1 and len(out.splitlines()) == 2
+
+
+def test_parse_errors_exit_2(tmp_path: Path) -> None:
+    code, _, err = run("audit", "parse", "--format", "distribution-json", str(tmp_path / "nope"))
+    assert code == 2 and "cannot open" in err
+    code, _, err = run("audit", "parse", "--format", "harbor", str(tmp_path))
+    assert code == 2
+
+
+def test_ingest_appends_once(corpus: Path, tmp_path: Path, ledger_url: str) -> None:
+    cfg = tmp_path / "sentinel.toml"
+    cfg.write_text(f'[sentinel]\ninstance = "reg-1"\n[ledger]\nurl = "{ledger_url}"\n')
+    log = tmp_path / "app.log"
+    shutil.copy(corpus / LIVE / "registry-app-json.log", log)
+    with log.open("ab") as f:
+        f.write(b"{broken\n")
+    received = str(corpus / LIVE / "notifications-received.jsonl")
+    args = ["--config", str(cfg), "audit", "ingest"]
+    code, out, err = run(*args, "--format", "distribution-json", str(log))
+    assert code == 1, err  # one unparsed line, still recorded
+    assert out.strip() == "appended 64 record(s), 0 duplicate(s) skipped"
+    code, out, _ = run(*args, "--format", "distribution-notifications", received)
+    assert code == 0 and out.strip() == "appended 27 record(s), 0 duplicate(s) skipped"
+    # re-running both is idempotent (dedup keys: event id, or file position + hash)
+    code, out, _ = run(*args, "--format", "distribution-notifications", received)
+    assert out.strip() == "appended 0 record(s), 27 duplicate(s) skipped"
+    code, out, _ = run(*args, "--format", "distribution-json", str(log))
+    assert out.strip() == "appended 0 record(s), 64 duplicate(s) skipped"
+    with Ledger.open(ledger_url) as led:
+        records = list(led.query())
+        assert led.verify().ok
+    assert len(records) == 91
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("unparsed") == 1 and kinds.count("audit_event") == 90
+    pushes = [
+        r["data"]
+        for r in records
+        if r["kind"] == "audit_event"
+        and r["data"]["action"] == "push"
+        and r["data"]["actor_verified"]
+    ]
+    assert len(pushes) == 9 and {p["source"] for p in pushes} == {"reg-1"}
