@@ -53,25 +53,49 @@ def _parse_when(value: str | None, option: str) -> datetime | None:
             return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
         return parse_ts(value)
     except ValueError:
-        fail(f"{option}: expected RFC 3339 (2026-11-29T00:00:00Z) or a date (2026-11-29), "
-             f"got {value!r}")
+        fail(
+            f"{option}: expected RFC 3339 (2026-11-29T00:00:00Z) or a date (2026-11-29), "
+            f"got {value!r}"
+        )
     return None
 
 
 @click.command("report")
-@click.option("--from", "start_s", metavar="TIME",
-              help="Period start, RFC 3339 or YYYY-MM-DD, UTC (default: 24 h before --to).")
-@click.option("--to", "end_s", metavar="TIME",
-              help="Period end (exclusive), RFC 3339 or YYYY-MM-DD, UTC (default: now).")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              required=True, help="Output file: .html (default) or .json.")
-@click.option("--template-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Directory with an operator's report.html.j2 overriding the shipped one.")
+@click.option(
+    "--from",
+    "start_s",
+    metavar="TIME",
+    help="Period start, RFC 3339 or YYYY-MM-DD, UTC (default: 24 h before --to).",
+)
+@click.option(
+    "--to",
+    "end_s",
+    metavar="TIME",
+    help="Period end (exclusive), RFC 3339 or YYYY-MM-DD, UTC (default: now).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Output file: .html (default) or .json.",
+)
+@click.option(
+    "--template-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Directory with an operator's report.html.j2 overriding the shipped one.",
+)
 @click.option("--no-verify", is_flag=True, help="Skip ledger verification (faster).")
 @pass_state
 @handle_errors
-def report_cmd(state: CliState, start_s: str | None, end_s: str | None, output: Path,
-               template_dir: Path | None, no_verify: bool) -> None:
+def report_cmd(
+    state: CliState,
+    start_s: str | None,
+    end_s: str | None,
+    output: Path,
+    template_dir: Path | None,
+    no_verify: bool,
+) -> None:
     """Render the compliance report for a period from the ledger.
 
     Five criteria — data residency, access control, vulnerability scanning, replication,
@@ -88,8 +112,13 @@ def report_cmd(state: CliState, start_s: str | None, end_s: str | None, output: 
         click.echo(f"sentinel: warning: {exc.diagnostics()}", err=True)
     with Ledger.open(settings.ledger_url, log_id=settings.ledger.log_id) as ledger:
         verification = None if no_verify else ledger.verify().to_json()
-        data = build_report(ledger.query(), start=start, end=end, verification=verification,
-                            jurisdiction=jurisdiction)
+        data = build_report(
+            ledger.query(),
+            start=start,
+            end=end,
+            verification=verification,
+            jurisdiction=jurisdiction,
+        )
     write_report(data, output, template_dir=template_dir)
     for c in data["criteria"]:
         click.echo(f"  [{c['status']:>15}] {c['title']}: {c['summary']}")

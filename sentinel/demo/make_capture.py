@@ -44,25 +44,91 @@ class Conversation:
 
 
 SCENARIO = (
-    Conversation("46.4.1.1", 51812, 443, "tcp", 600_000, 4_000, 10, True, "DE client pulls a model"),
+    Conversation(
+        "46.4.1.1", 51812, 443, "tcp", 600_000, 4_000, 10, True, "DE client pulls a model"
+    ),
     Conversation("193.0.14.129", 49200, 443, "tcp", 250_000, 3_000, 40, True, "NL mirror pulls"),
-    Conversation("52.219.170.1", 443, 40100, "tcp", 900_000, 6_000, 70, False,
-                 "replication to object storage in Frankfurt (DE)"),
-    Conversation("2a01:4f8::1", 443, 40200, "tcp", 120_000, 2_000, 100, False,
-                 "backup over IPv6 to DE"),
-    Conversation("203.0.113.50", 443, 40300, "tcp", 50_000, 1_000, 130, False,
-                 "in-country provider range (allow_networks)"),
+    Conversation(
+        "52.219.170.1",
+        443,
+        40100,
+        "tcp",
+        900_000,
+        6_000,
+        70,
+        False,
+        "replication to object storage in Frankfurt (DE)",
+    ),
+    Conversation(
+        "2a01:4f8::1", 443, 40200, "tcp", 120_000, 2_000, 100, False, "backup over IPv6 to DE"
+    ),
+    Conversation(
+        "203.0.113.50",
+        443,
+        40300,
+        "tcp",
+        50_000,
+        1_000,
+        130,
+        False,
+        "in-country provider range (allow_networks)",
+    ),
     Conversation("10.20.0.7", 40400, 443, "tcp", 80_000, 2_000, 150, True, "internal CI runner"),
-    Conversation("192.0.2.10", 443, 40500, "tcp", 30_000, 1_000, 170, False,
-                 "licence server under waiver W-1"),
-    Conversation("52.95.110.1", 50123, 443, "tcp", 700_000, 5_000, 200, True,
-                 "US client downloads a model: violation"),
-    Conversation("3.5.140.1", 443, 40600, "tcp", 400_000, 3_000, 240, False,
-                 "upload to object storage in KR: violation"),
-    Conversation("9.9.9.9", 443, 40700, "tcp", 20_000, 2_000, 280, False,
-                 "CH endpoint whose waiver W-0 expired: violation"),
-    Conversation("114.114.114.114", 53, 40800, "udp", 200, 400, 300, False,
-                 "DNS to a resolver in CN: violation"),
+    Conversation(
+        "192.0.2.10",
+        443,
+        40500,
+        "tcp",
+        30_000,
+        1_000,
+        170,
+        False,
+        "licence server under waiver W-1",
+    ),
+    Conversation(
+        "52.95.110.1",
+        50123,
+        443,
+        "tcp",
+        700_000,
+        5_000,
+        200,
+        True,
+        "US client downloads a model: violation",
+    ),
+    Conversation(
+        "3.5.140.1",
+        443,
+        40600,
+        "tcp",
+        400_000,
+        3_000,
+        240,
+        False,
+        "upload to object storage in KR: violation",
+    ),
+    Conversation(
+        "9.9.9.9",
+        443,
+        40700,
+        "tcp",
+        20_000,
+        2_000,
+        280,
+        False,
+        "CH endpoint whose waiver W-0 expired: violation",
+    ),
+    Conversation(
+        "114.114.114.114",
+        53,
+        40800,
+        "udp",
+        200,
+        400,
+        300,
+        False,
+        "DNS to a resolver in CN: violation",
+    ),
 )
 
 MSS = 1400
@@ -116,9 +182,7 @@ def _packets(conv: Conversation) -> list[tuple[float, Packet]]:
 
 def build(out: Path) -> int:
     """Write the capture to ``out``; returns the number of packets written."""
-    packets = sorted(
-        (p for conv in SCENARIO for p in _packets(conv)), key=lambda tp: tp[0]
-    )
+    packets = sorted((p for conv in SCENARIO for p in _packets(conv)), key=lambda tp: tp[0])
     with PcapWriter(str(out), linktype=1, snaplen=SNAPLEN, sync=False) as writer:
         writer.write_header(None)
         for ts, frame in packets:
@@ -126,7 +190,11 @@ def build(out: Path) -> int:
             sec = int(ts)
             usec = round((ts - sec) * 1_000_000)
             writer.write_packet(
-                wire[:SNAPLEN], sec=sec, usec=usec, caplen=min(len(wire), SNAPLEN), wirelen=len(wire)
+                wire[:SNAPLEN],
+                sec=sec,
+                usec=usec,
+                caplen=min(len(wire), SNAPLEN),
+                wirelen=len(wire),
             )
     return len(packets)
 

@@ -11,6 +11,7 @@ metrics endpoint, stops the daemon, verifies the ledger and renders the report.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import urllib.request
@@ -26,6 +27,7 @@ from sentinel.ledger import Ledger
 from sentinel.report.build import build_report
 from sentinel.report.render import write_atomic, write_report
 from sentinel.resources import demo_dir
+from sentinel.runtime.egress import file_sha256
 from sentinel.runtime.service import Service
 from sentinel.runtime.setup import init_directory
 
@@ -67,8 +69,9 @@ def _config(geoip: Path) -> str:
         '[[audit.files]]\nid = "registry-access"\nformat = "distribution-access"\n'
         'path = "inbox/logs/registry-access.log"\n',
     )
-    text = text.replace("enabled = false\nlisten = \"127.0.0.1:9465\"",
-                        "enabled = true\nlisten = \"127.0.0.1:0\"")
+    text = text.replace(
+        'enabled = false\nlisten = "127.0.0.1:9465"', 'enabled = true\nlisten = "127.0.0.1:0"'
+    )
     text = text.replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"')
     text = text.replace('source = "registry"\nmax_body', 'source = "registry-webhook"\nmax_body')
     return text
@@ -111,6 +114,14 @@ def _post(url: str, token: str, body: bytes) -> int:
         return int(resp.status)
 
 
+def _wait_until(done: Callable[[], bool], *, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not done():
+        if time.monotonic() > deadline:
+            raise InputError("the demo's inputs were not processed within a minute")
+        time.sleep(0.2)
+
+
 def _wait_stable(size: Callable[[], int], *, quiet: float = 2.5, limit: float = 60.0) -> int:
     """Wait until ``size()`` stops growing for ``quiet`` seconds (at most ``limit``)."""
     deadline = time.monotonic() + limit
@@ -142,8 +153,15 @@ def run_demo(
         shutil.copyfile(data / "registry-app-json.log", logs / "registry-app.log")
         shutil.copyfile(data / "registry-access-combined.log", logs / "registry-access.log")
         progress("registry logs arrive in inbox/logs (tailed)")
-        shutil.copyfile(data / "registry-egress.pcap", directory / "inbox" / "captures" /
-                        "registry-egress.pcap")
+        # A capture file is judged once it has stopped changing: copy, then rename into place
+        # with an mtime in the past, as a finished rotation of `tcpdump -G` would look.
+        captures = directory / "inbox" / "captures"
+        part = captures / "registry-egress.pcap.part"
+        shutil.copyfile(data / "registry-egress.pcap", part)
+        past = time.time() - 60
+        os.utime(part, (past, past))
+        part.replace(captures / "registry-egress.pcap")
+        capture_key = f"pcap:{file_sha256(data / 'registry-egress.pcap')}"
         progress("a finished capture arrives in inbox/captures")
         url = service.webhook_url
         token = settings.resolve(settings.webhook.token_file).read_text().strip()
@@ -155,7 +173,10 @@ def run_demo(
         progress(f"{posted} registry notifications delivered to {url}")
         assert service.ledger is not None
         ledger = service.ledger
+        _wait_until(lambda: ledger.get_cursor(capture_key) is not None)
+        progress("the capture is judged")
         _wait_stable(ledger.size)
+        progress(f"the ledger holds {ledger.size()} records")
         metrics_text = service.metrics.exposition()
     finally:
         service.stop()
@@ -176,5 +197,14 @@ def run_demo(
     js = directory / "state" / "reports" / "report.json"
     write_report(report, html)
     write_report(report, js)
-    return DemoResult(directory, html, js, metrics_path, settings.ledger_url, size,
-                      verification, report["criteria"], posted)
+    return DemoResult(
+        directory,
+        html,
+        js,
+        metrics_path,
+        settings.ledger_url,
+        size,
+        verification,
+        report["criteria"],
+        posted,
+    )

@@ -57,7 +57,7 @@ def build_report(
     by_verdict: Counter[str] = Counter()
     violations: list[dict[str, Any]] = []
     violation_count = 0
-    actors: dict[tuple[str, bool], Counter[str]] = defaultdict(Counter)
+    actors: dict[tuple[str, str, bool], Counter[str]] = defaultdict(Counter)
     failures: list[dict[str, Any]] = []
     failure_count = 0
     events_by_source: dict[str, Counter[str]] = defaultdict(Counter)
@@ -79,12 +79,12 @@ def build_report(
             action = str(data.get("action"))
             events_by_source[source][action] += 1
             actor = data.get("actor") or "(anonymous)"
-            actors[(str(actor), bool(data.get("actor_verified")))][action] += 1
+            actors[(source, str(actor), bool(data.get("actor_verified")))][action] += 1
             if data.get("artifact") and action in {"push", "pull", "delete", "untag", "mount"}:
                 artifacts[f"{data['artifact']} {action}"] += 1
             if data.get("client_ip_source") == "header":
                 header_sourced += 1
-            if action in FAILED_ACTIONS or data.get("outcome") == "failure":
+            if action in FAILED_ACTIONS:
                 failure_count += 1
                 if len(failures) < MAX_LISTED:
                     failures.append(dict(data))
@@ -131,8 +131,16 @@ def build_report(
         "status": status,
         "summary": summary,
         "actors": [
-            {"actor": a, "verified": v, "actions": dict(c), "total": sum(c.values())}
-            for (a, v), c in sorted(actors.items(), key=lambda kv: -sum(kv[1].values()))
+            {
+                "source": s,
+                "actor": a,
+                "verified": v,
+                "actions": dict(c),
+                "total": sum(c.values()),
+            }
+            for (s, a, v), c in sorted(
+                actors.items(), key=lambda kv: (kv[0][0], -sum(kv[1].values()))
+            )
         ],
         "failures": failures,
         "failure_count": failure_count,
@@ -174,7 +182,5 @@ def build_report(
         "generated_at": format_ts(generated_at or utcnow()),
         "sentinel_version": __version__,
         "records_in_period": records_in_period,
-        "criteria": [
-            {"key": key, "title": title, **criteria[key]} for key, title in CRITERIA
-        ],
+        "criteria": [{"key": key, "title": title, **criteria[key]} for key, title in CRITERIA],
     }

@@ -3,8 +3,8 @@
 ``judge_capture_file`` reads a finished capture file once, judges each flow at the time it was
 seen (so a waiver that expired later still covered it), and records the violations and a
 summary keyed by the file's SHA-256: feeding the same file twice adds nothing.
-``FlowJudge`` is the live path: packets from a capture go into a ``FlowTable``; ``flush`` judges
-the flows that went idle or ran too long.
+``FlowJudge`` is the live path: a ``LiveCapture`` keeps the flow table; ``flush`` judges the
+flows that went idle or ran too long.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sentinel.flows import Decoder, FlowTable, ReadStats, read_flows
+from sentinel.flows import ReadStats, read_flows
+from sentinel.flows.live import LiveCapture
 from sentinel.geo.database import GeoDatabase
 from sentinel.ledger import AppendResult
 from sentinel.policy.egress import EgressPolicy
@@ -27,9 +28,7 @@ from sentinel.timefmt import utcnow
 log = logging.getLogger(__name__)
 
 
-def judge_flows(
-    flows: list[Flow], policy: EgressPolicy, geo: GeoDatabase | None
-) -> list[Verdict]:
+def judge_flows(flows: list[Flow], policy: EgressPolicy, geo: GeoDatabase | None) -> list[Verdict]:
     """Judge each flow at its own ``last_seen`` time (waiver expiry is decided then)."""
     return [policy.evaluate(f, geo, f.last_seen) for f in flows]
 
@@ -90,62 +89,63 @@ def judge_capture_file(
 
 
 class FlowJudge:
-    """Live path: packets → flow table → periodic verdicts recorded in the ledger.
+    """Live path: a ``LiveCapture`` feeds its flow table; ``flush`` judges and records.
 
-    ``add_packet`` is called from the capture thread; ``flush`` from the scheduler. Both take
-    the same lock, so a flow is judged exactly once.
+    ``flush`` runs on the scheduler: it takes the flows that went idle (``idle_timeout``
+    seconds) or ran too long (``active_timeout``), judges them and appends the violations and
+    one ``egress_summary`` for the window since the previous flush. ``stop`` stops the capture
+    and judges every flow still open, so nothing seen is left unjudged. Kernel drops reported
+    by the capture socket go to ``sentinel_capture_drops_total``.
     """
 
     def __init__(
         self,
+        capture: LiveCapture,
         policy: EgressPolicy,
         geo: GeoDatabase | None,
         recorder: Recorder,
         *,
-        source: str,
         idle_timeout: float,
         active_timeout: float,
-        max_flows: int,
     ) -> None:
+        self.capture = capture
         self.policy = policy
         self.geo = geo
         self.recorder = recorder
-        self.source = source
+        self.source = f"capture:{capture.interface}"
         self.idle_timeout = idle_timeout
         self.active_timeout = active_timeout
-        self._table = FlowTable(policy.local_networks, max_flows=max_flows)
-        self._decoder = Decoder()
         self._lock = threading.Lock()
         self._window_start: datetime = utcnow()
-        self.packets = 0
+        self._packets_seen = 0
+        self._drops_seen = 0
 
-    def add_packet(self, ts_ns: int, linktype: int, data: bytes) -> None:
-        """Decode one captured frame and account it to its flow."""
-        summary = self._decoder.decode(linktype, data)
-        with self._lock:
-            self.packets += 1
-            if summary is not None:
-                self._table.add(ts_ns, summary)
+    def start(self) -> None:
+        """Open the capture socket (``CaptureError`` when it cannot) and start capturing."""
+        self.capture.start()
 
-    def flush(self, *, everything: bool = False) -> list[Verdict]:
-        """Judge flows that are idle or too long (all of them with ``everything``) and record.
-
-        Returns the verdicts recorded. A ledger failure is logged and the flows are lost only
-        from memory, never silently: the error propagates to the caller's error counter.
-        """
+    def flush(self) -> list[Verdict]:
+        """Judge and record the flows that are due; returns their verdicts."""
         now = utcnow()
+        flows = self.capture.collect(
+            int(now.timestamp() * 1e9), self.idle_timeout, self.active_timeout
+        )
+        return self._record(flows, now)
+
+    def stop(self) -> None:
+        """Stop capturing, then judge and record every flow still open."""
+        self._record(self.capture.stop(), utcnow())
+
+    def _record(self, flows: list[Flow], now: datetime) -> list[Verdict]:
         with self._lock:
-            if everything:
-                flows = self._table.drain()
-            else:
-                flows = self._table.expire(
-                    int(now.timestamp() * 1e9), self.idle_timeout, self.active_timeout
-                )
-            packets, self.packets = self.packets, 0
+            metrics = self.recorder.metrics
+            packets, drops = self.capture.packets, self.capture.kernel_drops or 0
+            metrics.capture_packets.inc(max(0, packets - self._packets_seen))
+            metrics.capture_drops.inc(max(0, drops - self._drops_seen))
+            self._packets_seen, self._drops_seen = packets, drops
             start, self._window_start = self._window_start, now
-        self.recorder.metrics.capture_packets.inc(packets)
-        if not flows:
-            return []
-        verdicts = judge_flows(flows, self.policy, self.geo)
-        self.recorder.record_verdicts(verdicts, source=self.source, start=start, end=now)
-        return verdicts
+            if not flows:
+                return []
+            verdicts = judge_flows(flows, self.policy, self.geo)
+            self.recorder.record_verdicts(verdicts, source=self.source, start=start, end=now)
+            return verdicts

@@ -19,8 +19,12 @@ from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from sentinel.audit.parsers import get_parser
+from sentinel.audit.tailer import FileTailer, TailBatch
+from sentinel.audit.webhook import WebhookReceiver
 from sentinel.config import Settings
 from sentinel.errors import CaptureError, ConfigError, SentinelError
+from sentinel.flows.live import LiveCapture
 from sentinel.geo.database import GeoDatabase
 from sentinel.ledger import Ledger
 from sentinel.metrics import Metrics, MetricsServer
@@ -58,6 +62,7 @@ class Service:
         self._metrics_server: MetricsServer | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._judge: FlowJudge | None = None
+        self._webhook: WebhookReceiver | None = None
         self._seen_captures: dict[Path, tuple[int, float]] = {}
         self.ledger: Ledger | None = None
         self.geo: GeoDatabase | None = None
@@ -92,6 +97,14 @@ class Service:
             raise
 
     @property
+    def webhook_url(self) -> str:
+        """``http://host:port/path`` of the running webhook; ``SentinelError`` when it is off."""
+        if self._webhook is None:
+            raise SentinelError("the webhook is not enabled ([webhook] enabled = true)")
+        host, port = self._webhook.server_address
+        return f"http://{host}:{port}{self._webhook.path}"
+
+    @property
     def metrics_port(self) -> int | None:
         """The port the metrics endpoint bound (``None`` when it is off)."""
         return self._metrics_server.port if self._metrics_server else None
@@ -102,14 +115,28 @@ class Service:
             timezone="UTC",
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
         )
-        sched.add_job(self._guard("verify", self.verify_ledger), "interval", hours=1,
-                      next_run_time=utcnow(), id="ledger-verify")
+        sched.add_job(
+            self._guard("verify", self.verify_ledger),
+            "interval",
+            hours=1,
+            next_run_time=utcnow(),
+            id="ledger-verify",
+        )
         if s.capture.pcap_dir:
-            sched.add_job(self._guard("pcap-dir", self.scan_pcap_dir), "interval",
-                          seconds=SETTLE_SECONDS, next_run_time=utcnow(), id="pcap-dir")
+            sched.add_job(
+                self._guard("pcap-dir", self.scan_pcap_dir),
+                "interval",
+                seconds=SETTLE_SECONDS,
+                next_run_time=utcnow(),
+                id="pcap-dir",
+            )
         if s.capture.interface:
-            sched.add_job(self._guard("capture", self._flush_flows), "interval",
-                          seconds=max(1.0, min(s.capture.idle_timeout, 10.0)), id="flow-flush")
+            sched.add_job(
+                self._guard("capture", self._flush_flows),
+                "interval",
+                seconds=max(1.0, min(s.capture.idle_timeout, 10.0)),
+                id="flow-flush",
+            )
         sched.start()
         self._scheduler = sched
 
@@ -117,21 +144,20 @@ class Service:
         s = self.settings
         assert self.policy is not None and self.recorder is not None
         if s.capture.interface:
-            from sentinel.flows.live import LiveCapture
-
             self._judge = FlowJudge(
+                LiveCapture(
+                    s.capture.interface,
+                    self.policy.local_networks,
+                    bpf=s.capture.bpf,
+                    max_flows=s.capture.max_flows,
+                ),
                 self.policy,
                 self.geo,
                 self.recorder,
-                source=f"capture:{s.capture.interface}",
                 idle_timeout=s.capture.idle_timeout,
                 active_timeout=s.capture.active_timeout,
-                max_flows=s.capture.max_flows,
             )
-            capture = LiveCapture(
-                s.capture.interface, bpf=s.capture.bpf, on_packet=self._judge.add_packet
-            )
-            self._add_worker(capture)
+            self._add_worker(self._judge)
         for spec in s.audit.files:
             self._add_worker(self._make_tailer(spec.id, spec.format, s.resolve(spec.path)))
         if s.webhook.enabled:
@@ -142,47 +168,46 @@ class Service:
         self._workers.append(worker)
 
     def _make_tailer(self, source: str, fmt: str, path: Path) -> Worker:
-        from sentinel.audit.parsers import get_parser
-        from sentinel.audit.tailer import FileTailer
-
         assert self.ledger is not None
         return FileTailer(
             path,
-            source_id=source,
-            parser=get_parser(fmt),
-            cursor_store=self.ledger,
-            on_records=self._deliver_tailed,
+            source,
+            get_parser(fmt),
+            self.ledger,
+            self._deliver_tailed,
             poll_interval=self.settings.audit.poll_interval,
         )
 
     def _make_webhook(self) -> Worker:
-        from sentinel.audit.webhook import WebhookReceiver
-
         w = self.settings.webhook
         token_path = self.settings.resolve(w.token_file)
         try:
             token = token_path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(str(self.settings.path), f"cannot read {token_path}: {exc.strerror}",
-                              key="webhook.token_file") from exc
+            raise ConfigError(
+                str(self.settings.path),
+                f"cannot read {token_path}: {exc.strerror}",
+                key="webhook.token_file",
+            ) from exc
         if len(token) < 16:
-            raise ConfigError(str(self.settings.path), f"token in {token_path} is shorter than "
-                              "16 characters", key="webhook.token_file")
-        host, port = _split(w.listen)
-        return WebhookReceiver(
-            host=host,
-            port=port,
+            raise ConfigError(
+                str(self.settings.path),
+                f"token in {token_path} is shorter than 16 characters",
+                key="webhook.token_file",
+            )
+        receiver = WebhookReceiver(
+            self._deliver_webhook,
             token=token,
             source=w.source,
-            deliver=self._deliver_webhook,
+            listen=_split(w.listen),
             max_body_bytes=w.max_body_bytes,
         )
+        self._webhook = receiver
+        return receiver
 
-    def _deliver_tailed(
-        self, items: list[AuditEvent | Unparsed], cursors: dict[str, str] | None = None
-    ) -> None:
+    def _deliver_tailed(self, batch: TailBatch) -> None:
         assert self.recorder is not None
-        self.recorder.record_audit(items, cursors=cursors)
+        self.recorder.record_audit(batch.records, cursors={batch.cursor_key: batch.cursor_value})
 
     def _deliver_webhook(self, items: list[AuditEvent | Unparsed]) -> None:
         assert self.recorder is not None
@@ -196,14 +221,11 @@ class Service:
             for worker in reversed(self._workers):
                 try:
                     worker.stop()
+                except SentinelError as exc:
+                    log.error("stopping %r: %s", worker, exc.diagnostics())
                 except Exception:  # a broken worker must not block the rest of shutdown
                     log.exception("stopping %r failed", worker)
             self._workers.clear()
-            if self._judge is not None:
-                try:
-                    self._judge.flush(everything=True)
-                except SentinelError as exc:
-                    log.error("could not record the last flows: %s", exc.diagnostics())
             if self._scheduler is not None:
                 self._scheduler.shutdown(wait=True)
                 self._scheduler = None
@@ -259,8 +281,12 @@ class Service:
         self.metrics.ledger_verify_time.set(utcnow().timestamp())
         self.metrics.ledger_records.set(result.size)
         if not result.ok:
-            log.error("ledger verification: %s at seq %s: %s", result.status,
-                      result.first_bad_seq, result.problem)
+            log.error(
+                "ledger verification: %s at seq %s: %s",
+                result.status,
+                result.first_bad_seq,
+                result.problem,
+            )
         return result.to_json()
 
     def scan_pcap_dir(self) -> int:
@@ -288,9 +314,14 @@ class Service:
                 log.error("%s: %s", path, exc.diagnostics())
                 continue
             judged += 1
-            log.info("%s: %d packets, %d flows, %d violations%s", path.name,
-                     outcome.stats.packets, len(outcome.verdicts), outcome.violations,
-                     " (already recorded)" if not outcome.result.appended else "")
+            log.info(
+                "%s: %d packets, %d flows, %d violations%s",
+                path.name,
+                outcome.stats.packets,
+                len(outcome.verdicts),
+                outcome.violations,
+                " (already recorded)" if not outcome.result.appended else "",
+            )
         return judged
 
     def _flush_flows(self) -> None:

@@ -19,11 +19,13 @@ GEOIP_TEST_DB = "GeoIP2-City-Test.mmdb"
 
 
 def _settings(tmp_path: Path, corpus: Path, ledger_url: str | None = None) -> Settings:
-    text = DEFAULT_CONFIG_TOML.replace(
-        '# database = "/usr/share/GeoIP/dbip-city-lite.mmdb"',
-        f'database = "{corpus / "geoip" / GEOIP_TEST_DB}"',
-    ).replace('pcap_dir = ""', 'pcap_dir = "captures"').replace(
-        'listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"'
+    text = (
+        DEFAULT_CONFIG_TOML.replace(
+            '# database = "/usr/share/GeoIP/dbip-city-lite.mmdb"',
+            f'database = "{corpus / "geoip" / GEOIP_TEST_DB}"',
+        )
+        .replace('pcap_dir = ""', 'pcap_dir = "captures"')
+        .replace('listen = "127.0.0.1:9464"', 'listen = "127.0.0.1:0"')
     )
     if ledger_url:
         text = text.replace('url = "sqlite:///state/ledger.db"', f'url = "{ledger_url}"')
@@ -53,9 +55,12 @@ def test_capture_directory_is_judged_once_and_recorded(
         target = tmp_path / "captures" / "registry-egress.pcap"
         shutil.copyfile(demo_dir() / "registry-egress.pcap", target)
         _wait(lambda: service.ledger is not None and service.ledger.size() >= 1)
-        _wait(lambda: any(
-            r["kind"] == "egress_summary" for r in service.ledger.query()  # type: ignore[union-attr]
-        ))
+        _wait(
+            lambda: any(
+                r["kind"] == "egress_summary"
+                for r in service.ledger.query()  # type: ignore[union-attr]
+            )
+        )
         size_after_first = service.ledger.size()
         # the same capture again under another name: nothing new (dedup by SHA-256)
         shutil.copyfile(target, tmp_path / "captures" / "again.pcap")
@@ -89,8 +94,9 @@ def test_damaged_capture_is_counted_not_fatal(tmp_path: Path, corpus: Path) -> N
     service = Service(settings)
     service.start()
     try:
-        shutil.copyfile(corpus / "pcap" / "derived" / "bad-magic.pcap",
-                        tmp_path / "captures" / "bad.pcap")
+        shutil.copyfile(
+            corpus / "pcap" / "derived" / "bad-magic.pcap", tmp_path / "captures" / "bad.pcap"
+        )
         _wait(lambda: service.metrics.source_errors.labels("pcap-dir")._value.get() >= 1)
         shutil.copyfile(demo_dir() / "registry-egress.pcap", tmp_path / "captures" / "ok.pcap")
         _wait(lambda: service.ledger is not None and service.ledger.size() > 0)
