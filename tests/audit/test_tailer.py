@@ -229,3 +229,35 @@ def test_worker_thread_wakes_on_file_events(tmp_path: Path, access_lines: list[b
         tailer.stop()
         tailer.stop()  # safe twice
     assert sink.lines() == sha(access_lines[:2])
+
+
+def test_ledger_is_the_cursor_store(
+    tmp_path: Path, access_lines: list[bytes], ledger_url: str
+) -> None:
+    """Records and cursor committed in one ledger transaction; a restart resumes from it."""
+    from sentinel.audit.records import to_ledger_batch
+    from sentinel.ledger import Ledger
+
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\n".join(access_lines[:10]) + b"\n")
+
+    def run_once() -> None:
+        with Ledger.open(ledger_url) as led:
+
+            def sink(batch: TailBatch) -> None:
+                records, keys = to_ledger_batch(batch.records)
+                led.append(records, dedup_keys=keys, cursors={batch.cursor_key: batch.cursor_value})
+
+            tailer = FileTailer(
+                log, "reg", PARSERS["distribution-access"], led, sink, use_watchdog=False
+            )
+            tailer.poll_once()
+            tailer.close()
+
+    run_once()
+    with log.open("ab") as f:
+        f.write(b"\n".join(access_lines[10:15]) + b"\n")
+    run_once()
+    with Ledger.open(ledger_url) as led:
+        got = [r["data"]["raw_sha256"] for r in led.query(kind="audit_event")]
+    assert got == sha(access_lines[:15])
