@@ -25,7 +25,9 @@ def _promtool() -> str:
 def test_alert_rules_are_valid() -> None:
     done = subprocess.run(
         [_promtool(), "check", "rules", str(RULES / "sentinel-alerts.yml")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 9 rules found" in done.stdout
@@ -34,7 +36,10 @@ def test_alert_rules_are_valid() -> None:
 def test_alert_rules_unit_tests_pass() -> None:
     done = subprocess.run(
         [_promtool(), "test", "rules", "sentinel-alerts.test.yml"],
-        cwd=RULES, capture_output=True, text=True, check=False,
+        cwd=RULES,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
@@ -69,7 +74,7 @@ def test_exposition_passes_promtool_check_metrics() -> None:
     assert 'sentinel_egress_violations_total{country="US",reason="foreign country"} 1.0' in body
     assert 'sentinel_egress_bytes_total{country="US"} 7000.0' in body
     assert 'sentinel_unparsed_inputs_total{source="registry"} 1.0' in body
-    assert 'sentinel_build_info{version=' in body
+    assert "sentinel_build_info{version=" in body
 
 
 def test_every_metric_an_alert_uses_is_exported() -> None:

@@ -33,7 +33,9 @@ def _analyze() -> str:
 def test_unit_verifies(tmp_path: Path) -> None:
     done = subprocess.run(
         [_analyze(), "verify", "--man=no", str(_unit_for_here(tmp_path))],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -41,7 +43,9 @@ def test_unit_verifies(tmp_path: Path) -> None:
 def test_unit_exposure_is_low(tmp_path: Path) -> None:
     done = subprocess.run(
         [_analyze(), "security", "--offline=true", str(_unit_for_here(tmp_path))],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout)
     assert match, done.stdout + done.stderr
