@@ -1,0 +1,146 @@
+"""Report building (period filter, criteria statuses) and HTML rendering (escaping, override)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sentinel.report.build import build_report
+from sentinel.report.render import render_html, write_report
+
+START = datetime(2026, 11, 29, tzinfo=UTC)
+END = datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def _event(ts: str, action: str, actor: str | None = "alice", **extra: Any) -> dict[str, Any]:
+    data = {
+        "ts": ts,
+        "source": "registry",
+        "action": action,
+        "outcome": "success",
+        "actor": actor,
+        "actor_verified": actor is not None,
+        "artifact": "models/m",
+        "reference": "v1",
+        "client_ip": "127.0.0.1",
+        "client_ip_source": "socket",
+    }
+    data.update(extra)
+    return {"kind": "audit_event", "recorded_at": ts, "data": data}
+
+
+def _summary(end: str, country: str, verdict: str) -> dict[str, Any]:
+    return {
+        "kind": "egress_summary",
+        "recorded_at": end,
+        "data": {
+            "source": "pcap:x",
+            "period_start": end,
+            "period_end": end,
+            "flows": 1,
+            "by_country": {
+                country: {
+                    "flows": 1,
+                    "packets": 3,
+                    "bytes_out": 100,
+                    "bytes_in": 5,
+                    **({"violations": 1} if verdict == "violation" else {}),
+                }
+            },
+            "by_verdict": {verdict: 1},
+        },
+    }
+
+
+def test_period_filter_uses_event_time() -> None:
+    records = [
+        _event("2026-11-28T23:59:59.999999Z", "pull"),  # before
+        _event("2026-11-29T10:00:00.000000Z", "pull"),
+        _event("2026-11-30T00:00:00.000000Z", "pull"),  # end is exclusive
+    ]
+    data = build_report(records, start=START, end=END, verification={"status": "valid"})
+    assert data["records_in_period"] == 1
+
+
+def test_statuses_follow_the_evidence() -> None:
+    clean = build_report(
+        [
+            _event("2026-11-29T10:00:00.000000Z", "push"),
+            _summary("2026-11-29T10:00:00.000000Z", "DE", "allowed"),
+        ],
+        start=START,
+        end=END,
+        verification={"status": "valid"},
+    )
+    status = {c["key"]: c["status"] for c in clean["criteria"]}
+    assert status == {
+        "data_residency": "pass",
+        "access_control": "pass",
+        "vulnerability_scanning": "not checked yet",
+        "replication": "not checked yet",
+        "audit_logging": "pass",
+    }
+
+    bad = build_report(
+        [
+            _event(
+                "2026-11-29T10:00:00.000000Z",
+                "auth_failure",
+                actor="mallory",
+                actor_verified=False,
+                outcome="failure",
+            ),
+            _summary("2026-11-29T10:00:00.000000Z", "US", "violation"),
+            {
+                "kind": "egress_violation",
+                "recorded_at": "2026-11-29T10:00:00.000000Z",
+                "data": {
+                    "last_seen": "2026-11-29T10:00:00.000000Z",
+                    "remote_ip": "52.95.110.1",
+                    "remote_port": 443,
+                    "country": "US",
+                    "reason": "foreign country",
+                },
+            },
+        ],
+        start=START,
+        end=END,
+        verification={"status": "invalid", "first_bad_seq": 7},
+    )
+    status = {c["key"]: c["status"] for c in bad["criteria"]}
+    assert status["data_residency"] == "fail"
+    assert status["access_control"] == "attention"
+    assert status["audit_logging"] == "fail"
+    residency = bad["criteria"][0]
+    assert residency["by_country"]["US"]["violations"] == 1
+    assert residency["violations"][0]["remote_ip"] == "52.95.110.1"
+
+    empty = build_report([], start=START, end=END, verification=None)
+    assert {c["status"] for c in empty["criteria"]} == {"no data", "not checked yet"}
+
+
+def test_html_escapes_hostile_input(tmp_path: Path) -> None:
+    evil = '<script>alert("x")</script>'
+    data = build_report(
+        [_event("2026-11-29T10:00:00.000000Z", "auth_failure", actor=evil, outcome="failure")],
+        start=START,
+        end=END,
+        verification={"status": "valid"},
+    )
+    html = render_html(data)
+    assert evil not in html
+    assert "&lt;script&gt;" in html
+
+
+def test_write_report_json_and_override_template(tmp_path: Path) -> None:
+    data = build_report([], start=START, end=END, verification=None)
+    write_report(data, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["period"]["from"].startswith("2026-11-29")
+    custom = tmp_path / "tpl"
+    custom.mkdir()
+    (custom / "report.html.j2").write_text("custom {{ report.period.from }}")
+    write_report(data, tmp_path / "r.html", template_dir=custom)
+    assert (tmp_path / "r.html").read_text() == "custom 2026-11-29T00:00:00.000000Z"
+    assert not list(tmp_path.glob(".r.html.*"))  # no temp file left behind
