@@ -18,6 +18,7 @@ the offending value in JSONPath-like form, e.g. ``$.data.size`` or ``$.data.tags
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,43 +53,71 @@ def check_value(obj: Any, path: str = "$", depth: int = 0) -> None:
     _check(obj, path, depth)
 
 
-def _check(obj: Any, path: str, depth: int) -> None:
+_FAST_SCALARS = (str, int, bool, type(None))
+
+
+def _check(obj: Any, path: str, depth: int) -> bool:
+    """Validate ``obj``; return True when ``_fast_dumps`` gives its JCS bytes (see there)."""
+    kind = type(obj)
     if obj is None or isinstance(obj, bool | str):
-        return
+        return kind in _FAST_SCALARS
     if isinstance(obj, int):
         if not MIN_SAFE_INT <= obj <= MAX_SAFE_INT:
             raise RecordError(path, f"integer {obj} outside ±(2^53−1)")
-        return
+        return kind is int
     if isinstance(obj, float):
         raise RecordError(path, f"float {obj!r} not allowed (use an integer or a string)")
     if depth >= MAX_DEPTH:
         raise RecordError(path, f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(obj, Mapping):
+        fast = kind is dict
         for key, value in obj.items():
             if not isinstance(key, str):
                 raise RecordError(path, f"object key {key!r} is not a string")
-            _check(value, f"{path}.{key}", depth + 1)
-        return
+            if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
+                fast = False
+            fast = _check(value, f"{path}.{key}", depth + 1) and fast
+        return fast
     if isinstance(obj, list | tuple):
+        fast = kind is list or kind is tuple
         for index, value in enumerate(obj):
-            _check(value, f"{path}[{index}]", depth + 1)
-        return
+            fast = _check(value, f"{path}[{index}]", depth + 1) and fast
+        return fast
     raise RecordError(path, f"type {type(obj).__name__} is not JSON")
+
+
+def _fast_dumps(obj: Any) -> bytes:
+    """JCS bytes through the stdlib's C encoder, valid only for values ``_check`` cleared.
+
+    For plain ``dict``/``list``/``tuple``/``str``/``int``/``bool``/``None`` without floats, RFC
+    8785 output equals ``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)``: both escape exactly ``"``, ``\\`` and U+0000-U+001F (short forms
+    ``\\b \\f \\n \\r \\t``, else lowercase ``\\u00xx``) and write everything else as
+    UTF-8; integers print alike; and when every key is in the Basic Multilingual Plane,
+    code-point order (Python) equals UTF-16 code-unit order (RFC 8785 §3.2.3). Keys outside
+    the BMP, subclasses and other mappings go through ``rfc8785``. The property test in
+    tests/ledger/test_canonical.py holds the two paths byte-identical.
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
 
 
 def canonical_bytes(obj: Any, *, path: str = "$", depth: int = 0) -> bytes:
     """RFC 8785 canonical UTF-8 bytes of ``obj`` (https://www.rfc-editor.org/rfc/rfc8785).
 
     ``obj`` is a JSON-ready value (see module docstring). Returns the exact bytes
-    ``rfc8785.dumps(obj)`` returns. Raises ``RecordError`` naming the path of the first
-    offending value (float, out-of-range integer, non-string key, unknown type, lone surrogate,
-    excessive depth). ``path``/``depth`` locate ``obj`` inside a larger value.
+    ``rfc8785.dumps(obj)`` returns (through a faster, equivalent encoder where that is proven
+    safe, see ``_fast_dumps``). Raises ``RecordError`` naming the path of the first offending
+    value (float, out-of-range integer, non-string key, unknown type, lone surrogate, excessive
+    depth). ``path``/``depth`` locate ``obj`` inside a larger value.
     """
-    check_value(obj, path, depth)
+    fast = _check(obj, path, depth)
     try:
+        if fast:
+            return _fast_dumps(obj)
         out: bytes = rfc8785.dumps(obj)
-    except rfc8785.CanonicalizationError as exc:  # lone surrogates: not valid UTF-8
-        raise RecordError(path, str(exc)) from exc
+    except (UnicodeEncodeError, rfc8785.CanonicalizationError) as exc:  # lone surrogates
+        raise RecordError(path, f"not valid Unicode (lone surrogate?): {exc}") from exc
     return out
 
 

@@ -17,9 +17,12 @@ from sentinel.ledger.canonical import (
     MAX_SAFE_INT,
     MIN_SAFE_INT,
     RecordError,
+    _check,
+    _fast_dumps,
     canonical_bytes,
     record_body,
 )
+from tests.ledger.helpers import audit_record
 
 # values.json and structures.json hold JSON numbers with fractions or exponents (56.0, 4.50,
 # 1E30 ...). Python decodes them to floats, and Sentinel forbids floats in records (DESIGN.md
@@ -99,13 +102,73 @@ json_values = st.recursive(
 )
 
 
+# keys and strings rich in what JCS treats specially: controls, quotes, backslashes, U+007F,
+# U+2028, BMP private use / CJK (code-point vs UTF-16 order agree) and astral characters
+# (they disagree: U+1F602 sorts before U+FB33 in UTF-16).
+tricky_text = st.text(
+    alphabet=st.sampled_from(
+        [
+            "a",
+            "B",
+            "1",
+            '"',
+            "\\",
+            "/",
+            "\x00",
+            "\x1f",
+            "\n",
+            "\t",
+            "\x7f",
+            "\u2028",
+            "é",
+            "€",
+            "\ufb33",
+            "\ue000",
+            "\uffff",
+            "😂",
+            "\U00010000",
+            "中",
+        ]
+    )
+    | st.characters(exclude_categories=["Cs"]),
+    max_size=8,
+)
+tricky_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=MIN_SAFE_INT, max_value=MAX_SAFE_INT)
+    | tricky_text,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(tricky_text, children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_bytes_equal_rfc8785(value: Any) -> None:
     assert canonical_bytes(value) == rfc8785.dumps(value)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=500, deadline=None)
+@given(tricky_values)
+def test_bytes_equal_rfc8785_on_tricky_text(value: Any) -> None:
+    """Both encoders (stdlib fast path and the ``rfc8785`` fallback) give JCS bytes."""
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+def test_fast_path_taken_for_audit_records_and_not_for_astral_keys() -> None:
+    assert _check(audit_record(3)["data"], "$", 0) is True
+    assert _check({"\U0001f602": 1, "\ufb33": 2}, "$", 0) is False
+    value = {"\U0001f602": 1, "\ufb33": 2}
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+    assert canonical_bytes(value) != _fast_dumps(value)  # why the fallback exists
+
+
+@settings(max_examples=100, deadline=None)
 @given(
     data=st.dictionaries(st.text(), json_values, max_size=6),
     kind=st.from_regex(r"[a-z][a-z0-9_.-]{0,20}", fullmatch=True),

@@ -262,3 +262,23 @@ def test_entry_record_rejects_damaged_body() -> None:
         entry.record()
     with pytest.raises(LedgerError, match="not valid JSON"):
         Entry(0, "t", "k", b"{", b"", b"", b"").record()
+
+
+def test_postgres_statistics_refreshed_as_the_log_grows(pg_url: str) -> None:
+    """Without fresh statistics PostgreSQL scanned every dedup key per append (see store)."""
+    from sentinel.ledger.store import ANALYZE_MIN_ROWS
+
+    with Ledger.open(pg_url) as led:
+        for start in range(0, ANALYZE_MIN_ROWS + 500, 500):
+            led.append(
+                [audit_record(i) for i in range(start, start + 500)],
+                dedup_keys=[f"k{i}" for i in range(start, start + 500)],
+            )
+        with raw(pg_url) as conn:
+            tuples = conn.execute(
+                sa.text("SELECT reltuples FROM pg_class WHERE relname = 'ledger_dedup'")
+            ).scalar_one()
+        assert tuples >= ANALYZE_MIN_ROWS
+        assert led.verify().ok
+    with Ledger.open(pg_url) as again:  # a new process starts from the stored statistics
+        assert again._analyze_at >= 2 * ANALYZE_MIN_ROWS

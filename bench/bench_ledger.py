@@ -1,0 +1,141 @@
+"""Ledger throughput: append N realistic audit events (batches of 500) and verify them.
+
+Usage: .venv/bin/python bench/bench_ledger.py [-n 100000] [--batch 500] [--pg ADMIN_URL]
+
+SQLite goes to a temporary directory; PostgreSQL gets a database of its own, created through
+ADMIN_URL (default: $SENTINEL_TEST_PG or postgresql+psycopg://postgres@127.0.0.1:5432/test)
+and dropped at the end. Each phase runs in a fresh process so "peak RSS" is that phase's own.
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any
+
+import sqlalchemy as sa
+
+from sentinel.ledger import Ledger
+
+ACTIONS = ["pull"] * 70 + ["push"] * 20 + ["delete"] * 3 + ["auth_failure"] * 5 + ["tag"] * 2
+
+
+def make_batch(rng: random.Random, start: int, count: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(start, start + count):
+        action = rng.choice(ACTIONS)
+        failed = action == "auth_failure"
+        out.append(
+            {
+                "kind": "audit_event",
+                "data": {
+                    "ts": f"2026-03-{1 + i // 86400 % 28:02d}T{i // 3600 % 24:02d}:"
+                    f"{i // 60 % 60:02d}:{i % 60:02d}.{rng.randrange(10**6):06d}Z",
+                    "source": "registry-eu-1",
+                    "source_kind": "distribution",
+                    "action": action,
+                    "outcome": "failure" if failed else "success",
+                    "actor": None if failed else f"robot$ci-{rng.randrange(40)}",
+                    "actor_verified": not failed,
+                    "artifact": f"models/team{rng.randrange(12)}/llm-{rng.randrange(300)}",
+                    "reference": f"v{rng.randrange(1, 9)}.{rng.randrange(20)}",
+                    "digest": "sha256:" + rng.randbytes(32).hex(),
+                    "client_ip": f"10.20.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+                    "client_ip_source": "socket",
+                    "client_country": None,
+                    "user_agent": "skopeo/1.9.3 go/go1.19.8",
+                    "request_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                    "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                    "http_method": "GET" if action == "pull" else "PUT",
+                    "http_status": 401 if failed else 200,
+                    "raw_sha256": rng.randbytes(32).hex(),
+                    "src_pos": f"app.log:{i * 612}",
+                    "ts_zone_assumed": None,
+                },
+            }
+        )
+    return out
+
+
+def phase_append(url: str, n: int, batch: int) -> tuple[float, int]:
+    rng = random.Random(20261129)
+    spent = 0.0
+    with Ledger.open(url) as led:
+        for start in range(0, n, batch):
+            records = make_batch(rng, start, min(batch, n - start))
+            keys = [r["data"]["event_id"] for r in records]
+            t0 = time.perf_counter()
+            led.append(records, dedup_keys=keys, cursors={"app.log": str(start)})
+            spent += time.perf_counter() - t0
+    return spent, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def phase_verify(url: str) -> tuple[float, str, int, int]:
+    with Ledger.open(url) as led:
+        t0 = time.perf_counter()
+        result = led.verify()
+        spent = time.perf_counter() - t0
+    return (
+        spent,
+        str(result.status),
+        result.size,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    )
+
+
+def run(name: str, url: str, n: int, batch: int) -> None:
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        spent, rss = pool.submit(phase_append, url, n, batch).result()
+    print(
+        f"{name:<10} append  {n:>9} events in {spent:7.2f} s = {n / spent:>9.0f} events/s "
+        f"(batches of {batch}, one commit each; peak RSS {rss / 1024:.0f} MiB)"
+    )
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        spent, status, size, rss = pool.submit(phase_verify, url).result()
+    print(
+        f"{name:<10} verify  {size:>9} records in {spent:7.2f} s = {size / spent:>9.0f} "
+        f"records/s -> {status} (peak RSS {rss / 1024:.0f} MiB)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get(
+            "SENTINEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    parser.add_argument("--skip-pg", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
+        run("sqlite", f"sqlite:///{tmp}/ledger.db", args.n, args.batch)
+        size = sum(f.stat().st_size for f in os.scandir(tmp))
+        print(f"{'sqlite':<10} files   {size / 2**20:.1f} MiB")
+    if args.skip_pg:
+        return
+    name = f"sentinel_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(args.pg, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        run("postgresql", args.pg.rsplit("/", 1)[0] + f"/{name}", args.n, args.batch)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
