@@ -222,6 +222,8 @@ def _db_error(action: str, exc: sa.exc.DBAPIError | sa.exc.SQLAlchemyError) -> L
     return LedgerError(f"ledger: {action} failed: {detail}")
 
 
+_SCHEMA_LOCK_KEY = _lock_key("\x00schema")
+
 _ENTRY_COLUMNS = (
     entries_table.c.seq,
     entries_table.c.recorded_at,
@@ -302,7 +304,8 @@ class Ledger:
         return ledger
 
     def _create_schema(self) -> None:
-        with self._write_tx() as conn:
+        # one lock for the whole database: ledgers with different log ids share the tables
+        with self._write_tx(_SCHEMA_LOCK_KEY) as conn:
             metadata.create_all(conn)
             found = conn.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
@@ -366,14 +369,19 @@ class Ledger:
     # -- transactions ----------------------------------------------------------------------
 
     @contextmanager
-    def _write_tx(self) -> Iterator[sa.Connection]:
-        """A write transaction holding the log's lock (see module docstring)."""
+    def _write_tx(self, lock_key: int | None = None) -> Iterator[sa.Connection]:
+        """A write transaction holding the log's lock (see module docstring).
+
+        SQLite's ``BEGIN IMMEDIATE`` locks the whole database; on PostgreSQL ``lock_key``
+        (default: this log's key) names the advisory lock taken.
+        """
         with self._engine.connect() as conn:
             if self._sqlite:
                 conn.execution_options(sentinel_begin="IMMEDIATE")
             with conn.begin():
                 if not self._sqlite:
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_key})
+                    key = self._lock_key if lock_key is None else lock_key
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
                 yield conn
 
     # -- appending -------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def _worker(url: str, worker: int, start: mp.synchronize.Event) -> None:
 
 
 def test_processes_append_without_fork(ledger_url: str) -> None:
-    Ledger.open(ledger_url).close()  # schema exists before the race starts
+    # no schema yet: the workers also race to create it
     ctx = mp.get_context("spawn")
     start = ctx.Event()
     procs = [ctx.Process(target=_worker, args=(ledger_url, w, start)) for w in range(PROCS)]
