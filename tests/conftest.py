@@ -72,7 +72,5 @@ def _no_thread_leaks() -> Iterator[None]:
     deadline = 5.0
     for thread in set(threading.enumerate()) - before:
         thread.join(timeout=deadline)
-    leaked = [
-        t for t in set(threading.enumerate()) - before if t.is_alive() and not t.daemon
-    ]
+    leaked = [t for t in set(threading.enumerate()) - before if t.is_alive() and not t.daemon]
     assert not leaked, f"test leaked threads: {leaked}"

@@ -146,6 +146,8 @@ class AppendResult:
     duplicates: int
     first_seq: int | None
     last_seq: int | None
+    #: indices (into the ``records`` passed to ``append``) of the records actually written
+    accepted: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,7 +499,8 @@ class Ledger:
         rows: list[dict[str, Any]] = []
         dedup_rows: list[dict[str, Any]] = []
         duplicates = 0
-        for kind, kind_json, data_json, key in prepared:
+        accepted: list[int] = []
+        for index, (kind, kind_json, data_json, key) in enumerate(prepared):
             if key is not None:
                 if key in present:
                     duplicates += 1
@@ -529,6 +532,7 @@ class Ledger:
             )
             prev = chained
             seq += 1
+            accepted.append(index)
         if rows:
             conn.execute(entries_table.insert(), rows)
         if dedup_rows:
@@ -537,7 +541,7 @@ class Ledger:
             self._upsert_cursors(conn, cursor_rows, recorded_at)
         if not rows:
             return AppendResult(0, duplicates, None, None)
-        return AppendResult(len(rows), duplicates, rows[0]["seq"], rows[-1]["seq"])
+        return AppendResult(len(rows), duplicates, rows[0]["seq"], rows[-1]["seq"], tuple(accepted))
 
     def _upsert_cursors(
         self, conn: sa.Connection, cursor_rows: list[tuple[str, str]], now: str

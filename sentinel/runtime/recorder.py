@@ -98,12 +98,8 @@ class Recorder:
         result = self.ledger.append(
             records, dedup_keys=[_dedup_key(i) for i in items], cursors=cursors
         )
-        if result.appended == len(items):
-            self.metrics.count_audit(items)
-        else:
-            # Only count what was new: recompute the duplicates against the dedup keys is not
-            # possible after the fact, so count items by position of acceptance.
-            self.metrics.count_audit(items[: result.appended] if not result.duplicates else [])
+        # count only what was new: a redelivery or a re-read line is not a second event
+        self.metrics.count_audit([items[i] for i in result.accepted])
         self._after_append(result, records)
         return result
 
@@ -149,12 +145,7 @@ class Recorder:
     def _after_append(self, result: AppendResult, records: Sequence[Mapping[str, Any]]) -> None:
         if result.duplicates:
             self.metrics.ledger_duplicates.inc(result.duplicates)
-        if result.appended:
-            kinds = Counter(str(r["kind"]) for r in records)
-            if not result.duplicates:
-                for kind, n in kinds.items():
-                    self.metrics.ledger_appends.labels(kind).inc(n)
-            else:
-                self.metrics.ledger_appends.labels("mixed").inc(result.appended)
+        for kind, n in Counter(str(records[i]["kind"]) for i in result.accepted).items():
+            self.metrics.ledger_appends.labels(kind).inc(n)
         if result.last_seq is not None:
             self.metrics.ledger_records.set(result.last_seq + 1)
