@@ -15,9 +15,9 @@ import click
 from sentinel import __version__
 from sentinel.cli.audit import audit
 from sentinel.cli.common import CliState
+from sentinel.cli.demo import demo_cmd
 from sentinel.cli.egress import egress
 from sentinel.cli.ledger import ledger
-from sentinel.cli.demo import demo_cmd
 from sentinel.cli.ops import init_cmd, report_cmd, run_cmd
 
 
