@@ -36,7 +36,7 @@ class Metrics:
         self.egress_bytes = Counter(
             "sentinel_egress_bytes",
             "Bytes sent from local hosts to remote endpoints, by remote country "
-            "(ISO 3166-1 alpha-2; 'internal' or 'unknown' when there is none).",
+            "(ISO 3166-1 alpha-2; else internal, allowed-network, waived or unknown).",
             ["country"],
             registry=r,
         )
@@ -122,7 +122,7 @@ class Metrics:
         """Count flows, egress bytes per country and violations."""
         for v in verdicts:
             self.flows.labels(v.verdict, v.reason).inc()
-            country = v.country or ("internal" if v.reason == "internal" else "unknown")
+            country = v.location_label
             if v.flow.bytes_out:
                 self.egress_bytes.labels(country).inc(v.flow.bytes_out)
             if v.verdict == "violation":

@@ -275,6 +275,18 @@ class Verdict:
     waiver_id: str | None = None
     policy_sha256: str | None = None
 
+    @property
+    def location_label(self) -> str:
+        """Where the remote endpoint is, as a low-cardinality label.
+
+        The ISO 3166-1 code when GeoIP located it; otherwise why there is none: ``internal``,
+        ``allowed-network`` or ``waived`` (decided before any lookup), ``unknown`` (not found).
+        """
+        if self.country:
+            return self.country
+        labels = {"internal": "internal", "allowed network": "allowed-network", "waiver": "waived"}
+        return labels.get(self.reason, "unknown")
+
     def to_json(self) -> dict[str, Any]:
         body = self.flow.to_json()
         body.update(

@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,15 @@ def render_html(data: Mapping[str, Any], *, template_dir: Path | None = None) ->
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["utc_date"] = _utc_date
     return env.get_template("report.html.j2").render(report=data)
+
+
+def _utc_date(epoch: object) -> str:
+    """Unix seconds → ``YYYY-MM-DD`` (UTC); anything else is shown as it is."""
+    if isinstance(epoch, int):
+        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
+    return str(epoch)
 
 
 def write_atomic(path: Path, text: str) -> None:

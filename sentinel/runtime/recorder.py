@@ -28,10 +28,8 @@ from sentinel.timefmt import format_ts
 
 
 def country_key(v: Verdict) -> str:
-    """The country label of a verdict: ISO code, ``internal`` or ``unknown``."""
-    if v.country:
-        return v.country
-    return "internal" if v.reason == "internal" else "unknown"
+    """``Verdict.location_label`` (kept as a function for callers that map over verdicts)."""
+    return v.location_label
 
 
 def summarize(
