@@ -23,45 +23,67 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
+import tempfile
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 
 from sentinel.errors import GeoIPError
+from sentinel.geo.special import classify
 from sentinel.records import GeoProvenance
 
 #: codes databases use for "no single country"
 PSEUDO_CODES = frozenset({"EU", "AP", "A1", "A2", "O1", "ZZ", "XX", "NONE", ""})
 #: bound on the per-database lookup cache (addresses)
 CACHE_MAX = 100_000
+#: networks decoded by ``GeoDatabase.validate`` (about 0.7 s on DB-IP City Lite)
+VERIFY_RECORDS = 50_000
+#: 2000-01-01T00:00:00Z: no MaxMind-format database is older
+MIN_BUILD_EPOCH = 946_684_800
+#: addresses ``validate`` looks up: public resolvers and one address per RIR region
+PROBES = (
+    "1.1.1.1", "8.8.8.8", "9.9.9.9", "81.2.69.142", "89.160.20.112", "2.125.160.216",
+    "175.16.199.1", "41.0.0.1", "200.0.0.1", "2001:4860:4860::8888", "2a00:1450::1",
+    "2400:cb00::1", "2800:3f0::1", "2c0f:fb50::1",
+)  # fmt: skip
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _TEREDO = ipaddress.ip_network("2001::/32")
 _SIXTOFOUR = ipaddress.ip_network("2002::/16")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 @dataclass(frozen=True, slots=True)
 class GeoResult:
     """Where an address is: ISO 3166-1 alpha-2 ``country`` and ``continent`` code (``None`` when
     unknown), the database ``network`` (CIDR) that matched, and ``found`` (the database holds a
-    record for the address, even one without a country)."""
+    record for the address, even one without a country).
+
+    ``special`` names the IANA special-purpose (or unallocated) range the address is in
+    (``sentinel.geo.special``); the database is then not consulted, ``network`` is that range and
+    ``country`` is ``None`` whatever the database holds."""
 
     country: str | None
     continent: str | None
     network: str | None
     found: bool
+    special: str | None = None
 
 
 NOT_FOUND = GeoResult(None, None, None, False)
 
 
 def embedded_ipv4(addr: IPAddress) -> IPAddress:
-    """The IPv4 address embedded in an IPv4-mapped, IPv4-compatible, 6to4 or Teredo IPv6
-    address; any other address is returned unchanged."""
+    """The IPv4 address embedded in an IPv4-mapped, IPv4-compatible, NAT64 well-known prefix
+    (``64:ff9b::/96``, RFC 6052 section 2.1: the last 32 bits), 6to4 or Teredo IPv6 address; any
+    other address is returned unchanged."""
     if addr.version == 4:
         return addr
     assert isinstance(addr, ipaddress.IPv6Address)
@@ -70,6 +92,8 @@ def embedded_ipv4(addr: IPAddress) -> IPAddress:
         return mapped
     packed = addr.packed
     if packed[:12] == bytes(12) and int(addr) > 1:
+        return ipaddress.IPv4Address(packed[12:])
+    if addr in _NAT64:
         return ipaddress.IPv4Address(packed[12:])
     if addr in _SIXTOFOUR:
         return ipaddress.IPv4Address(packed[2:6])
@@ -116,7 +140,16 @@ class GeoDatabase:
 
     ``lookup(ip)`` never raises for a well-formed address: a miss, an IPv6 address on an
     IPv4-only database, or a corrupt record (counted in ``lookup_errors``) is "not found".
+    Addresses in IANA special-purpose or unallocated ranges are never looked up (``special``).
     ``provenance`` is the database type, build time (UTC epoch seconds) and file SHA-256.
+
+    Open mode: by default ``open`` copies the file into a private snapshot while hashing it,
+    memory-maps the snapshot with the C extension (``MODE_MMAP_EXT`` when available) and unlinks
+    it at once. An in-place overwrite of the original — ``cp new.mmdb db.mmdb`` truncates and
+    rewrites the same inode — then cannot touch the mapped bytes: with a direct ``MODE_MMAP``
+    reader it returns garbage and, on truncation, kills the process with SIGBUS. The SHA-256 is
+    of exactly the bytes served. ``MODE_MEMORY`` would be as safe but its pure-Python reader is
+    about six times slower (measured on DB-IP City Lite: ~390 µs vs ~60 µs a lookup).
     """
 
     def __init__(self, reader: Any, provenance: GeoProvenance, ip_version: int) -> None:
@@ -127,29 +160,52 @@ class GeoDatabase:
         self._cache: dict[str, GeoResult] = {}
 
     @classmethod
-    def open(cls, path: str | Path) -> GeoDatabase:
+    def open(
+        cls, path: str | Path, *, snapshot: bool = True, snapshot_dir: str | Path | None = None
+    ) -> GeoDatabase:
         """Open ``path`` and hash it. Raises ``GeoIPError`` when it is missing or not a valid
-        MaxMind DB (bad metadata, invalid node count...)."""
+        MaxMind DB (bad metadata, invalid node count...) or the snapshot cannot be written.
+
+        ``snapshot`` (default) reads from a private, already-unlinked copy made in
+        ``snapshot_dir`` (default: the system temporary directory) — see the class docstring.
+        ``snapshot=False`` maps ``path`` itself (only for files nobody will rewrite).
+        """
         p = Path(path)
-        digest = hashlib.sha256()
+        if not snapshot:
+            digest = _sha256_file(p)
+            return cls._open_reader(p, p, digest)
         try:
-            with p.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
+            fd, tmp = tempfile.mkstemp(prefix="sentinel-geoip-", suffix=".mmdb", dir=snapshot_dir)
         except OSError as exc:
-            raise GeoIPError(f"{p}: cannot read GeoIP database: {exc.strerror or exc}") from exc
+            raise GeoIPError(f"{p}: cannot create a GeoIP snapshot: {exc.strerror or exc}") from exc
+        snap = Path(tmp)
         try:
-            reader = maxminddb.open_database(str(p), maxminddb.MODE_AUTO)
+            with os.fdopen(fd, "wb") as out:
+                digest = _sha256_file(p, copy_to=out)
+            return cls._open_reader(snap, p, digest)
+        finally:
+            snap.unlink(missing_ok=True)  # the mapping keeps the bytes alive
+
+    @classmethod
+    def _open_reader(cls, source: Path, shown: Path, digest: str) -> GeoDatabase:
+        try:
+            reader = maxminddb.open_database(str(source), maxminddb.MODE_AUTO)
             meta = reader.metadata()
         except (InvalidDatabaseError, ValueError, OSError, UnicodeDecodeError) as exc:
-            raise GeoIPError(f"{p}: not a valid MaxMind DB (.mmdb) file: {exc}") from exc
+            raise GeoIPError(f"{shown}: not a valid MaxMind DB (.mmdb) file: {exc}") from exc
         provenance = GeoProvenance(
             database_type=str(meta.database_type),
             build_epoch=int(meta.build_epoch),
-            sha256=digest.hexdigest(),
-            path=str(p.absolute()),
+            sha256=digest,
+            path=str(shown.absolute()),
         )
-        return cls(reader, provenance, int(meta.ip_version))
+        db = cls(reader, provenance, int(meta.ip_version))
+        db.node_count = int(meta.node_count)
+        db.record_size = int(meta.record_size)
+        return db
+
+    node_count = 0
+    record_size = 0
 
     def lookup(self, ip: str | IPAddress) -> GeoResult:
         """Locate ``ip`` (string or ``ipaddress`` object). Raises ``ValueError`` only for a
@@ -159,7 +215,11 @@ class GeoDatabase:
         if hit is not None:
             return hit
         addr = embedded_ipv4(ipaddress.ip_address(ip))
-        result = self._lookup(addr)
+        special = classify(addr)
+        if special is not None and special.scope != "embedded":
+            result = GeoResult(None, None, str(special.network), False, special.name)
+        else:
+            result = self._lookup(addr)
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
         self._cache[key] = result
@@ -179,6 +239,59 @@ class GeoDatabase:
         network = str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
         return GeoResult(country, continent, network, True)
 
+    def validate(
+        self,
+        *,
+        probes: Iterable[str] = PROBES,
+        max_records: int = VERIFY_RECORDS,
+        now: float | None = None,
+    ) -> None:
+        """Check that the database is usable before it is trusted; raises ``GeoIPError``.
+
+        Checks: sane metadata (a type, ``ip_version`` 4 or 6, a node count, a record size of
+        24/28/32 bits, a build time after 2000 and at most one day in the future — ``now`` is
+        UTC epoch seconds, default the current time); the first ``max_records`` networks decode
+        (the whole database when it is smaller; catches broken data pointers and search trees);
+        at least one of them has a country (an ASN or anonymous-IP database has none); every
+        ``probes`` address can be looked up without a database error.
+        """
+        p = self.provenance
+        now = time.time() if now is None else now
+        problems = []
+        if not p.database_type:
+            problems.append("no database_type")
+        if self.ip_version not in (4, 6):
+            problems.append(f"ip_version {self.ip_version}")
+        if self.node_count <= 0:
+            problems.append("no search-tree nodes")
+        if self.record_size not in (24, 28, 32):
+            problems.append(f"record_size {self.record_size}")
+        if not MIN_BUILD_EPOCH <= p.build_epoch <= now + 86_400:
+            problems.append(f"implausible build_epoch {p.build_epoch}")
+        if problems:
+            raise GeoIPError(f"{p.path}: implausible metadata: {', '.join(problems)}")
+        with_country = 0
+        seen = 0
+        try:
+            for _net, record in self._reader:
+                seen += 1
+                if _map_record(record)[0] is not None:
+                    with_country += 1
+                if seen >= max_records:
+                    break
+            for probe in probes:
+                addr = ipaddress.ip_address(probe)
+                if addr.version == 6 and self.ip_version == 4:
+                    continue
+                self._reader.get_with_prefix_len(addr)
+        except (InvalidDatabaseError, ValueError, UnicodeDecodeError) as exc:
+            raise GeoIPError(f"{p.path}: corrupt database ({seen} networks read): {exc}") from exc
+        if with_country == 0:
+            raise GeoIPError(
+                f"{p.path}: no country in the first {seen} networks "
+                f"({p.database_type!r} is not a location database)"
+            )
+
     def close(self) -> None:
         """Close the underlying reader (safe to call twice)."""
         self._reader.close()
@@ -188,3 +301,17 @@ class GeoDatabase:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sha256_file(path: Path, copy_to: BinaryIO | None = None) -> str:
+    """SHA-256 (hex) of ``path`` read once in 1 MiB blocks, optionally copying the bytes."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+                if copy_to is not None:
+                    copy_to.write(block)
+    except OSError as exc:
+        raise GeoIPError(f"{path}: cannot read GeoIP database: {exc.strerror or exc}") from exc
+    return digest.hexdigest()

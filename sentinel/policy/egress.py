@@ -56,6 +56,8 @@ from pydantic import (
 from sentinel.errors import ConfigError
 from sentinel.geo.database import GeoDatabase, embedded_ipv4
 from sentinel.geo.groups import GROUPS, expand
+from sentinel.geo.special import IPV4_SPECIAL, IPV6_SPECIAL
+from sentinel.geo.special import is_internal as _special_internal
 from sentinel.records import Flow, GeoProvenance, Verdict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -64,29 +66,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: largest policy file accepted, bytes
 MAX_POLICY_BYTES = 1_048_576
 
-#: Never foreign (IANA special-purpose registries, RFC 6890 and successors).
+#: Never foreign: every range of ``sentinel.geo.special`` whose scope is ``internal`` (IANA
+#: special-purpose registries, *Globally Reachable* False, plus multicast).
 INTERNAL_NETWORKS: tuple[Network, ...] = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "0.0.0.0/8",  # "this network", unspecified
-        "10.0.0.0/8",  # RFC 1918
-        "100.64.0.0/10",  # CGNAT, RFC 6598
-        "127.0.0.0/8",  # loopback
-        "169.254.0.0/16",  # link-local
-        "172.16.0.0/12",  # RFC 1918
-        "192.0.2.0/24",  # TEST-NET-1, RFC 5737
-        "192.168.0.0/16",  # RFC 1918
-        "198.51.100.0/24",  # TEST-NET-2
-        "203.0.113.0/24",  # TEST-NET-3
-        "224.0.0.0/4",  # multicast
-        "255.255.255.255/32",  # limited broadcast
-        "::/128",  # unspecified
-        "::1/128",  # loopback
-        "fc00::/7",  # unique local, RFC 4193
-        "fe80::/10",  # link-local
-        "ff00::/8",  # multicast
-        "2001:db8::/32",  # documentation, RFC 3849
-    )
+    r.network for r in (*IPV4_SPECIAL, *IPV6_SPECIAL) if r.scope == "internal"
 )
 
 
@@ -237,8 +220,10 @@ class EgressPolicy:
         return cls(model, path=path, sha256=hashlib.sha256(raw).hexdigest())
 
     def is_internal(self, addr: IPAddress) -> bool:
-        """In ``local_networks`` or one of ``INTERNAL_NETWORKS``."""
-        return _in_any(addr, self.model.local_networks) or _in_any(addr, INTERNAL_NETWORKS)
+        """In ``local_networks`` or an internal IANA special-purpose range (``INTERNAL_NETWORKS``;
+        the most specific registry row decides, so ``192.0.0.9`` — PCP anycast inside
+        ``192.0.0.0/24`` — is not internal)."""
+        return _in_any(addr, self.model.local_networks) or _special_internal(addr)
 
     def evaluate(self, flow: Flow, geo: GeoDatabase | None, now: datetime) -> Verdict:
         """Judge ``flow`` at ``now`` (aware UTC; decides which waivers have expired).
@@ -302,7 +287,7 @@ class EgressPolicy:
             )
         if _in_any(remote, self.model.local_networks):
             return Verdict(flow, "allowed", "internal", None, "local_networks", policy_sha256=sha)
-        if _in_any(remote, INTERNAL_NETWORKS):
+        if _special_internal(remote):
             return Verdict(flow, "allowed", "internal", None, "internal-ranges", policy_sha256=sha)
         country, prov = self._locate(remote, geo)
         if country is None:

@@ -16,6 +16,9 @@ from sentinel.geo import EEA, EU, GeoDatabase, clean_country, embedded_ipv4
 # 2001:0:5102:458e::1 says GB (the server 81.2.69.142). Sentinel locates the client
 # (here ~0.0.0.1 = 255.255.255.254, in no database): the one deliberate difference.
 TEREDO_ROW = "2001:0:5102:458e::1"
+# RFC 6052: 64:ff9b::/96 carries the IPv4 destination in its last 32 bits; geoip2 looks up the
+# IPv6 address itself (not found), Sentinel the IPv4 address behind the translator.
+NAT64_ROW = "64:ff9b::5102:458e"
 
 
 def _rows(corpus: Path) -> list[dict[str, str]]:
@@ -34,6 +37,9 @@ def test_expected_lookups(corpus: Path) -> None:
             got = db.lookup(row["ip"])
             if row["ip"] == TEREDO_ROW:
                 assert got.found is False and got.country is None
+                continue
+            if row["ip"] == NAT64_ROW:
+                assert got == db.lookup("81.2.69.142")
                 continue
             if row["result"] == "AddressNotFoundError":
                 assert not got.found and got.country is None, row
