@@ -26,6 +26,16 @@ AUDIT_FORMATS = (
     "distribution-text",
     "distribution-access",
     "distribution-notifications",
+    "harbor-audit-syslog",
+    "harbor-audit-file",
+    "harbor-webhook",
+    "minio-audit",
+    "minio-notification",
+    "mlflow-access",
+    "mlflow-webhook",
+    "zot-audit",
+    "k8s-audit",
+    "jsonmap",
 )
 
 
@@ -49,6 +59,12 @@ class LedgerSection(_Section):
     signing_key: Path = Path("keys/ledger-ed25519.pem")
     #: log id: one database may hold several independent ledgers
     log_id: str = "sentinel"
+    #: external append-only checkpoint log directory; must not be the database's directory
+    checkpoint_dir: Path = Path("checkpoints")
+    #: seconds between signed checkpoints made by the daemon
+    checkpoint_interval: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    #: checkpoint origin line and key name ("" = ``sentinel/<log_id>``)
+    origin: str = ""
 
 
 class GeoIPSection(_Section):
@@ -84,9 +100,23 @@ class AuditFile(_Section):
         "distribution-text",
         "distribution-access",
         "distribution-notifications",
+        "harbor-audit-syslog",
+        "harbor-audit-file",
+        "harbor-webhook",
+        "minio-audit",
+        "minio-notification",
+        "mlflow-access",
+        "mlflow-webhook",
+        "zot-audit",
+        "k8s-audit",
+        "jsonmap",
     ]
     #: file to tail
     path: Path
+    #: IANA zone of times the source writes without one (syslog headers, uvicorn)
+    zone: str = "UTC"
+    #: ``jsonmap`` only: the field-mapping file (YAML/JSON; sentinel.audit.parsers.jsonmap)
+    mapping: Path | None = None
 
 
 class WebhookSection(_Section):
@@ -218,6 +248,11 @@ url = "sqlite:///state/ledger.db"
 # Ed25519 private key (PKCS#8 PEM, mode 0600) that signs ledger checkpoints.
 signing_key = "keys/ledger-ed25519.pem"
 log_id = "sentinel"
+# Append-only log of signed checkpoints, outside the database directory (a database restore
+# must not reach it); seconds between checkpoints; origin ("" = "sentinel/<log_id>").
+checkpoint_dir = "checkpoints"
+checkpoint_interval = 300.0
+origin = ""
 
 [geoip]
 # A MaxMind-format database (MaxMind GeoIP2/GeoLite2, DB-IP, IPinfo). Example:
@@ -244,10 +279,14 @@ max_flows = 200000
 poll_interval = 1.0
 # Registry logs to tail; one [[audit.files]] table per file. Formats:
 #   distribution-json | distribution-text | distribution-access | distribution-notifications
+#   harbor-audit-syslog | harbor-audit-file | harbor-webhook | minio-audit | minio-notification
+#   mlflow-access | mlflow-webhook | zot-audit | k8s-audit | jsonmap
 # [[audit.files]]
 # id = "registry"
 # format = "distribution-json"
 # path = "/var/log/docker-registry/app.log"
+# zone = "UTC"              # zone of times written without one (syslog, uvicorn)
+# mapping = "jsonmap.yaml"  # jsonmap only: field mapping
 
 [webhook]
 # Receives the registry's notifications (CNCF distribution `notifications.endpoints`).

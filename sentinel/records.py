@@ -94,6 +94,10 @@ class AuditEvent:
     #: HTTP method and status when the source records them (``HEAD``/``GET``..., 200...)
     http_method: str | None = None
     http_status: int | None = None
+    #: what the source did not say and how Sentinel filled or flagged it (e.g. MLflow access
+    #: lines that do not name the model); serialized only when set, so older records keep
+    #: their canonical bytes
+    detail: str | None = None
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -115,7 +119,7 @@ class AuditEvent:
 
     def to_json(self) -> dict[str, Any]:
         """DESIGN.md field names, JSON-ready (no floats; ``ts`` as RFC 3339 UTC)."""
-        return {
+        body: dict[str, Any] = {
             "ts": format_ts(self.ts),
             "source": self.source,
             "source_kind": self.source_kind,
@@ -138,6 +142,9 @@ class AuditEvent:
             "src_pos": self.src_pos,
             "ts_zone_assumed": self.ts_zone_assumed,
         }
+        if self.detail is not None:
+            body["detail"] = self.detail
+        return body
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,12 @@
 """`sentinel audit` commands: parse registry logs/notifications (dry run) and ingest them.
 
 ``parse`` is the dry run a user points at their own logs; ``ingest`` appends the same records
-to the ledger. Inputs: see ``sentinel.audit.files`` (line formats; for
-``distribution-notifications`` one envelope per file, one per line, or Sentinel's capture
-records ``{"received_at", "path", "headers", "body"}`` whose ``body`` is the envelope).
+to the ledger. Inputs: see ``sentinel.audit.files`` (line formats; for payload formats —
+``distribution-notifications``, ``harbor-webhook``, ``minio-audit``, ``minio-notification``,
+``mlflow-webhook`` — one payload per file (pretty-printed or not), one per line, or Sentinel's
+capture records ``{"received_at", "path", "headers", "body"}`` whose ``body`` is the payload).
+``--zone``, ``--mapping`` and ``--webhook-secret-file`` build the format's
+``ParserOptions``.
 
 Unparsed input is never dropped: it is counted and summarised on stderr (count and the first
 reasons); ``parse --json`` also prints each one as ``{"unparsed": {...}}`` on stdout, and
@@ -24,10 +27,12 @@ import click
 
 from sentinel.audit.dedup import Deduplicator
 from sentinel.audit.files import parse_file
-from sentinel.audit.parsers import get_parser
+from sentinel.audit.parsers import ParserOptions, build_parser, load_mapping
 from sentinel.audit.records import to_ledger_batch
+from sentinel.audit.timeparse import get_zone
 from sentinel.cli.common import EXIT_FINDINGS, EXIT_OK, CliState, handle_errors, pass_state
 from sentinel.config import AUDIT_FORMATS
+from sentinel.errors import ConfigError
 from sentinel.records import AuditEvent, Unparsed
 from sentinel.timefmt import format_ts
 
@@ -46,6 +51,28 @@ _source_option = click.option(
     default=None,
     help="Registry instance id written into each event (default: config sentinel.instance, "
     "else 'registry').",
+)
+_zone_option = click.option(
+    "--zone",
+    default="UTC",
+    show_default=True,
+    help="IANA zone of times the source writes without one (syslog headers, uvicorn); "
+    "events then say which zone was assumed.",
+)
+_mapping_option = click.option(
+    "--mapping",
+    "mapping_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="jsonmap: field-mapping file (YAML/JSON). Default: Sentinel's own event JSON.",
+)
+_secret_option = click.option(
+    "--webhook-secret-file",
+    "secret_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="mlflow-webhook: file holding the webhook secret; captured deliveries whose "
+    "signature does not verify become unparsed.",
 )
 _files_argument = click.argument(
     "files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False)
@@ -82,8 +109,30 @@ class _Tally:
             click.echo(f"sentinel: {self.unparsed} unparsed input(s): {top}", err=True)
 
 
-def _records(files: tuple[Path, ...], fmt: str, source: str) -> Iterator[AuditEvent | Unparsed]:
-    parser = get_parser(fmt)
+def parser_options(
+    zone: str = "UTC", mapping_path: Path | None = None, secret_path: Path | None = None
+) -> ParserOptions:
+    """``ParserOptions`` from command-line values. Raises ``ConfigError``."""
+    try:
+        tz = get_zone(zone)
+    except ValueError as exc:
+        raise ConfigError("--zone", str(exc)) from None
+    mapping = load_mapping(mapping_path) if mapping_path is not None else None
+    secret: bytes | None = None
+    if secret_path is not None:
+        try:
+            secret = secret_path.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(str(secret_path), f"cannot read: {exc.strerror or exc}") from exc
+        if not secret:
+            raise ConfigError(str(secret_path), "webhook secret file is empty")
+    return ParserOptions(zone=tz, mapping=mapping, webhook_secret=secret)
+
+
+def _records(
+    files: tuple[Path, ...], fmt: str, source: str, options: ParserOptions
+) -> Iterator[AuditEvent | Unparsed]:
+    parser = build_parser(fmt, options)
     for path in files:
         yield from parse_file(path, parser, source)
 
@@ -107,12 +156,22 @@ def _human(e: AuditEvent) -> str:
 @audit.command("parse")
 @_format_option
 @_source_option
+@_zone_option
+@_mapping_option
+@_secret_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event (DESIGN names).")
 @_files_argument
 @pass_state
 @handle_errors
 def parse(
-    state: CliState, fmt: str, source: str | None, as_json: bool, files: tuple[Path, ...]
+    state: CliState,
+    fmt: str,
+    source: str | None,
+    zone: str,
+    mapping_path: Path | None,
+    secret_path: Path | None,
+    as_json: bool,
+    files: tuple[Path, ...],
 ) -> None:
     """Print the normalized, deduplicated events in FILE... (a dry run: nothing is stored).
 
@@ -122,9 +181,10 @@ def parse(
     Exit codes: 0 all parsed; 1 some input unparsed; 2 error (missing file...).
     """
     src = _source(state, source)
+    options = parser_options(zone, mapping_path, secret_path)
     dedup = Deduplicator()
     tally = _Tally()
-    for item in dedup.filter(_records(files, fmt, src)):
+    for item in dedup.filter(_records(files, fmt, src, options)):
         if isinstance(item, Unparsed):
             tally.add(item)
             if as_json:
@@ -142,6 +202,9 @@ def parse(
 @audit.command("ingest")
 @_format_option
 @_source_option
+@_zone_option
+@_mapping_option
+@_secret_option
 @click.option(
     "--ledger",
     "ledger_url",
@@ -155,6 +218,9 @@ def ingest(
     state: CliState,
     fmt: str,
     source: str | None,
+    zone: str,
+    mapping_path: Path | None,
+    secret_path: Path | None,
     ledger_url: str | None,
     files: tuple[Path, ...],
 ) -> None:
@@ -167,6 +233,7 @@ def ingest(
     from sentinel.ledger import Ledger
 
     src = _source(state, source)
+    options = parser_options(zone, mapping_path, secret_path)
     url = ledger_url or state.settings().ledger_url
     log_id = state.settings().ledger.log_id if state.config_path is not None else "sentinel"
     tally = _Tally()
@@ -182,7 +249,7 @@ def ingest(
             duplicates += result.duplicates
             batch.clear()
 
-        for item in _records(files, fmt, src):
+        for item in _records(files, fmt, src, options):
             if isinstance(item, Unparsed):
                 tally.add(item)
             batch.append(item)

@@ -1,0 +1,187 @@
+"""``mlflow-access``: MLflow tracking-server access logs (uvicorn and gunicorn).
+
+MLflow has no audit log (DESIGN.md "Known traps"); its access log is the only trail. Two
+layouts, both read by this one parser (captured from MLflow 3.17.2, corpus ``mlflow-live``):
+
+* uvicorn (``mlflow server``, the default): MLflow's log format prefixes uvicorn's access
+  line with the local wall-clock time, no zone::
+
+      2026/11/29 19:16:39 INFO:     127.0.0.1:55778 - "GET /health HTTP/1.1" 200 OK
+
+  The time is read in the configured zone (``ts_zone_assumed``). A line without the time
+  prefix (plain uvicorn) is ``Unparsed``: Sentinel never invents a time. The client is
+  ``host:port``; uvicorn's proxy-headers middleware (on by default for ``127.0.0.1`` proxies)
+  replaces it with the ``X-Forwarded-For`` address and port ``0`` — so port 0 means
+  ``header``, any other port ``socket``. No user is logged.
+* gunicorn ``--access-logfile`` (``--app-name basic-auth``): Combined Log Format
+  (gunicorn ``glogging.py``, ``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"``).
+  ``%(u)s`` is the Basic-auth user name *as sent*: on a 401 it is only claimed
+  (``actor_verified=False``); on any other status the basic-auth app has checked the password
+  (``actor_verified=True``). ``%(h)s`` is the socket peer.
+
+Request meaning (MLflow REST API 2.0, ``mlflow/server/handlers.py`` routes; also ``/ajax-api``):
+
+=================================================  ==============  ===========================
+request                                            action          model named?
+=================================================  ==============  ===========================
+POST registered-models/create                      register        no (name is in the body)
+POST model-versions/create                         register        no
+POST model-versions/transition-stage               stage_change    no
+POST registered-models/alias                       tag             no
+DELETE registered-models/alias                     untag           no
+DELETE registered-models/delete, model-versions/…  delete          no
+GET model-versions/get-download-uri?name&version   pull            yes (query)
+GET mlflow-artifacts/artifacts/<path>              pull            artifact path only
+PUT mlflow-artifacts/artifacts/<path>              push            artifact path only
+users/*, permissions, webhooks (create/update/…)   config_change   —
+anything else (reads, runs, experiments, UI)       other           query ``name`` if present
+=================================================  ==============  ===========================
+
+Where the line does not name the model, ``artifact`` is ``None`` (or the artifact file path)
+and ``detail`` says so; MLflow's REST API can fill it in, the line cannot. Status 401 →
+``auth_failure`` (``access_denied`` when no user was sent), 403 → ``access_denied``.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sentinel.audit.parsers._common import DEFAULT_OPTIONS, ParserOptions, bad
+from sentinel.audit.parsers._distribution import split_addr
+from sentinel.audit.parsers.interface import ParseResult
+from sentinel.audit.timeparse import Stamp, parse_apache, parse_local
+from sentinel.records import Action, AuditEvent, ClientIPSource, sha256_hex
+
+SOURCE_KIND = "mlflow"
+
+_UVICORN = re.compile(
+    r"^(?:(?P<ts>\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}) )?INFO:\s+(?P<client>\S+) - "
+    r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3})(?: .*)?$'
+)
+_GUNICORN = re.compile(
+    r"^(?P<host>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<ts>[^\]]+)\] "
+    r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[\d.]+" (?P<status>\d{3}) (?P<size>\d+|-)'
+    r'(?: "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<ua>(?:[^"\\]|\\.)*)")?.*$'
+)
+_API = re.compile(r"^/(?:ajax-)?api/[23]\.0/(?P<rest>.*)$")
+_NOT_NAMED = "model name/version not in the access log"
+
+_ROUTES: dict[tuple[str, str], Action] = {
+    ("POST", "mlflow/registered-models/create"): "register",
+    ("POST", "mlflow/model-versions/create"): "register",
+    ("POST", "mlflow/model-versions/transition-stage"): "stage_change",
+    ("POST", "mlflow/registered-models/alias"): "tag",
+    ("DELETE", "mlflow/registered-models/alias"): "untag",
+    ("DELETE", "mlflow/registered-models/delete"): "delete",
+    ("DELETE", "mlflow/model-versions/delete"): "delete",
+    ("GET", "mlflow/model-versions/get-download-uri"): "pull",
+}
+_CONFIG_PREFIXES = ("mlflow/users/", "mlflow/registered-models/permissions/",
+                    "mlflow/experiments/permissions/", "mlflow/webhooks")  # fmt: skip
+
+
+_ARTIFACT_METHODS: dict[str, Action] = {"GET": "pull", "PUT": "push", "DELETE": "delete"}
+
+
+def _first(query: dict[str, list[str]], key: str) -> str | None:
+    values = query.get(key)
+    return values[0] if values else None
+
+
+def classify(method: str, uri: str) -> tuple[Action, str | None, str | None, str | None]:
+    """(action, artifact, reference, detail) of one MLflow request (table in the module doc)."""
+    parts = urlsplit(uri)
+    path = unquote(parts.path)
+    query = parse_qs(parts.query)
+    name = _first(query, "name")
+    version = _first(query, "version") or _first(query, "alias")
+    m = _API.match(path)
+    if not m:
+        return "other", None, None, None
+    rest = m["rest"].rstrip("/")
+    if rest.startswith("mlflow-artifacts/artifacts"):
+        art_path = rest.removeprefix("mlflow-artifacts/artifacts").lstrip("/")
+        if not art_path:
+            art_path = _first(query, "path") or ""
+            return "other", f"mlflow-artifacts:/{art_path}" if art_path else None, None, None
+        action = _ARTIFACT_METHODS.get(method, "other")
+        return action, f"mlflow-artifacts:/{art_path}", None, f"{_NOT_NAMED} (artifact file)"
+    routed = _ROUTES.get((method, rest))
+    if routed is not None:
+        if name:
+            return routed, name, version, None
+        return routed, None, None, _NOT_NAMED
+    if rest.startswith(_CONFIG_PREFIXES) and method in ("POST", "PATCH", "PUT", "DELETE"):
+        return "config_change", None, None, None
+    return "other", name, version, None
+
+
+class MlflowAccessParser:
+    """Parser for one MLflow access-log line (uvicorn or gunicorn layout)."""
+
+    name = "mlflow-access"
+    source_kind = SOURCE_KIND
+
+    def __init__(self, options: ParserOptions = DEFAULT_OPTIONS) -> None:
+        self.options = options
+
+    def parse(self, raw: bytes, *, source: str, src_pos: str) -> ParseResult:
+        """One line → exactly one event, or ``Unparsed``. Never raises."""
+        text = raw.decode("utf-8", errors="replace").strip()
+        if not text:
+            return []
+        user: str | None = None
+        ua: str | None = None
+        ip_source: ClientIPSource | None
+        if m := _UVICORN.match(text):
+            if not m["ts"]:
+                return [bad(source, "uvicorn access line has no time", raw, src_pos)]
+            try:
+                stamp = parse_local(m["ts"], "%Y/%m/%d %H:%M:%S", zone=self.options.zone)
+            except ValueError as exc:
+                return [bad(source, f"bad time: {exc}", raw, src_pos)]
+            client_ip, ip_source = split_addr(m["client"])
+            if m["client"].endswith(":0"):
+                ip_source = "header"
+        elif m := _GUNICORN.match(text):
+            try:
+                stamp = Stamp(parse_apache(m["ts"]))
+            except ValueError as exc:
+                return [bad(source, f"bad time: {exc}", raw, src_pos)]
+            client_ip, _ = split_addr(m["host"])
+            ip_source = "socket" if client_ip else None
+            user = m["user"] if m["user"] != "-" else None
+            ua = m["ua"] if m["ua"] not in (None, "", "-") else None
+        else:
+            return [
+                bad(source, "not an MLflow access-log line (uvicorn or gunicorn)", raw, src_pos)
+            ]
+        method, status = m["method"], int(m["status"])
+        action, artifact, reference, detail = classify(method, m["uri"])
+        if status == 401:
+            action = "auth_failure" if user else "access_denied"
+        elif status == 403:
+            action = "access_denied"
+        return [
+            AuditEvent(
+                ts=stamp.ts,
+                source=source,
+                source_kind=SOURCE_KIND,
+                action=action,
+                outcome="success" if status < 400 else "failure",
+                raw_sha256=sha256_hex(raw),
+                src_pos=src_pos,
+                actor=user,
+                actor_verified=user is not None and status != 401,
+                artifact=artifact,
+                reference=reference,
+                client_ip=client_ip,
+                client_ip_source=ip_source,
+                user_agent=ua,
+                ts_zone_assumed=stamp.zone_assumed,
+                http_method=method,
+                http_status=status,
+                detail=detail,
+            )
+        ]
