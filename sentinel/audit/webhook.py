@@ -33,11 +33,9 @@ versions are 400/405. Secrets never appear in responses or logs.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -52,6 +50,7 @@ from typing import Any, Protocol
 
 from sentinel.audit.parsers import PARSERS
 from sentinel.audit.parsers.interface import MAX_JSON_DEPTH, Parser, loads_limited, unparsed
+from sentinel.audit.serving import CappedServerMixin, tls_handshake
 from sentinel.errors import ConfigError
 from sentinel.records import AuditEvent, Unparsed
 from sentinel.timefmt import format_ts, utcnow
@@ -248,7 +247,7 @@ def make_ssl_context(cert_file: Path | str, key_file: Path | str) -> ssl.SSLCont
     return ctx
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(CappedServerMixin, ThreadingHTTPServer):
     """``ThreadingHTTPServer`` with a connection cap, lazy TLS handshakes and quiet errors."""
 
     daemon_threads = False
@@ -263,69 +262,16 @@ class _Server(ThreadingHTTPServer):
         max_connections: int,
         on_error: Callable[[], None],
     ) -> None:
-        self.ssl_context = ssl_context
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._on_error = on_error
-        self._open: set[Any] = set()
-        self._open_lock = threading.Lock()
+        self._init_cap(max_connections, ssl_context, on_error)
         super().__init__(address, handler)
 
-    def close_reads(self) -> None:
-        """Shut the read side of every open connection: idle keep-alive readers return at
-        once, a response being written still goes out. Used by ``stop()``."""
-        with self._open_lock:
-            conns = list(self._open)
-        for conn in conns:
-            # the plain socket method: ``SSLSocket.shutdown`` would drop the TLS session
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(conn, socket.SHUT_RD)
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        if self.ssl_context is not None:
-            # the handshake happens in the request's own thread (``Handler.setup``), so a slow
-            # or silent client cannot stall the accept loop
-            sock = self.ssl_context.wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False
+    def refuse(self, request: Any) -> None:
+        if not isinstance(request, ssl.SSLSocket):
+            request.settimeout(1.0)
+            request.sendall(
+                b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\nRetry-After: 1\r\n\r\n"
             )
-        return sock, addr
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                if not isinstance(request, ssl.SSLSocket):
-                    request.settimeout(1.0)
-                    request.sendall(
-                        b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n"
-                        b"Connection: close\r\nRetry-After: 1\r\n\r\n"
-                    )
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        with self._open_lock:
-            self._open.add(request)
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._forget(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._forget(request)
-
-    def _forget(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # a client that hangs up, times out or fails the TLS handshake is routine
-        self._on_error()
-        log.debug("webhook: connection from %s ended with an error", client_address, exc_info=True)
 
 
 # -- the receiver ---------------------------------------------------------------------------------
@@ -463,9 +409,7 @@ class WebhookReceiver:
             timeout = receiver.request_timeout
 
             def setup(self) -> None:
-                if isinstance(self.request, ssl.SSLSocket):
-                    self.request.settimeout(self.timeout)
-                    self.request.do_handshake()
+                tls_handshake(self.request, receiver.request_timeout)
                 super().setup()
 
             def log_message(self, format: str, *args: object) -> None:
