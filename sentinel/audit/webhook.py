@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import ssl
 import threading
@@ -187,6 +188,28 @@ class Route:
     parser: Parser
     auth: Auth
     content_types: frozenset[str] = JSON_TYPES
+    #: when set, the parser gets Sentinel's capture record ``{"received_at", "path",
+    #: "headers", "body"}`` holding only these request headers (never ``Authorization``), so
+    #: it can read ids the sender puts in headers (``X-MLflow-Delivery-Id`` → ``event_id``)
+    capture_headers: tuple[str, ...] = ()
+
+
+MLFLOW_CAPTURE_HEADERS = ("X-MLflow-Delivery-Id", "X-MLflow-Timestamp", "X-MLflow-Signature")
+
+
+def mlflow_route(
+    secret: str, *, path: str = "/mlflow", source: str = "mlflow", max_skew_seconds: int = 300
+) -> Route:
+    """The route for MLflow 3 model-registry webhooks: ``MLflowSignatureAuth`` and the
+    ``mlflow-webhook`` parser fed capture records (delivery id → ``event_id``)."""
+    return Route(
+        path,
+        source,
+        PARSERS["mlflow-webhook"],
+        MLflowSignatureAuth(secret, max_skew_seconds),
+        JSON_TYPES,
+        MLFLOW_CAPTURE_HEADERS,
+    )
 
 
 @dataclass(frozen=True)
@@ -391,13 +414,24 @@ class WebhookReceiver:
             n = next(self._seq)
         return f"{source}:webhook:{format_ts(utcnow())}:{n}"
 
-    def _parse(self, route: Route, body: bytes) -> list[AuditEvent | Unparsed]:
+    def _parse(self, route: Route, body: bytes, headers: Message) -> list[AuditEvent | Unparsed]:
         pos = self._next_pos(route.source)
         try:
             loads_limited(body, self.max_json_depth)
+            raw = body
+            if route.capture_headers:
+                kept = {h: headers[h] for h in route.capture_headers if headers.get(h) is not None}
+                raw = json.dumps(
+                    {
+                        "received_at": format_ts(utcnow()),
+                        "path": route.path,
+                        "headers": kept,
+                        "body": body.decode("utf-8"),
+                    }
+                ).encode()
         except (ValueError, RecursionError) as exc:
             return [unparsed(route.source, f"webhook body is not JSON: {exc}", body, pos)]
-        return route.parser.parse(body, source=route.source, src_pos=pos)
+        return route.parser.parse(raw, source=route.source, src_pos=pos)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -494,7 +528,7 @@ class WebhookReceiver:
                     receiver._count("auth_failures")
                     self._reply(401, "unauthorized")
                     return
-                records = receiver._parse(route, body)
+                records = receiver._parse(route, body, self.headers)
                 try:
                     receiver.deliver(records)
                 except Exception:  # the sink is the caller's; the sender will retry

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sentinel.audit.parsers import PARSERS
 from sentinel.audit.parsers.interface import ParseResult, unparsed
 from sentinel.audit.syslog import Frame, Oversize, SyslogFramer, SyslogReceiver
 from sentinel.records import Unparsed
@@ -212,3 +213,28 @@ def test_partial_last_frame_is_delivered_when_the_client_leaves(
         s.sendall(b"<14>complete\n<14>no newline")
     wait_for(lambda: len(sink.kept) == 2)
     assert raws(sink) == [b"<14>complete", b"<14>no newline"]
+
+
+def test_harbor_forwarded_audit_log_becomes_events(corpus: Path) -> None:
+    sink = Sink()
+    rx = SyslogReceiver(
+        sink, PARSERS["harbor-audit-syslog"], source="harbor", listen=("127.0.0.1", 0)
+    )
+    rx.start()
+    try:
+        lines = (corpus / HARBOR).read_bytes().splitlines()
+        # Go's log/syslog over TCP: <PRI>RFC3339 host tag[pid]: msg LF (Harbor's forwarder)
+        with socket.create_connection(rx.server_address, timeout=5) as s:
+            for line in lines:
+                msg = line.split(b": ", 1)[1]
+                s.sendall(b"<110>2022-07-19T06:54:41Z 814da02eb5a8 audit[1]: " + msg + b"\n")
+        wait_for(lambda: len(sink.kept) == len(lines))
+    finally:
+        rx.stop()
+    events = sink.events
+    assert len(events) == len(lines)
+    first = events[0]
+    assert (first.source, first.source_kind, first.action) == ("harbor", "harbor", "delete")
+    assert first.actor == "admin" and first.artifact == "test01/photon"
+    assert [e.action for e in events].count("push") == 1  # library/golang:1.18.3 created
+    assert events[-1].action == "config_change" and events[-1].actor is None

@@ -24,17 +24,15 @@ from sentinel.audit.webhook import (
     TokenBuckets,
     WebhookReceiver,
     make_ssl_context,
+    mlflow_route,
 )
 from sentinel.errors import ConfigError
 from tests.audit.webhook_helpers import (
     MLFLOW_SECRET,
-    MinimalMLflowWebhookParser,
     Sink,
     mlflow_deliveries,
     self_signed,
 )
-
-PARSER = MinimalMLflowWebhookParser()
 
 
 class Clock:
@@ -62,7 +60,7 @@ def mlflow_rx(deliveries: list[dict[str, object]]) -> Iterator[tuple[WebhookRece
     assert isinstance(first, dict)
     clock = Clock(float(first["X-MLflow-Timestamp"]) + 5)
     sink = Sink()
-    route = Route("/mlflow", "mlflow-hook", PARSER, MLflowSignatureAuth(MLFLOW_SECRET, 300))
+    route = mlflow_route(MLFLOW_SECRET, source="mlflow-hook")
     rx = _start(sink, routes=[route], clock=clock)
     try:
         yield rx, sink, clock
@@ -87,8 +85,11 @@ def test_mlflow_signed_deliveries_are_accepted(
         assert _replay(rx.url("/mlflow"), d).status_code == 200
     named = {(e.artifact, e.reference, e.action) for e in sink.events}
     assert ("resnet50", "1", "register") in named and ("resnet50", "2", "register") in named
-    assert ("bert", None, "register") in named
+    assert ("resnet50", "champion", "tag") in named and ("bert", None, "register") in named
     assert all(e.source == "mlflow-hook" for e in sink.events)
+    # the delivery id (a header) became the event id: a retried delivery is recognisable
+    ids = [e.event_id for e in sink.events]
+    assert ids == [d["headers"]["X-MLflow-Delivery-Id"] for d in deliveries]  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -138,7 +139,7 @@ def test_several_routes_with_their_own_auth(corpus: Path) -> None:
             BearerAuth("tok-1234567890abcdef"),
             frozenset({"application/json"}),
         ),
-        Route("/signed", "signed", PARSER, HmacSha256Auth(secret)),
+        Route("/signed", "signed", PARSERS["mlflow-webhook"], HmacSha256Auth(secret)),
     ]
     rx = _start(sink, routes=routes)
     try:
@@ -271,7 +272,7 @@ def test_constructor_refuses_empty_secrets_and_duplicate_paths() -> None:
         MLflowSignatureAuth("")
     with pytest.raises(ValueError):
         WebhookReceiver(Sink(), listen=("127.0.0.1", 0))
-    route = Route("/a", "s", PARSER, BearerAuth("x"))
+    route = Route("/a", "s", PARSERS["mlflow-webhook"], BearerAuth("x"))
     with pytest.raises(ValueError):
         WebhookReceiver(Sink(), listen=("127.0.0.1", 0), routes=[route, route])
     assert "s3cr3t-t0ken" not in repr(BearerAuth("s3cr3t-t0ken"))

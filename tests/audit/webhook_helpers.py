@@ -1,5 +1,5 @@
-"""Helpers shared by the webhook and syslog receiver tests: a sink, a minimal MLflow parser,
-self-signed TLS material made with ``cryptography``."""
+"""Helpers shared by the webhook and syslog receiver tests: a sink, self-signed TLS material
+made with ``cryptography``, the corpus MLflow deliveries."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ import datetime as dt
 import json
 import threading
 from pathlib import Path
-from typing import ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sentinel.audit.parsers.interface import ParseResult, loads_limited, unparsed
-from sentinel.records import AuditEvent, Unparsed, sha256_hex
-from sentinel.timefmt import parse_ts
+from sentinel.records import AuditEvent, Unparsed
 
 
 class Sink:
@@ -38,43 +35,6 @@ class Sink:
     @property
     def events(self) -> list[AuditEvent]:
         return [r for r in self.kept if isinstance(r, AuditEvent)]
-
-
-class MinimalMLflowWebhookParser:
-    """Just enough of MLflow 3's webhook body (``entity``, ``action``, ``timestamp``, ``data``)
-    to name model and version; stands in until the full MLflow parser is registered."""
-
-    name = "mlflow-webhook-minimal"
-    source_kind = "mlflow"
-    ACTIONS: ClassVar[dict[tuple[str, str], str]] = {
-        ("registered_model", "created"): "register",
-        ("model_version", "created"): "register",
-        ("model_version_alias", "created"): "tag",
-        ("model_version_alias", "deleted"): "untag",
-        ("model_version_tag", "set"): "tag",
-    }
-
-    def parse(self, raw: bytes, *, source: str, src_pos: str) -> ParseResult:
-        try:
-            body = loads_limited(raw)
-            action = self.ACTIONS.get((body["entity"], body["action"]), "other")
-            data = body["data"]
-            ts = parse_ts(body["timestamp"])
-        except (ValueError, KeyError, TypeError) as exc:
-            return [unparsed(source, f"not an MLflow webhook: {exc}", raw, src_pos)]
-        return [
-            AuditEvent(
-                ts=ts,
-                source=source,
-                source_kind="mlflow",
-                action=action,  # type: ignore[arg-type]
-                outcome="success",
-                raw_sha256=sha256_hex(raw),
-                src_pos=src_pos,
-                artifact=str(data.get("name")),
-                reference=str(data["version"]) if data.get("version") else data.get("alias"),
-            )
-        ]
 
 
 def self_signed(tmp: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
