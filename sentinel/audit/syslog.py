@@ -245,6 +245,11 @@ class SyslogReceiver:
         host, port = self._server.server_address[:2]
         return (str(host), int(port))
 
+    @property
+    def active_connections(self) -> int:
+        """Connections being served right now."""
+        return self._server.open_connections()
+
     def start(self) -> None:
         """Accept connections in a background thread."""
         if self._thread is not None:

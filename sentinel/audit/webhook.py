@@ -71,6 +71,13 @@ DEFAULT_MAX_CONNECTIONS = 64
 
 Deliver = Callable[[list[AuditEvent | Unparsed]], None]
 
+_ERROR_TEXT = {
+    405: "method not allowed",
+    408: "request timeout",
+    414: "request line too long",
+    431: "request header fields too large",
+}
+
 
 # -- authentication ---------------------------------------------------------------------------
 
@@ -457,8 +464,11 @@ class WebhookReceiver:
                     code = 405
                 elif code >= 500 and code != 503:
                     code = 400
+                if self.request_version not in ("HTTP/1.0", "HTTP/1.1"):
+                    self.request_version = "HTTP/1.1"  # always answer with a status line
                 self.close_connection = True
-                self._reply(code, message or "bad request")
+                # a fixed text: http.server's messages echo the client's input
+                self._reply(code, _ERROR_TEXT.get(code, "bad request"))
 
             def _reply(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
                 body = (text.replace("\r", " ").replace("\n", " ")[:200] + "\n").encode()
