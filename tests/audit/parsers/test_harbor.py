@@ -1,0 +1,206 @@
+"""Harbor: audit log (syslog-forwarded and file) and webhooks, on the corpus' harbor/ samples."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sentinel.audit.parsers import ParserOptions
+from sentinel.audit.parsers.harbor_audit import split_resource
+from sentinel.records import AuditEvent, Unparsed
+from sentinel.timefmt import format_ts
+from tests.audit.parsers.util import REG, parse_one, read
+
+H = f"{REG}/harbor"
+
+
+def test_audit_file_corpus(corpus: Path) -> None:
+    evs, bad = read(corpus / H / "harbor-audit-syslog.log", "harbor-audit-file")
+    assert not bad
+    got = [(e.action, e.actor, e.artifact, e.reference, e.digest) for e in evs]
+    assert got == [
+        ("delete", "admin", "test01/photon", None, None),
+        (
+            "delete",
+            "admin",
+            "test01/photon",
+            None,
+            "sha256:c371b24a3d8a0f52c5677215307fa760d3712924f55c0e07af2869bffc32a0ed",
+        ),
+        ("push", "admin", "library/golang", "1.18.3", None),
+        (
+            "delete",
+            "admin",
+            "library/nginx",
+            None,
+            "sha256:b71d05f4134bef16ca13143f5ff72a10aee23b05c2421e3f503c3f294bffa1c3",
+        ),
+        ("config_change", None, "1", None, None),  # 2.9: operator="" resourceType="project"
+    ]
+    # the operation time (Go time.String(), nanoseconds) wins over the syslog header
+    assert format_ts(evs[0].ts) == "2022-07-19T06:54:41.148677Z"
+    assert format_ts(evs[4].ts) == "2023-10-18T07:43:52.725217Z"
+    # Harbor's audit log has no result and no client address (DESIGN.md known trap)
+    assert {e.outcome for e in evs} == {"unknown"}
+    assert {e.client_ip for e in evs} == {None}
+    assert all(e.ts_zone_assumed is None for e in evs)
+    assert [e.actor_verified for e in evs] == [True, True, True, True, False]
+
+
+def test_audit_syslog_wire_forms() -> None:
+    body = (
+        b'2024-03-01T10:00:00Z [INFO] [/pkg/audit/manager.go:76][operator="ci-bot" '
+        b'time="2024-03-01 10:00:00.5 +0000 UTC m=+1.0"]: action:pull, resource:models/bert:v2'
+    )
+    # Go log/syslog over TCP: <PRI>RFC3339 host tag[pid]: msg
+    (ev,) = parse_one("harbor-audit-syslog", b"<134>2024-03-01T10:00:00Z core audit[1]: " + body)
+    assert isinstance(ev, AuditEvent)
+    assert (ev.action, ev.actor, ev.artifact, ev.reference) == (
+        "pull",
+        "ci-bot",
+        "models/bert",
+        "v2",
+    )
+    # RFC 5424
+    (ev5,) = parse_one(
+        "harbor-audit-syslog", b"<134>1 2024-03-01T10:00:00Z core audit 1 - - " + body
+    )
+    assert isinstance(ev5, AuditEvent) and ev5.action == "pull"
+    # 2.13+ record: result and description present, untag of a tag
+    new = (
+        b"Mar  1 10:00:01 core audit[1]: 2024-03-01T10:00:01Z [INFO] [/pkg/audit/m.go:1]"
+        b'[operator="alice"]: action:delete, resource:models/bert:v2, resourceType:tag, '
+        b"operation_description:delete tag v2, operation_result:false"
+    )
+    (ev2,) = parse_one("harbor-audit-file", new)
+    assert isinstance(ev2, AuditEvent)
+    assert (ev2.action, ev2.outcome, ev2.detail) == ("untag", "failure", "delete tag v2")
+    # login and a robot created
+    login = new.replace(
+        b"action:delete, resource:models/bert:v2, resourceType:tag",
+        b"action:login, resource:alice, resourceType:user",
+    )
+    assert parse_one("harbor-audit-file", login)[0].action == "login"  # type: ignore[union-attr]
+
+
+def test_audit_time_falls_back_to_syslog_header_with_zone() -> None:
+    line = (
+        b'Nov 29 19:09:53 h audit[1]: not-a-time [INFO] [/x.go:1][operator="a"]: '
+        b"action:pull, resource:p/r:1"
+    )
+    (item,) = parse_one("harbor-audit-file", line)
+    assert isinstance(item, Unparsed)  # the record layout itself is broken
+    ok = (
+        b'Nov 29 19:09:53 h audit[1]: 2026-13-29T19:09:53Z [INFO] [/x.go:1][operator="a"]: '
+        b"action:pull, resource:p/r:1"
+    )
+    opts = ParserOptions(clock=lambda: datetime(2026, 11, 30, tzinfo=UTC))
+    (ev,) = parse_one("harbor-audit-file", ok, opts)
+    assert isinstance(ev, AuditEvent)
+    assert (format_ts(ev.ts), ev.ts_zone_assumed) == ("2026-11-29T19:09:53.000000Z", "UTC")
+
+
+def test_other_harbor_components_are_rejected_with_reason(corpus: Path) -> None:
+    for name, tag in [
+        ("harbor-core-syslog-local-time.log", "core"),
+        ("harbor-jobservice-multiline-syslog.log", "jobservice"),
+        ("harbor-registry-panic-multiline-syslog.log", "registry"),
+    ]:
+        evs, bad = read(corpus / H / name, "harbor-audit-file")
+        assert not evs
+        assert bad and {u.reason for u in bad} == {
+            f"not a Harbor audit record (syslog tag {tag!r})"
+        }
+
+
+def test_split_resource() -> None:
+    d = "sha256:" + "a" * 64
+    assert split_resource("p/r") == ("p/r", None, None)
+    assert split_resource("p/r:1.0") == ("p/r", "1.0", None)
+    assert split_resource(f"p/r:{d}") == ("p/r", None, d)
+    assert split_resource(f"p/r@{d}") == ("p/r", None, d)
+    assert split_resource("reg:5000/p/r") == ("reg:5000/p/r", None, None)
+    assert split_resource("") == (None, None, None)
+
+
+def test_webhooks_default_and_cloudevents(corpus: Path) -> None:
+    pairs = {
+        "artifact-deleted": ("delete", "harbor-jobservice", "3.8"),
+        "artifact-pulled": (
+            "pull",
+            "robot$harbor+wHSYCuGD-Trivy-8e2e7505-d1e6-11ed-9e71-0242ac130009",
+            None,
+        ),
+        "artifact-pushed": ("push", "harbor-jobservice", None),
+        "tag-retention-finished": ("delete", "MANUAL", "3.8"),
+        "quota-exceeded": ("other", None, None),
+        "scanning-completed": ("other", "auto", None),
+        "replication-status-changed": ("other", "MANUAL", None),
+    }
+    for kind, (action, actor, ref) in pairs.items():
+        formats = ["default"] if kind == "artifact-pushed" else ["default", "cloudevents"]
+        if kind == "artifact-pulled":
+            formats = ["default"]
+        for fmt in formats:
+            evs, bad = read(corpus / H / f"webhook-{kind}-{fmt}-docs.json", "harbor-webhook")
+            assert not bad, (kind, fmt)
+            (ev,) = evs
+            assert (ev.action, ev.actor, ev.reference, ev.outcome) == (
+                action,
+                actor,
+                ref,
+                "success",
+            )
+            assert ev.actor_verified is (actor is not None)
+            if fmt == "cloudevents":
+                assert ev.event_id and ev.request_id
+            else:
+                assert ev.event_id is None
+    (ev,) = read(corpus / H / "webhook-artifact-deleted-cloudevents-docs.json", "harbor-webhook")[0]
+    assert (ev.artifact, ev.digest, format_ts(ev.ts), ev.event_id) == (
+        "harbor/alpine",
+        "sha256:2bb501e6173d9d006e56de5bce2720eb06396803300fe1687b58a7ff32bf4c14",
+        "2023-04-03T06:16:38.000000Z",
+        "343f1623-7cba-487c-88f1-c5ebf55e93aa",
+    )
+    (pull,) = read(corpus / H / "webhook-artifact-pulled-default-docs.json", "harbor-webhook")[0]
+    assert format_ts(pull.ts) == "2023-04-03T06:12:52.000000Z"  # occur_at 1680502372
+
+
+def test_invalid_json_cloudevents_rejected_cleanly(corpus: Path) -> None:
+    for name in (
+        "webhook-artifact-pushed-cloudevents-docs.jsonc.txt",  # // comments
+        "webhook-artifact-pulled-cloudevents-docs.jsonc.txt",  # missing comma
+        "webhook-slack-rendered-message-docs.txt",
+    ):
+        evs, bad = read(corpus / H / name, "harbor-webhook")
+        assert not evs
+        (u,) = bad
+        assert u.reason.startswith("not JSON: "), u.reason
+
+
+def test_webhook_capture_record_and_many_resources() -> None:
+    import json
+
+    body = {
+        "specversion": "1.0",
+        "id": "e1",
+        "type": "harbor.artifact.pushed",
+        "time": "2024-01-01T00:00:00Z",
+        "operator": "ci",
+        "data": {
+            "resources": [
+                {"digest": "sha256:" + "1" * 64, "tag": "v1"},
+                {"digest": "sha256:" + "2" * 64, "tag": "v2"},
+            ],
+            "repository": {"namespace": "m", "name": "bert"},
+        },
+    }
+    capture = {"received_at": "x", "path": "/harbor", "headers": {}, "body": json.dumps(body)}
+    evs = parse_one("harbor-webhook", json.dumps(capture).encode())
+    assert [(e.artifact, e.reference, e.event_id) for e in evs if isinstance(e, AuditEvent)] == [
+        ("m/bert", "v1", "e1"),
+        ("m/bert", "v2", "e1#1"),
+    ]
+    (u,) = parse_one("harbor-webhook", b'{"hello": 1}')
+    assert isinstance(u, Unparsed) and "no type/event_data" in u.reason
