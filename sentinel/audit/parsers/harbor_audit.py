@@ -10,16 +10,18 @@ audit[1]: …``). The message itself::
       resourceType="project" time="2022-07-19 06:54:41.148 +0000 UTC m=+104056.78"]:
       action:delete, resource:test01/photon:sha256:c371…
 
-Later releases append more ``key:value`` pairs (2.13+: ``resourceType``,
-``operation_description``, ``operation_result``); every ``, key:`` pair is read.
+Later releases add fields: 2.9 ``resourceType="…"`` in the bracket; 2.13+ (``pkg/auditext``)
+``action:%s, resource:%s, operation_description:%s``. Every ``, key:`` pair is read; the
+description goes to ``detail`` with ``password=``/``token=``-style values redacted.
 
-Mapping: ``operator`` → ``actor`` (verified: Harbor authenticated it; ``""`` → ``None``).
+Mapping: ``operator`` → ``actor`` (verified: Harbor authenticated it; ``""`` → ``None``;
+only claimed on a failed login).
 ``resource`` ``project/repo:tag``, ``project/repo@sha256:…`` or ``project/repo:sha256:…`` →
 ``artifact``/``reference``/``digest``. ``action``: ``pull`` → ``pull``; ``create`` of an
 artifact or tag → ``push``; ``delete`` of an artifact/repository → ``delete``, of a tag →
-``untag``; ``login``/``logout`` → ``login``; any action on a project, user, robot,
-configuration, policy… (``resourceType`` not artifact/repository/tag, or a bare number as
-resource) → ``config_change``; anything else → ``other``.
+``untag``; ``login``/``logout`` → ``login`` (``…fail…`` → ``auth_failure``); any action on
+a project, user, robot, configuration, policy… (``resourceType`` not artifact/repository/tag,
+or a bare number as resource) → ``config_change``; anything else → ``other``.
 
 Known gaps (DESIGN.md "Known traps"): the record has no result before 2.13 (``outcome`` is
 ``unknown`` unless ``operation_result`` says) and never a client address; HEAD-only pulls are
@@ -38,6 +40,7 @@ import re
 
 from sentinel.audit.parsers._common import DEFAULT_OPTIONS, ParserOptions, bad, strip_pri
 from sentinel.audit.parsers._distribution import is_digest
+from sentinel.audit.parsers._redact import redact_text
 from sentinel.audit.parsers.interface import ParseResult
 from sentinel.audit.timeparse import Stamp, parse_go_string, parse_rfc3339, parse_syslog
 from sentinel.records import Action, AuditEvent, Outcome, sha256_hex
@@ -90,8 +93,8 @@ def split_resource(resource: str) -> tuple[str | None, str | None, str | None]:
 
 def _action(op: str, rtype: str, reference: str | None, digest: str | None, res: str) -> Action:
     op = op.lower()
-    if op in ("login", "logout", "user_login", "user_logout"):
-        return "login"
+    if "login" in op or "logout" in op or rtype == "user_login":
+        return "auth_failure" if "fail" in op else "login"
     if rtype in _CONFIG_TYPES or (not rtype and res.isdigit()):
         return "config_change"
     if rtype not in _ARTIFACT_TYPES:
@@ -162,22 +165,25 @@ class HarborAuditParser:
             else (resource or None, None, None)
         )
         operator = fields.get("operator") or pairs.get("operator") or None
+        action = _action(op, rtype, reference, digest, resource)
         return [
             AuditEvent(
                 ts=stamp.ts,
                 source=source,
                 source_kind=SOURCE_KIND,
-                action=_action(op, rtype, reference, digest, resource),
+                action=action,
                 outcome=_outcome(pairs),
                 raw_sha256=sha256_hex(raw),
                 src_pos=src_pos,
                 actor=operator,
-                actor_verified=operator is not None,
+                actor_verified=operator is not None and action != "auth_failure",
                 artifact=artifact,
                 reference=reference,
                 digest=digest,
                 ts_zone_assumed=stamp.zone_assumed,
-                detail=pairs.get("operation_description") or None,
+                detail=redact_text(pairs["operation_description"])
+                if pairs.get("operation_description")
+                else None,
             )
         ]
 

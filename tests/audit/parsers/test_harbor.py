@@ -204,3 +204,17 @@ def test_webhook_capture_record_and_many_resources() -> None:
     ]
     (u,) = parse_one("harbor-webhook", b'{"hello": 1}')
     assert isinstance(u, Unparsed) and "no type/event_data" in u.reason
+
+
+def test_audit_2_13_description_login_failure_and_redaction() -> None:
+    # Harbor 2.13+ pkg/auditext: "action:%s, resource:%s, operation_description:%s"
+    line = (
+        b"<134>2026-01-01T00:00:00Z core audit[1]: 2026-01-01T00:00:00Z [INFO] "
+        b'[/pkg/auditext/manager.go:82][operator="mallory" resourceType="user_login" '
+        b'time="2026-01-01 00:00:00 +0000 UTC"]: action:login_failure, resource:mallory, '
+        b"operation_description:login with password=hunter2"
+    )
+    (ev,) = parse_one("harbor-audit-syslog", line)
+    assert isinstance(ev, AuditEvent)
+    assert (ev.action, ev.actor, ev.actor_verified) == ("auth_failure", "mallory", False)
+    assert ev.detail == "login with password=REDACTED"
