@@ -70,11 +70,15 @@ class LedgerSection(_Section):
 class GeoIPSection(_Section):
     #: a MaxMind-format (.mmdb) database: MaxMind, DB-IP, IPinfo
     database: Path | None = None
+    #: optional second database; its disagreement is flagged on verdicts, never decides
+    secondary: Path | None = None
 
 
 class PolicySection(_Section):
     #: egress policy (YAML); see rules/egress-policy.yaml
     egress: Path = Path("policy.yaml")
+    #: audit rules: a directory of rule files or one file (``None``: the shipped rules/audit)
+    audit_rules: Path | None = None
 
 
 class CaptureSection(_Section):
@@ -129,6 +133,39 @@ class WebhookSection(_Section):
     source: str = "registry"
     #: largest request body accepted, bytes
     max_body_bytes: Annotated[int, Field(gt=0, le=64 * 1024 * 1024)] = 1_048_576
+    #: MLflow 3 webhooks on /mlflow, signed with the secret in this file (unset: route off)
+    mlflow_secret_file: Path | None = None
+    mlflow_source: str = "mlflow"
+    #: seconds a signed delivery's timestamp may differ from now (replay window)
+    signature_max_age: Annotated[int, Field(ge=1, le=86400)] = 300
+    #: TLS: PEM certificate chain and private key (both or neither)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: per client address: sustained requests per second, and burst size
+    rate_limit: Annotated[float, Field(gt=0)] = 20.0
+    rate_burst: Annotated[int, Field(ge=1)] = 100
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, value: str) -> str:
+        return _check_hostport(value)
+
+
+class SyslogSection(_Section):
+    """TCP syslog receiver (``sentinel.audit.syslog``), e.g. Harbor's audit log forwarding."""
+
+    enabled: bool = False
+    #: host:port; 127.0.0.1 unless you mean to expose it
+    listen: str = "127.0.0.1:1514"
+    #: source id for events received here
+    source: str = "harbor"
+    #: parser for each message (an audit format name, e.g. harbor-audit-syslog)
+    format: str = "harbor-audit-syslog"
+    #: largest message accepted, bytes (longer ones are kept as unparsed, truncated)
+    max_line_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
+    max_connections: Annotated[int, Field(ge=1, le=1024)] = 16
+    #: seconds a silent connection is kept open
+    idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
 
     @field_validator("listen")
     @classmethod
@@ -163,6 +200,7 @@ class Settings(_Section):
     capture: CaptureSection = CaptureSection()
     audit: AuditSection = AuditSection()
     webhook: WebhookSection = WebhookSection()
+    syslog: SyslogSection = SyslogSection()
     metrics: MetricsSection = MetricsSection()
 
     @property
@@ -257,10 +295,15 @@ origin = ""
 [geoip]
 # A MaxMind-format database (MaxMind GeoIP2/GeoLite2, DB-IP, IPinfo). Example:
 # database = "/usr/share/GeoIP/dbip-city-lite.mmdb"
+# An optional second database from another vendor: verdicts record its country and a
+# `disagrees` flag when both name a country and they differ (it never changes a verdict). Example:
+# secondary = "/usr/share/GeoIP/GeoLite2-Country.mmdb"
 
 [policy]
 # Egress policy: jurisdiction, allowed networks, local networks, waivers (YAML).
 egress = "policy.yaml"
+# Audit rules (a directory of YAML rule files, or one file); unset: the shipped rules/audit.
+# audit_rules = "audit-rules"
 
 [capture]
 # Live capture interface; "" disables live capture. Needs CAP_NET_RAW.
@@ -296,6 +339,27 @@ listen = "127.0.0.1:9465"
 token_file = "keys/webhook.token"
 source = "registry"
 max_body_bytes = 1048576
+# MLflow 3 webhooks (POST /mlflow, X-MLflow-Signature checked) with the secret in this file:
+# mlflow_secret_file = "keys/mlflow-webhook.secret"
+mlflow_source = "mlflow"
+signature_max_age = 300
+# TLS for the receiver (PEM files); unset: plain HTTP on 127.0.0.1.
+# tls_cert = "keys/webhook-cert.pem"
+# tls_key = "keys/webhook-key.pem"
+# Per client address: sustained requests per second and burst (429 beyond).
+rate_limit = 20.0
+rate_burst = 100
+
+[syslog]
+# TCP syslog receiver (RFC 5424/3164; octet counting or newline framing), e.g. for Harbor's
+# "audit log forward endpoint". Each message is parsed with `format`.
+enabled = false
+listen = "127.0.0.1:1514"
+source = "harbor"
+format = "harbor-audit-syslog"
+max_line_bytes = 65536
+max_connections = 16
+idle_timeout = 300.0
 
 [metrics]
 # Prometheus exposition (classic text format) on http://LISTEN/metrics.

@@ -265,6 +265,20 @@ class GeoProvenance:
 
 
 @dataclass(frozen=True, slots=True)
+class GeoSecondOpinion:
+    """A second GeoIP database's answer for the same remote address: its ``country`` (``None``
+    when it has none), its provenance, and ``disagrees`` — both databases give a country and
+    the countries differ."""
+
+    country: str | None
+    geo: GeoProvenance
+    disagrees: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"country": self.country, "disagrees": self.disagrees, "geoip": self.geo.to_json()}
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The policy's decision on one flow, with its reason and the evidence behind it.
 
@@ -281,6 +295,8 @@ class Verdict:
     geo: GeoProvenance | None = None
     waiver_id: str | None = None
     policy_sha256: str | None = None
+    #: the optional second database's answer (only when one is configured and was consulted)
+    secondary: GeoSecondOpinion | None = None
 
     @property
     def location_label(self) -> str:
@@ -307,4 +323,6 @@ class Verdict:
                 "policy_sha256": self.policy_sha256,
             }
         )
+        if self.secondary is not None:  # absent otherwise: earlier records keep their bytes
+            body["geoip_secondary"] = self.secondary.to_json()
         return body

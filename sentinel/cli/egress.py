@@ -53,6 +53,13 @@ def _human(v: Verdict) -> str:
     help="MaxMind-format database (default: config geoip.database).",
 )
 @click.option(
+    "--geoip-secondary",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Second database; its country and a disagreement flag go into each GeoIP verdict "
+    "(default: config geoip.secondary).",
+)
+@click.option(
     "--policy",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
@@ -70,6 +77,7 @@ def check(
     state: CliState,
     pcaps: tuple[Path, ...],
     geoip: Path | None,
+    geoip_secondary: Path | None,
     policy: Path | None,
     as_json: bool,
     now: str | None,
@@ -94,16 +102,20 @@ def check(
         settings = state.settings()
         if settings.geoip.database is not None:
             geoip = settings.resolve(settings.geoip.database)
+        if geoip_secondary is None and settings.geoip.secondary is not None:
+            geoip_secondary = settings.resolve(settings.geoip.secondary)
     rules = EgressPolicy.load(policy)
     geo = GeoDatabase.open(geoip) if geoip is not None else None
+    second = GeoDatabase.open(geoip_secondary) if geoip_secondary is not None else None
     try:
         started = time.perf_counter()
         flows, stats = read_flows(pcaps, rules.local_networks)
-        verdicts = evaluate_all(flows, rules, geo, when)
+        verdicts = evaluate_all(flows, rules, geo, when, secondary=second)
         elapsed = time.perf_counter() - started
     finally:
-        if geo is not None:
-            geo.close()
+        for db in (geo, second):
+            if db is not None:
+                db.close()
     violations = 0
     for verdict in verdicts:
         if verdict.verdict == "violation":
@@ -120,6 +132,9 @@ def check(
         summary += "; no GeoIP database: every public address is 'unknown location'"
     elif geo.lookup_errors:
         summary += f"; {geo.lookup_errors} GeoIP lookup error(s) treated as unknown"
+    if second is not None:
+        disagreements = sum(1 for v in verdicts if v.secondary and v.secondary.disagrees)
+        summary += f"; {disagreements} GeoIP disagreement(s) with the second database"
     click.echo(summary, err=True)
     for note in stats.notes:
         click.echo(f"sentinel: warning: truncated capture: {note}", err=True)

@@ -13,6 +13,11 @@ File shape (see ``rules/egress-policy.yaml`` for the commented default)::
       - {id: W-1, network: 192.0.2.0/24, ports: [443], justification: "…", approver: "…",
          expires: "2027-06-30T00:00:00Z"}
 
+    overrides:                          # operator knowledge, before any GeoIP lookup
+      - {network: 198.51.100.0/24, country: SE}
+      - {network: 192.0.2.128/25, allow: true, justification: "…"}
+    geofeeds: [geofeed.csv]             # RFC 8805 files, relative to the policy file
+
 Precedence, first match wins (the remote endpoint decides; direction does not matter — a foreign
 client downloading from the registry is data leaving):
 
@@ -22,12 +27,21 @@ client downloading from the registry is data leaving):
    steps below and, if that is a violation, the reason becomes ``expired waiver`` (rule = waiver
    id);
 3. ``allow_networks`` → allowed, ``allowed network``;
-4. internal addresses — ``local_networks`` and the special ranges in ``INTERNAL_NETWORKS``
-   (private, ULA, loopback, link-local, CGNAT, multicast, broadcast, unspecified, documentation)
-   → allowed, ``internal``, never looked up;
-5. GeoIP: an allowed country → allowed, ``allowed country``; another country → violation,
-   ``foreign country``; no country (not in the database, no database loaded) → ``unknown
-   location``, a violation unless ``unknown: allow``.
+4. internal addresses — ``local_networks`` and the IANA special-purpose ranges that are not
+   globally reachable (``sentinel.geo.special``: private, ULA, loopback, link-local, CGNAT,
+   benchmarking, reserved 240/4, multicast, broadcast, unspecified, documentation) → allowed,
+   ``internal``, never looked up;
+5. ``overrides`` (most specific network first): ``allow: true`` → allowed, ``allowed
+   network``; ``country: XX`` → judged as if located in XX; rule ``override:<network>``, no
+   GeoIP provenance (the evidence is the policy file, ``policy_sha256``);
+6. ``geofeeds`` (most specific prefix over all files): the row's country, or none when the row
+   publishes none; rule ``geofeed:<file name>:<line>``, provenance type ``RFC8805-geofeed``
+   with the file's SHA-256;
+7. GeoIP: an allowed country → allowed, ``allowed country``; another country → violation,
+   ``foreign country``; no country (not in the database, no database loaded, an anycast or
+   unallocated range) → ``unknown location``, a violation unless ``unknown: allow``. With a
+   second database, its answer is attached (``Verdict.secondary``) and flagged when both give a
+   country and they differ; it never changes the verdict.
 
 Documentation ranges are internal only after steps 1–3, so a policy may allow or waive them (the
 sample does). Errors: ``ConfigError(path, problem, key)`` naming the dotted key; the file is read
@@ -51,14 +65,17 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from sentinel.errors import ConfigError
-from sentinel.geo.database import GeoDatabase, embedded_ipv4
+from sentinel.geo import GeoSource, current
+from sentinel.geo.database import GeoDatabase, clean_country, embedded_ipv4
+from sentinel.geo.geofeed import Geofeed, GeofeedEntry, PrefixTable, load_geofeed
 from sentinel.geo.groups import GROUPS, expand
 from sentinel.geo.special import IPV4_SPECIAL, IPV6_SPECIAL
 from sentinel.geo.special import is_internal as _special_internal
-from sentinel.records import Flow, GeoProvenance, Verdict
+from sentinel.records import Flow, GeoProvenance, GeoSecondOpinion, Verdict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -141,10 +158,47 @@ class Waiver(_Model):
         return not self.ports or flow.remote_port in self.ports or flow.local_port in self.ports
 
 
+class Override(_Model):
+    """Operator knowledge about a network: where it is (``country``) or that it is allowed
+    (``allow: true`` with a ``justification``). Exactly one of the two."""
+
+    network: Network
+    country: str | None = None
+    allow: bool = False
+    justification: str | None = None
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _net(cls, value: object) -> object:
+        return _network(value)
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is not None and (clean_country(value) != value):
+            raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 code (upper case)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Override:
+        if (self.country is None) == (not self.allow):
+            raise ValueError("give either `country: XX` or `allow: true`, not both or neither")
+        if self.allow and not (self.justification or "").strip():
+            raise ValueError("`allow: true` needs a `justification`")
+        return self
+
+
 class PolicyModel(_Model):
     jurisdiction: Jurisdiction
     local_networks: tuple[Network, ...] = ()
     waivers: tuple[Waiver, ...] = ()
+    overrides: tuple[Override, ...] = ()
+    geofeeds: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+
+    @field_validator("overrides", "geofeeds", mode="before")
+    @classmethod
+    def _optional_list(cls, value: object) -> object:
+        return () if value is None else value
 
     @field_validator("local_networks", mode="before")
     @classmethod
@@ -166,9 +220,20 @@ def _in_any(addr: IPAddress, networks: Iterable[Network]) -> bool:
 
 
 class EgressPolicy:
-    """A loaded, validated egress policy. ``sha256`` is the policy file's SHA-256 (hex)."""
+    """A loaded, validated egress policy. ``sha256`` is the policy file's SHA-256 (hex).
 
-    def __init__(self, model: PolicyModel, *, path: str = "<memory>", sha256: str = "") -> None:
+    ``geofeeds`` are loaded here, relative to ``base_dir`` (the policy file's directory; the
+    current directory when ``None``); each ``Geofeed`` carries its own SHA-256.
+    """
+
+    def __init__(
+        self,
+        model: PolicyModel,
+        *,
+        path: str = "<memory>",
+        sha256: str = "",
+        base_dir: Path | None = None,
+    ) -> None:
         self.model = model
         self.path = path
         self.sha256 = sha256
@@ -179,6 +244,29 @@ class EgressPolicy:
             raise ConfigError(
                 path, f"duplicate waiver id(s): {', '.join(sorted(dupes))}", "waivers"
             )
+        self._overrides: PrefixTable[Override] = PrefixTable()
+        for n, override in enumerate(model.overrides):
+            try:
+                self._overrides.add(override.network, override)
+            except KeyError:
+                raise ConfigError(
+                    path, f"{override.network} is listed twice", f"overrides.{n}.network"
+                ) from None
+        base = base_dir or Path.cwd()
+        self.geofeeds: tuple[Geofeed, ...] = tuple(
+            load_geofeed(base / name) for name in model.geofeeds
+        )
+        self._geofeed: PrefixTable[tuple[Geofeed, GeofeedEntry]] = PrefixTable()
+        for feed in self.geofeeds:
+            for entry in feed.entries:
+                try:
+                    self._geofeed.add(entry.network, (feed, entry))
+                except KeyError:
+                    raise ConfigError(
+                        str(feed.path),
+                        f"{entry.network} is also listed in another geofeed",
+                        f"line {entry.line}",
+                    ) from None
 
     @property
     def name(self) -> str:
@@ -198,11 +286,14 @@ class EgressPolicy:
             raw = p.read_bytes()
         except OSError as exc:
             raise ConfigError(str(p), f"cannot read policy: {exc.strerror or exc}") from exc
-        return cls.from_yaml(raw, path=str(p))
+        return cls.from_yaml(raw, path=str(p), base_dir=p.parent)
 
     @classmethod
-    def from_yaml(cls, raw: bytes, *, path: str = "<memory>") -> EgressPolicy:
-        """Validate policy YAML ``raw`` (bytes); ``path`` is only used in error messages."""
+    def from_yaml(
+        cls, raw: bytes, *, path: str = "<memory>", base_dir: Path | None = None
+    ) -> EgressPolicy:
+        """Validate policy YAML ``raw`` (bytes); ``path`` is only used in error messages,
+        ``base_dir`` resolves relative ``geofeeds`` paths."""
         try:
             data = yaml.safe_load(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -217,7 +308,7 @@ class EgressPolicy:
             first = exc.errors()[0]
             key = ".".join(str(part) for part in first["loc"]) or None
             raise ConfigError(path, first["msg"], key=key) from exc
-        return cls(model, path=path, sha256=hashlib.sha256(raw).hexdigest())
+        return cls(model, path=path, sha256=hashlib.sha256(raw).hexdigest(), base_dir=base_dir)
 
     def is_internal(self, addr: IPAddress) -> bool:
         """In ``local_networks`` or an internal IANA special-purpose range (``INTERNAL_NETWORKS``;
@@ -225,19 +316,33 @@ class EgressPolicy:
         ``192.0.0.0/24`` — is not internal)."""
         return _in_any(addr, self.model.local_networks) or _special_internal(addr)
 
-    def evaluate(self, flow: Flow, geo: GeoDatabase | None, now: datetime) -> Verdict:
+    def evaluate(
+        self,
+        flow: Flow,
+        geo: GeoSource | None,
+        now: datetime,
+        *,
+        secondary: GeoSource | None = None,
+    ) -> Verdict:
         """Judge ``flow`` at ``now`` (aware UTC; decides which waivers have expired).
 
-        ``geo`` ``None`` means no database: every non-internal, non-listed address is unknown.
+        ``geo`` is a ``GeoDatabase`` or a hot-reloading ``GeoHandle``; ``None`` means no
+        database: every address not settled by steps 1–6 is unknown. ``secondary`` is the
+        optional second database whose answer is attached to GeoIP verdicts.
         """
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware (UTC)")
+        return self._evaluate(flow, current(geo), now, current(secondary))
+
+    def _evaluate(
+        self, flow: Flow, db: GeoDatabase | None, now: datetime, second: GeoDatabase | None
+    ) -> Verdict:
         remote = embedded_ipv4(ipaddress.ip_address(flow.remote_ip))
         jur = self.model.jurisdiction
         sha = self.sha256 or None
 
         if _in_any(remote, jur.deny_networks):
-            country, prov = self._locate(remote, geo)
+            country, prov = self._locate(remote, db)
             return Verdict(
                 flow,
                 "violation",
@@ -263,7 +368,7 @@ class EgressPolicy:
                     )
                 expired = expired or waiver
 
-        verdict = self._judge(flow, remote, geo, sha)
+        verdict = self._judge(flow, remote, db, second, sha)
         if expired is not None and verdict.verdict == "violation":
             return Verdict(
                 flow,
@@ -274,11 +379,17 @@ class EgressPolicy:
                 geo=verdict.geo,
                 waiver_id=expired.id,
                 policy_sha256=sha,
+                secondary=verdict.secondary,
             )
         return verdict
 
     def _judge(
-        self, flow: Flow, remote: IPAddress, geo: GeoDatabase | None, sha: str | None
+        self,
+        flow: Flow,
+        remote: IPAddress,
+        db: GeoDatabase | None,
+        second: GeoDatabase | None,
+        sha: str | None,
     ) -> Verdict:
         jur = self.model.jurisdiction
         if _in_any(remote, jur.allow_networks):
@@ -289,32 +400,50 @@ class EgressPolicy:
             return Verdict(flow, "allowed", "internal", None, "local_networks", policy_sha256=sha)
         if _special_internal(remote):
             return Verdict(flow, "allowed", "internal", None, "internal-ranges", policy_sha256=sha)
-        country, prov = self._locate(remote, geo)
+        hit = self._overrides.lookup(remote) if len(self._overrides) else None
+        if hit is not None:
+            net, override = hit
+            if override.allow:
+                return Verdict(
+                    flow, "allowed", "allowed network", None, f"override:{net}", policy_sha256=sha
+                )
+            return self._by_country(flow, override.country, f"override:{net}", None, sha)
+        fed = self._geofeed.lookup(remote) if len(self._geofeed) else None
+        if fed is not None:
+            feed, entry = fed[1]
+            rule = f"geofeed:{feed.path.name}:{entry.line}"
+            return self._by_country(flow, entry.country, rule, feed.provenance, sha)
+        country, prov = self._locate(remote, db)
+        opinion = None
+        if second is not None:
+            other = second.lookup(remote).country
+            disagrees = country is not None and other is not None and other != country
+            opinion = GeoSecondOpinion(other, second.provenance, disagrees)
+        return self._by_country(flow, country, "jurisdiction", prov, sha, opinion)
+
+    def _by_country(
+        self,
+        flow: Flow,
+        country: str | None,
+        rule: str,
+        prov: GeoProvenance | None,
+        sha: str | None,
+        opinion: GeoSecondOpinion | None = None,
+    ) -> Verdict:
         if country is None:
             kind: Literal["allowed", "violation"] = (
-                "allowed" if jur.unknown == "allow" else "violation"
+                "allowed" if self.model.jurisdiction.unknown == "allow" else "violation"
             )
             return Verdict(
-                flow, kind, "unknown location", None, "jurisdiction", geo=prov, policy_sha256=sha
-            )
+                flow, kind, "unknown location", None, rule, geo=prov, policy_sha256=sha,
+                secondary=opinion,
+            )  # fmt: skip
         if country in self.allowed_countries:
-            return Verdict(
-                flow,
-                "allowed",
-                "allowed country",
-                country,
-                "jurisdiction",
-                geo=prov,
-                policy_sha256=sha,
-            )
+            kind, reason = "allowed", "allowed country"
+        else:
+            kind, reason = "violation", "foreign country"
         return Verdict(
-            flow,
-            "violation",
-            "foreign country",
-            country,
-            "jurisdiction",
-            geo=prov,
-            policy_sha256=sha,
+            flow, kind, reason, country, rule, geo=prov, policy_sha256=sha, secondary=opinion
         )
 
     @staticmethod
@@ -327,8 +456,17 @@ class EgressPolicy:
 
 
 def evaluate_all(
-    flows: Iterable[Flow], policy: EgressPolicy, geo: GeoDatabase | None, now: datetime
+    flows: Iterable[Flow],
+    policy: EgressPolicy,
+    geo: GeoSource | None,
+    now: datetime,
+    *,
+    secondary: GeoSource | None = None,
 ) -> list[Verdict]:
-    """``policy.evaluate`` over ``flows`` (same order)."""
-    evaluate = policy.evaluate
-    return [evaluate(flow, geo, now) for flow in flows]
+    """``policy.evaluate`` over ``flows`` (same order), every flow against the same database
+    (a reload during the call does not split the batch between two files)."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+    db, second = current(geo), current(secondary)
+    evaluate = policy._evaluate
+    return [evaluate(flow, db, now, second) for flow in flows]

@@ -1,0 +1,7 @@
+"""Policy tests share the GeoIP fixtures (the real DB-IP City Lite database)."""
+
+from __future__ import annotations
+
+from tests.geo.conftest import dbip, dbip_path
+
+__all__ = ["dbip", "dbip_path"]
