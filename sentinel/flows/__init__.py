@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from sentinel.flows.decode import Decoder
 from sentinel.flows.pcap import CaptureReader, ReadStats, read_packets
@@ -33,6 +34,7 @@ def read_flows(
     local_networks: Iterable[str | Network],
     *,
     max_flows: int = 1_000_000,
+    engine: Literal["auto", "vector", "scalar"] = "auto",
 ) -> tuple[list[Flow], ReadStats]:
     """Read every capture in ``paths`` (in order) into one flow table and drain it.
 
@@ -40,9 +42,28 @@ def read_flows(
     the merged ``ReadStats`` (packets, bytes, truncations, decode counters). Packets that carry no
     IP are counted in ``stats.not_ip``, never silently dropped.
 
+    ``engine``: ``"vector"`` (numpy, ``sentinel.flows.vector``) or ``"scalar"`` (``Decoder`` +
+    ``FlowTable`` packet by packet) give the same result; ``"auto"`` takes the vectorized path
+    and reads again on the scalar one only when there are more than ``max_flows`` flows (the
+    scalar table then closes the oldest flows early, as it does live).
+
     Raises ``CaptureError`` when a file is not a readable capture (bad magic, empty, truncated
     header); damage after valid packets is a counted truncation in the stats instead.
     """
+    paths = list(paths)
+    networks = tuple(local_networks)
+    if engine != "scalar":
+        from sentinel.flows.vector import read_flows_vector
+
+        result = read_flows_vector(paths, networks, max_flows=max_flows)
+        if result is not None:
+            return result
+    return _read_flows_scalar(paths, networks, max_flows)
+
+
+def _read_flows_scalar(
+    paths: list[str | Path], local_networks: tuple[str | Network, ...], max_flows: int
+) -> tuple[list[Flow], ReadStats]:
     table = FlowTable(local_networks, max_flows=max_flows)
     decoder = Decoder()
     stats = ReadStats()
@@ -63,4 +84,5 @@ def read_flows(
     stats.malformed = decoder.malformed
     stats.unsupported_linktype = decoder.unsupported_linktype
     stats.fragments_unmatched = decoder.fragments_unmatched
+    stats.tunnels = dict(decoder.tunnels)
     return flows, stats

@@ -10,15 +10,27 @@ Link types (LINKTYPE_ numbers, https://www.tcpdump.org/linktypes.html): Ethernet
 802.1Q/802.1ad/QinQ tags (0x8100, 0x88a8, 0x9100) and MPLS (0x8847/0x8848, bottom of stack →
 IPv4/IPv6 by the version nibble); Linux SLL (113) and SLL2 (276); NULL (0, address family in
 either byte order: 2 → IPv4, 24/28/30 → IPv6) and LOOP (108); raw IP (12, 14, 101, 228 IPv4,
-229 IPv6).
+229 IPv6); NFLOG (239: a 4-byte header, then TLVs whose length and type are in the capturing
+host's byte order — both orders are tried — the packet being the NFULA_PAYLOAD TLV, type 9; see
+https://www.tcpdump.org/linktypes/LINKTYPE_NFLOG.html).
 
 IP (RFC 791, RFC 8200): IPv6 extension headers are walked (hop-by-hop, routing, destination
 options, fragment, AH, mobility). Fragments: the first fragment carries the ports and is
 remembered by ``(src, dst, protocol, id)`` in a bounded map; later fragments take the ports from
-it, unmatched ones get ports 0 (counted in ``fragments_unmatched``). Tunnels (GRE, IP-in-IP,
-VXLAN, Teredo) are attributed to the outer flow. A malformed IP header whose addresses are
-readable is still attributed (ports 0, counted in ``malformed``): a damaged packet to a foreign
-address is still data leaving.
+it, unmatched ones get ports 0 (counted in ``fragments_unmatched``). A malformed IP header whose
+addresses are readable is still attributed (ports 0, counted in ``malformed``): a damaged packet
+to a foreign address is still data leaving.
+
+Tunnels — the *inner* flow is the one judged: an overlay (VXLAN between hypervisors, GRE or
+6in4/4in6 between routers) carries the tenants' traffic, and judging the tunnel endpoints would
+hide where that traffic goes. Decapsulated: IP-in-IP (protocol 4, RFC 2003; also 4in6, RFC 2473),
+IPv6-in-IP (41: 6in4, RFC 4213; 6in6), GRE (47, RFC 2784/2890, version 0: IPv4, IPv6 and
+transparent Ethernet bridging 0x6558 payloads) and VXLAN (UDP destination port 4789, RFC 7348,
+inner Ethernet). The summary is the innermost IP header's (addresses, ports, its IP length);
+nesting is followed up to ``MAX_TUNNEL_DEPTH`` levels. Each decapsulation is counted in
+``tunnels`` by kind. A tunnel whose payload cannot be decoded (not IP, damaged, a non-first
+fragment, GRE version 1/PPTP, ERSPAN...) is attributed to the outer flow. Teredo (UDP 3544) is
+not decapsulated: it is attributed to the outer IPv4 flow.
 """
 
 from __future__ import annotations
@@ -38,6 +50,14 @@ _PORT_PROTOS = frozenset({6, 17, 132, 136})  # TCP, UDP, SCTP, UDP-Lite
 
 #: bound on remembered first fragments
 MAX_FRAGMENTS = 4096
+#: nested tunnels followed at most
+MAX_TUNNEL_DEPTH = 4
+#: IP protocols that carry another IP packet: IPv4 (4), IPv6 (41), GRE (47)
+TUNNEL_PROTOCOLS = frozenset({4, 41, 47})
+#: VXLAN's UDP destination port (RFC 7348)
+VXLAN_PORT = 4789
+_GRE_PAYLOADS = {0x0800: 4, 0x86DD: 6, 0x6558: 1}
+_TUNNEL_NAMES = {4: "ipip", 41: "ip6ip", 47: "gre"}
 
 
 class Decoder:
@@ -45,10 +65,19 @@ class Decoder:
 
     Counters (packets): ``not_ip`` (no IP inside, e.g. ARP), ``malformed`` (IP header damaged but
     addresses readable, or IP header unreadable), ``unsupported_linktype``,
-    ``fragments_unmatched``.
+    ``fragments_unmatched``; ``tunnels`` counts decapsulations by kind (``ipip``, ``ip6ip``,
+    ``gre``, ``vxlan``).
     """
 
-    __slots__ = ("_frags", "fragments_unmatched", "malformed", "not_ip", "unsupported_linktype")
+    __slots__ = (
+        "_depth",
+        "_frags",
+        "fragments_unmatched",
+        "malformed",
+        "not_ip",
+        "tunnels",
+        "unsupported_linktype",
+    )
 
     def __init__(self) -> None:
         self._frags: dict[tuple[bytes, bytes, int, int], tuple[int, int]] = {}
@@ -56,6 +85,8 @@ class Decoder:
         self.malformed = 0
         self.unsupported_linktype = 0
         self.fragments_unmatched = 0
+        self.tunnels: dict[str, int] = {}
+        self._depth = 0
 
     def decode(self, linktype: int, data: bytes) -> Summary | None:
         """Decode one captured frame of ``linktype``; ``None`` when it carries no IP."""
@@ -92,6 +123,8 @@ class Decoder:
                 return None
             etype = (data[0] << 8) | data[1]
             off = 20
+        elif linktype == 239:
+            return self._nflog(data)
         elif linktype in (0, 108):
             if len(data) < 4:
                 self.malformed += 1
@@ -107,7 +140,10 @@ class Decoder:
         else:
             self.unsupported_linktype += 1
             return None
-        # an Ethernet-type field: VLAN tags, MPLS, then IP
+        return self._ethertype(data, etype, off)
+
+    def _ethertype(self, data: bytes, etype: int, off: int) -> Summary | None:
+        """An Ethernet-type field at ``off - 2``: VLAN tags, MPLS, then IP."""
         if etype == _ETH_IPV4:
             return self._ipv4(data, off)
         n = len(data)
@@ -174,7 +210,15 @@ class Decoder:
         l4 = off + ihl
         if proto in _PORT_PROTOS and l4 + 4 <= n:
             sport, dport = _HH(data, l4)
+            if dport == VXLAN_PORT and proto == 17:
+                inner = self._vxlan(data, l4)
+                if inner is not None:
+                    return inner
             return proto, src, dst, sport, dport, total
+        if proto in TUNNEL_PROTOCOLS:
+            inner = self._tunnel(proto, data, l4)
+            if inner is not None:
+                return inner
         return proto, src, dst, 0, 0, total
 
     def _ipv6(self, data: bytes, off: int) -> Summary | None:
@@ -222,7 +266,86 @@ class Decoder:
             sport = dport = 0
         if first_frag is not None:
             self._remember((src, dst, nh, first_frag[0]), (sport, dport))
+        elif nh in TUNNEL_PROTOCOLS:
+            inner = self._tunnel(nh, data, pos)
+            if inner is not None:
+                return inner
+        elif nh == 17 and dport == VXLAN_PORT:
+            inner = self._vxlan(data, pos)
+            if inner is not None:
+                return inner
         return nh, src, dst, sport, dport, total
+
+    # -- tunnels and NFLOG ------------------------------------------------------------------
+
+    def _inner(self, kind: str, version: int, data: bytes, off: int) -> Summary | None:
+        """Decode an encapsulated packet (``version`` 4, 6, or 1 for an Ethernet frame) at
+        ``off``; ``None`` (counters untouched) when it does not decode."""
+        if self._depth >= MAX_TUNNEL_DEPTH or off >= len(data):
+            return None
+        saved = (self.not_ip, self.malformed)
+        self._depth += 1
+        try:
+            if version == 1:
+                if off + 14 > len(data):
+                    return None
+                inner = self._ethertype(data, _H(data, off + 12)[0], off + 14)
+            elif version == 4:
+                inner = self._ipv4(data, off)
+            else:
+                inner = self._ipv6(data, off)
+        finally:
+            self._depth -= 1
+        if inner is None or self.malformed != saved[1]:
+            self.not_ip, self.malformed = saved
+            return None
+        self.tunnels[kind] = self.tunnels.get(kind, 0) + 1
+        return inner
+
+    def _tunnel(self, proto: int, data: bytes, off: int) -> Summary | None:
+        if proto == 4:
+            return self._inner("ipip", 4, data, off)
+        if proto == 41:
+            return self._inner("ip6ip", 6, data, off)
+        # GRE (RFC 2784, key and sequence number from RFC 2890); version 0 only
+        if off + 4 > len(data):
+            return None
+        flags, ptype = _HH(data, off)
+        if flags & 0x7 or flags & 0x4000:  # version != 0, or routing present (RFC 1701)
+            return None
+        version = _GRE_PAYLOADS.get(ptype)
+        if version is None:
+            return None
+        off += 4 + 4 * (bool(flags & 0x8000) + bool(flags & 0x2000) + bool(flags & 0x1000))
+        return self._inner("gre", version, data, off)
+
+    def _vxlan(self, data: bytes, l4: int) -> Summary | None:
+        # UDP header (8) + VXLAN header (8, flags with the I bit 0x08), then Ethernet
+        if l4 + 16 > len(data) or not data[l4 + 8] & 0x08:
+            return None
+        return self._inner("vxlan", 1, data, l4 + 16)
+
+    def _nflog(self, data: bytes) -> Summary | None:
+        n = len(data)
+        if n < 4:
+            self.malformed += 1
+            return None
+        family = data[0]
+        for order in ("<HH", ">HH"):
+            pos = 4
+            while pos + 4 <= n:
+                length, kind = struct.unpack_from(order, data, pos)
+                if length < 4 or pos + length > n:
+                    break
+                if kind == 9:  # NFULA_PAYLOAD
+                    start, stop = pos + 4, pos + length
+                    payload = data[start:stop]
+                    if family == 10 or (family != 2 and payload[:1] and payload[0] >> 4 == 6):
+                        return self._ipv6(payload, 0)
+                    return self._ipv4(payload, 0)
+                pos += (length + 3) & ~3
+        self.not_ip += 1
+        return None
 
     def _remember(self, key: tuple[bytes, bytes, int, int], ports: tuple[int, int]) -> None:
         frags = self._frags

@@ -66,8 +66,9 @@ class ReadStats:
     note per damaged file in ``notes``). ``skipped_records`` counts pcapng blocks that carry no
     packet (NRB, ISB, custom, OPB...). ``anomalies`` counts odd but readable records by kind
     (``incl_gt_orig``, ``spb_no_timestamp``, ``ts_fraction_out_of_range``...). The decode-level
-    counters (``not_ip``, ``malformed``, ``unsupported_linktype``, ``fragments_unmatched``) are
-    filled by the flow reader (``sentinel.flows.read_flows``).
+    counters (``not_ip``, ``malformed``, ``unsupported_linktype``, ``fragments_unmatched``, and
+    ``tunnels``: decapsulations by kind) are filled by the flow reader
+    (``sentinel.flows.read_flows``).
     """
 
     files: int = 0
@@ -82,6 +83,7 @@ class ReadStats:
     malformed: int = 0
     unsupported_linktype: int = 0
     fragments_unmatched: int = 0
+    tunnels: dict[str, int] = field(default_factory=dict)
 
     def anomaly(self, kind: str, count: int = 1) -> None:
         """Count ``count`` anomalies of ``kind``."""
@@ -110,6 +112,8 @@ class ReadStats:
         self.malformed += other.malformed
         self.unsupported_linktype += other.unsupported_linktype
         self.fragments_unmatched += other.fragments_unmatched
+        for kind, count in other.tunnels.items():
+            self.tunnels[kind] = self.tunnels.get(kind, 0) + count
 
 
 class _Source:

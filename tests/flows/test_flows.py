@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, TCP, UDP, fragment
+from scapy.layers.inet import GRE, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.utils import wrpcap
@@ -139,8 +139,76 @@ def test_malformed_headers_are_counted_and_kept(corpus: Path) -> None:
 
 
 def test_unsupported_linktype_counted(corpus: Path) -> None:
-    _, stats = read_flows([corpus / "pcap/tcpdump/nflog.pcap"], [])
-    assert stats.packets == 4 and stats.unsupported_linktype == 4
+    _, stats = read_flows([corpus / "pcap/tcpdump/LINKTYPE_PKTAP.pcap"], [])
+    assert stats.packets == 1 and stats.unsupported_linktype == 1
+    _, stats = read_flows([corpus / "pcap/pcapplusplus/microsecs_big_endian.pcap"], [])
+    assert stats.packets == 13 and stats.unsupported_linktype == 13  # NETLINK carries no IP
+
+
+def test_nflog(corpus: Path) -> None:
+    flows, stats = read_flows([corpus / "pcap/tcpdump/nflog.pcap"], ["10.0.0.0/24"])
+    assert stats.packets == 4 and stats.unsupported_linktype == 0 and stats.not_ip == 0
+    assert {(f.remote_ip, f.remote_port, f.packets_in) for f in flows} == {("74.82.42.42", 53, 1)}
+    assert sorted(f.bytes_in for f in flows) == [73, 77, 85, 89]
+    flows, stats = read_flows([corpus / "pcap/zeek/nflog-http.pcap"], ["10.0.2.0/24"])
+    (flow,) = flows
+    assert (flow.local_ip, flow.remote_ip, flow.remote_port, flow.packets) == (
+        "10.0.2.15",
+        "93.184.216.34",
+        80,
+        13,
+    )
+
+
+def test_tunnels_are_judged_by_their_inner_flow(corpus: Path) -> None:
+    pcap = corpus / "pcap"
+    flows, stats = read_flows([pcap / "zeek/tunnels-4in6.pcap"], [])
+    (flow,) = flows
+    assert stats.tunnels == {"ipip": 1}
+    assert (flow.protocol, flow.local_ip, flow.local_port) == (6, "70.55.213.211", 31337)
+    assert (flow.remote_ip, flow.remote_port, flow.bytes_out) == ("192.88.99.1", 80, 40)
+    flows, stats = read_flows([pcap / "zeek/tunnels-6in4.pcap"], [])
+    (flow,) = flows
+    assert stats.tunnels == {"ip6ip": 1}
+    assert (flow.protocol, flow.local_ip, flow.remote_ip, flow.remote_port) == (
+        17,
+        "dead::beef",
+        "cafe::babe",
+        13000,
+    )
+    flows, stats = read_flows([pcap / "pcapplusplus/IPv4-encapsulated-IPv6.pcap"], [])
+    assert stats.tunnels == {"ip6ip": 1}
+    assert flows[0].local_ip == "2001:638:902:1:201:2ff:fee2:7596" and flows[0].local_port == 21
+    # GRE: every packet of the trace is decapsulated; the ssh session is one inner flow
+    flows, stats = read_flows([pcap / "zeek/tunnels-gre-sample.pcap"], ["172.28.2.0/24"])
+    assert stats.packets == 40 and stats.tunnels == {"gre": 40}
+    assert sum(f.packets for f in flows) == 40
+    ssh = _find(flows, "66.59.111.190", 40264)
+    assert (ssh.local_ip, ssh.local_port, ssh.packets) == ("172.28.2.3", 22, 22)
+    assert not [f for f in flows if f.protocol == 47]
+    # VXLAN: inner ICMP decapsulated; the two frames carrying ARP stay on the outer UDP flow
+    flows, stats = read_flows([pcap / "zeek/tunnels-vxlan.pcap"], ["10.0.0.0/24"])
+    assert stats.tunnels == {"vxlan": 8}
+    assert {(f.protocol, f.remote_ip, f.packets) for f in flows} == {
+        (1, "10.0.0.2", 8),
+        (17, "192.168.56.12", 1),
+        (17, "192.168.56.11", 1),
+    }
+    flows, stats = read_flows([pcap / "pcapplusplus/Vxlan1.pcap"], [])
+    assert stats.tunnels == {"vxlan": 1} and flows[0].protocol == 1
+    # Teredo is attributed to the outer IPv4/UDP flow
+    flows, stats = read_flows([pcap / "zeek/tunnels-Teredo.pcap"], [])
+    assert stats.tunnels == {} and sum(f.packets for f in flows) == 78
+
+
+def test_damaged_inner_packet_stays_on_the_outer_flow(tmp_path: Path) -> None:
+    outer = IP(src="10.20.0.1", dst="81.2.69.142") / GRE() / b"\x45\x00"  # inner header cut
+    path = tmp_path / "g.pcap"
+    wrpcap(str(path), [Ether() / outer])
+    flows, stats = read_flows([path], ["10.20.0.0/24"])
+    (flow,) = flows
+    assert (flow.protocol, flow.remote_ip) == (47, "81.2.69.142")
+    assert stats.tunnels == {} and stats.malformed == 0
 
 
 def test_direction_and_inbound_client(tmp_path: Path) -> None:

@@ -1,0 +1,701 @@
+"""Vectorized capture → flows path (numpy): the same flows as ``Decoder`` + ``FlowTable``, faster.
+
+How it works, per batch of records (tens of MB of the file at a time):
+
+1. *Record walk.* Plain pcap: a tight loop reads each record's ``incl_len`` and collects record
+   offsets; the record headers are then gathered all at once (timestamps, lengths, anomalies).
+   Damage is handled exactly as in ``CaptureReader`` (same messages, same counted truncation,
+   never a partial packet). Other formats (pcapng, gzip-compressed pcapng) go through
+   ``CaptureReader``'s iterator and are packed into batches.
+2. *Decode.* Link layer and IP fields of every packet are gathered with fancy indexing on a
+   ``uint8`` view. The common case — Ethernet (one optional 802.1Q/802.1ad tag), Linux SLL/SLL2
+   or raw IP; IPv4 without fragmentation; IPv6 without extension headers; any transport, ports
+   for TCP/UDP/SCTP/UDP-Lite — is decoded here. Every other packet (fragments, tunnels, MPLS,
+   QinQ, NULL/loopback, NFLOG, short or damaged headers...) goes, in order, through the scalar
+   ``Decoder``, so fragment state and the decoder's counters are the same as on the scalar path.
+3. *Aggregate.* Each endpoint is ranked (in ``local_networks`` / private or special range /
+   public) with vectorized prefix tests; the few addresses that fall in a special-range bucket
+   are ranked exactly by ``FlowTable``'s own rule. Packets are keyed by (protocol, endpoint A,
+   endpoint B) with A the local side (or, for equal ranks, the smaller endpoint) and grouped by a
+   64-bit hash; the grouping is checked column by column and redone with an exact sort if two
+   keys ever share a hash. A flow's local side, for equal ranks, is the source of its first
+   packet — the rule ``FlowTable`` applies.
+
+The result equals ``FlowTable.drain()`` after feeding every packet (same flows, counters, times
+and creation order) as long as no flow was evicted: when the number of flows exceeds
+``max_flows`` the caller falls back to the scalar path (``read_flows`` does).
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+
+from sentinel.flows.decode import TUNNEL_PROTOCOLS, VXLAN_PORT, Decoder
+from sentinel.flows.pcap import CaptureReader, ReadStats
+from sentinel.flows.table import FlowTable, Network, ns_to_datetime
+from sentinel.records import Flow
+
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+Bool = npt.NDArray[np.bool_]
+
+#: bytes of capture read per batch
+BATCH_BYTES = 32 << 20
+#: packets per batch for formats read through the scalar iterator
+BATCH_PACKETS = 65_536
+
+_PORT_PROTOS = np.array([6, 17, 132, 136])
+_NO_FAST_V6 = np.array([0, 43, 44, 50, 51, 60, 135, 139, 140, *sorted(TUNNEL_PROTOCOLS)])
+_NO_FAST_V4 = np.array(sorted(TUNNEL_PROTOCOLS))
+
+#: Special-purpose ranges (IANA IPv4/IPv6 special-purpose registries, multicast, and every
+#: network ``ipaddress`` calls private in any Python version). An address outside all of them
+#: is neither ``is_private`` nor ``is_multicast``; one inside is ranked exactly by
+#: ``FlowTable``. tests/flows check this superset against ``ipaddress``'s own lists.
+SPECIAL_V4 = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.31.196.0/24",
+    "192.52.193.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "192.175.48.0/24",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/3",
+)
+SPECIAL_V6 = (
+    "::/8",
+    "100::/8",
+    "2001::/16",
+    "2002::/16",
+    "2620:4f:8000::/48",
+    "3fff::/16",
+    "5f00::/16",
+    "fc00::/7",
+    "fe00::/7",
+)
+
+
+def _bucket_table(networks: tuple[str, ...], shift: int) -> Bool:
+    """A 65,536-entry table: True for each top-16-bit bucket that overlaps a network."""
+    table = np.zeros(1 << 16, dtype=np.bool_)
+    for text in networks:
+        net = ipaddress.ip_network(text)
+        first = int(net.network_address) >> shift
+        last = int(net.broadcast_address) >> shift
+        table[first : last + 1] = True
+    return table
+
+
+_SPECIAL4 = _bucket_table(SPECIAL_V4, 16)
+_SPECIAL6 = _bucket_table(SPECIAL_V6, 112)
+
+
+def addr_text(packed: bytes) -> str:
+    """Packed IPv4/IPv6 address → the text ``str(ipaddress.ip_address(packed))`` gives.
+
+    ``socket.inet_ntop`` (RFC 5952 compression, as ``ipaddress``) except for IPv6 forms that
+    embed dotted IPv4, where ``ipaddress`` writes hex groups.
+    """
+    if len(packed) == 4:
+        return socket.inet_ntoa(packed)
+    text = socket.inet_ntop(socket.AF_INET6, packed)
+    if "." in text:
+        return str(ipaddress.IPv6Address(packed))
+    return text
+
+
+@dataclass
+class PacketBatch:
+    """Packets sharing one buffer: data of packet i is ``data[off[i] : off[i] + cap[i]]``.
+
+    ``ts`` in UTC ns, ``linktype`` the LINKTYPE_ number per packet, ``seq`` the packet's index
+    in the whole read (creation order of flows).
+    """
+
+    data: bytes | bytearray
+    off: I64
+    cap: I64
+    ts: I64
+    linktype: I64
+    seq: I64
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def _pcap_batches(reader: CaptureReader, first_seq: int, target: int) -> Iterator[PacketBatch]:
+    """Batches from a pcap (plain or gzip) with ``CaptureReader``'s damage rules.
+
+    The file is read with ``readinto`` into one reused buffer (one copy, no ``mmap``: a file
+    truncated while being read must not kill the process with SIGBUS); each batch's ``data`` is
+    only valid until the next batch is taken.
+    """
+    endian, mult, snaplen, linktype = reader._pcap_info
+    limit = reader._limit(snaplen)
+    src = reader._src
+    stats = reader.stats
+    frac_max = 1_000_000 if mult == 1000 else 1_000_000_000
+    incl_at = struct.Struct(endian + "I").unpack_from
+    hdr_dtype = np.dtype(endian + "u4")
+    head = src.buf[src.pos :]
+    if reader._fh is reader._raw:
+        expect = os.fstat(reader._raw.fileno()).st_size - src.here + 1
+    else:  # gzip: size unknown
+        expect = 4 << 20
+    cap = max(min(target, expect), limit + 16, len(head))
+    buf = bytearray(cap)
+    view = memoryview(buf)
+    size = len(head)
+    buf[:size] = head
+    base = src.here
+    readinto = cast(io.BufferedIOBase, src.fh).readinto
+    eof = src.eof
+    seq = first_seq
+    u8_all = np.frombuffer(buf, dtype=np.uint8)
+    while True:
+        while not eof and size < cap:
+            try:
+                got = readinto(view[size:])
+            except (OSError, EOFError) as exc:
+                src.error = f"read error: {exc}"
+                got = 0
+            except Exception as exc:  # zlib.error and gzip.BadGzipFile from a damaged stream
+                src.error = f"read error: {exc}"
+                got = 0
+            if not got:
+                eof = True
+                break
+            size += got
+        n = size
+        offs: list[int] = []
+        app = offs.append
+        pos = 0
+        last = n - 16
+        too_long = -1
+        while pos <= last:
+            incl = incl_at(buf, pos + 8)[0]
+            if incl > limit:
+                too_long = incl
+                break
+            end = pos + 16 + incl
+            if end > n:
+                break
+            app(pos)
+            pos = end
+        if offs:
+            rec = np.array(offs, dtype=np.int64)
+            hdr = u8_all[rec[:, None] + np.arange(16)].view(hdr_dtype).astype(np.int64)
+            sec, frac, incl_a, orig = hdr[:, 0], hdr[:, 1], hdr[:, 2], hdr[:, 3]
+            count = len(offs)
+            stats.packets += count
+            stats.bytes += int(incl_a.sum())
+            bad = int(np.count_nonzero(incl_a > orig))
+            if bad:
+                stats.anomaly("incl_gt_orig", bad)
+            bad = int(np.count_nonzero(frac >= frac_max))
+            if bad:
+                stats.anomaly("ts_fraction_out_of_range", bad)
+            yield PacketBatch(
+                data=buf,
+                off=rec + 16,
+                cap=incl_a,
+                ts=sec * 1_000_000_000 + frac * mult,
+                linktype=np.full(count, linktype, dtype=np.int64),
+                seq=np.arange(seq, seq + count, dtype=np.int64),
+            )
+            seq += count
+        if too_long >= 0:
+            _end(
+                reader,
+                base + pos,
+                f"record length {too_long} exceeds the maximum of {limit} bytes; "
+                "file damaged, rest ignored",
+            )
+            return
+        left = n - pos
+        if pos:
+            buf[:left] = view[pos:n]
+        size = left
+        base += pos
+        if eof:
+            if left >= 16:
+                incl = incl_at(buf, 8)[0]
+                _end(reader, base, f"record cut mid-packet ({left - 16} of {incl} bytes)")
+            elif left:
+                _end(
+                    reader,
+                    base,
+                    f"incomplete record header at end of file ({left} of 16 bytes): "
+                    "file cut short or trailing garbage",
+                )
+            elif src.error:
+                _end(reader, base, "cannot read further")
+            return
+
+
+def _end(reader: CaptureReader, where: int, reason: str) -> None:
+    if reader._src.error:
+        reason = f"{reason} ({reader._src.error})"
+    reader.stats.truncate(f"{reader.path} @ byte {where}", reason)
+
+
+def _iter_batches(reader: CaptureReader, first_seq: int, size: int) -> Iterator[PacketBatch]:
+    """Batches from any capture through ``CaptureReader``'s packet iterator."""
+    datas: list[bytes] = []
+    ts: list[int] = []
+    lts: list[int] = []
+    seq = first_seq
+    for ts_ns, linktype, data, _orig in reader:
+        datas.append(data)
+        ts.append(ts_ns)
+        lts.append(linktype)
+        if len(datas) >= size:
+            yield _pack(datas, ts, lts, seq)
+            seq += len(datas)
+            datas, ts, lts = [], [], []
+    if datas:
+        yield _pack(datas, ts, lts, seq)
+
+
+def _pack(datas: list[bytes], ts: list[int], lts: list[int], seq: int) -> PacketBatch:
+    cap = np.fromiter((len(d) for d in datas), dtype=np.int64, count=len(datas))
+    off = np.zeros(len(datas), dtype=np.int64)
+    np.cumsum(cap[:-1], out=off[1:])
+    return PacketBatch(
+        data=b"".join(datas),
+        off=off,
+        cap=cap,
+        ts=np.array(ts, dtype=np.int64),
+        linktype=np.array(lts, dtype=np.int64),
+        seq=np.arange(seq, seq + len(datas), dtype=np.int64),
+    )
+
+
+def batches(reader: CaptureReader, first_seq: int = 0) -> Iterator[PacketBatch]:
+    """Packet batches of an open ``CaptureReader`` (fills ``reader.stats`` as it goes)."""
+    if reader._format == "pcap":
+        return _pcap_batches(reader, first_seq, BATCH_BYTES)
+    return _iter_batches(reader, first_seq, BATCH_PACKETS)
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+@dataclass
+class Columns:
+    """Decoded packets: family (0 IPv4, 1 IPv6), protocol, addresses as (hi, lo) 64-bit
+    halves (IPv4 in ``lo``), ports, IP length (bytes), time (UTC ns), sequence number."""
+
+    fam: I64
+    proto: I64
+    shi: U64
+    slo: U64
+    dhi: U64
+    dlo: U64
+    sport: I64
+    dport: I64
+    length: I64
+    ts: I64
+    seq: I64
+
+
+def _be(u8: npt.NDArray[np.uint8], idx: I64, width: int) -> I64:
+    """Big-endian unsigned integers of ``width`` bytes (≤ 4) at ``idx`` (indices past the end
+    of ``u8`` read its last byte: callers mask those packets out)."""
+    top = u8.size - 1
+    out = u8[np.minimum(idx, top)].astype(np.int64)
+    for k in range(1, width):
+        out = (out << 8) | u8[np.minimum(idx + k, top)]
+    return out
+
+
+def _be64(u8: npt.NDArray[np.uint8], idx: I64) -> U64:
+    raw = np.ascontiguousarray(u8[idx[:, None] + np.arange(8)])
+    return raw.view(">u8")[:, 0].astype(np.uint64)
+
+
+def decode_batch(batch: PacketBatch, decoder: Decoder) -> Columns:
+    """Decode every packet of ``batch``; the uncommon ones through ``decoder`` (in order)."""
+    data = batch.data
+    n = batch.off.size
+    u8 = np.frombuffer(data, dtype=np.uint8)
+    if u8.size == 0:
+        u8 = np.zeros(1, dtype=np.uint8)
+    top = u8.size - 1
+    off, cap, lt = batch.off, batch.cap, batch.linktype
+    end = off + cap
+
+    def at(idx: I64) -> I64:
+        return np.minimum(idx, top)
+
+    # link layer → (ethertype-like kind, L3 offset)
+    eth = lt == 1
+    sll = lt == 113
+    sll2 = lt == 276
+    raw = (lt == 101) | (lt == 12) | (lt == 14)
+    et = np.zeros(n, dtype=np.int64)
+    l3 = off.copy()
+    if eth.any() or sll.any() or sll2.any():
+        et_pos = np.where(eth, off + 12, np.where(sll, off + 14, off))
+        et = np.where(eth | sll | sll2, _be(u8, at(et_pos), 2), 0)
+        l3 = np.where(eth, off + 14, np.where(sll, off + 16, np.where(sll2, off + 20, off)))
+        tagged = eth & ((et == 0x8100) | (et == 0x88A8) | (et == 0x9100))
+        if tagged.any():
+            et = np.where(tagged, _be(u8, at(off + 16), 2), et)
+            l3 = np.where(tagged, off + 18, l3)
+            # a second tag (QinQ) is left to the scalar decoder: et stays a VLAN type
+    first = u8[at(l3)].astype(np.int64)
+    version = first >> 4
+    is4 = np.where(raw, version == 4, (et == 0x0800) | (lt == 228)) & (lt != 229)
+    is6 = np.where(raw, version == 6, (et == 0x86DD) | (lt == 229)) & (lt != 228)
+    avail = end - l3
+
+    # IPv4
+    ihl = (first & 15) << 2
+    total4 = _be(u8, at(l3 + 2), 2)
+    frag4 = _be(u8, at(l3 + 6), 2) & 0x3FFF
+    proto4 = u8[at(l3 + 9)].astype(np.int64)
+    ok4 = (
+        is4
+        & (avail >= 20)
+        & (version == 4)
+        & (ihl >= 20)
+        & (total4 >= ihl)
+        & (frag4 == 0)
+        & ~np.isin(proto4, _NO_FAST_V4)
+    )
+    # IPv6
+    plen = _be(u8, at(l3 + 4), 2)
+    nh = u8[at(l3 + 6)].astype(np.int64)
+    ok6 = is6 & (avail >= 40) & (version == 6) & (plen > 0) & ~np.isin(nh, _NO_FAST_V6)
+
+    fast = ok4 | ok6
+    proto = np.where(ok4, proto4, nh)
+    l4 = np.where(ok4, l3 + ihl, l3 + 40)
+    has_ports = fast & np.isin(proto, _PORT_PROTOS) & (l4 + 4 <= end)
+    sport = np.where(has_ports, _be(u8, at(l4), 2), 0)
+    dport = np.where(has_ports, _be(u8, at(l4 + 2), 2), 0)
+    # VXLAN is a tunnel: its inner flow is decoded by the scalar decoder
+    fast &= ~(has_ports & (proto == 17) & (dport == VXLAN_PORT))
+    ok4 &= fast
+    ok6 &= fast
+
+    fam = np.where(ok6, 1, 0).astype(np.int64)
+    length = np.where(ok4, total4, 40 + plen)
+    shi = np.zeros(n, dtype=np.uint64)
+    slo = np.zeros(n, dtype=np.uint64)
+    dhi = np.zeros(n, dtype=np.uint64)
+    dlo = np.zeros(n, dtype=np.uint64)
+    i4 = np.flatnonzero(ok4)
+    if i4.size:
+        slo[i4] = _be(u8, l3[i4] + 12, 4).astype(np.uint64)
+        dlo[i4] = _be(u8, l3[i4] + 16, 4).astype(np.uint64)
+    i6 = np.flatnonzero(ok6)
+    if i6.size:
+        base = l3[i6]
+        shi[i6] = _be64(u8, base + 8)
+        slo[i6] = _be64(u8, base + 16)
+        dhi[i6] = _be64(u8, base + 24)
+        dlo[i6] = _be64(u8, base + 32)
+
+    keep = fast
+    slow = np.flatnonzero(~fast)
+    if slow.size:
+        keep = fast.copy()
+        decode = decoder.decode
+        lts = lt[slow].tolist()
+        offs = off[slow].tolist()
+        ends = end[slow].tolist()
+        for k, i in enumerate(slow.tolist()):
+            summary = decode(lts[k], bytes(data[offs[k] : ends[k]]))
+            if summary is None:
+                continue
+            p, src, dst, sp, dp, ln = summary
+            keep[i] = True
+            proto[i] = p
+            sport[i] = sp
+            dport[i] = dp
+            length[i] = ln
+            if len(src) == 4:
+                fam[i] = 0
+                slo[i] = int.from_bytes(src, "big")
+                dlo[i] = int.from_bytes(dst, "big")
+            else:
+                fam[i] = 1
+                s = int.from_bytes(src, "big")
+                d = int.from_bytes(dst, "big")
+                shi[i], slo[i] = s >> 64, s & 0xFFFFFFFFFFFFFFFF
+                dhi[i], dlo[i] = d >> 64, d & 0xFFFFFFFFFFFFFFFF
+    cols = Columns(fam, proto, shi, slo, dhi, dlo, sport, dport, length, batch.ts, batch.seq)
+    if keep.all():
+        return cols
+    sel = np.flatnonzero(keep)
+    return Columns(*(getattr(cols, name)[sel] for name in Columns.__dataclass_fields__))
+
+
+# -- aggregation ----------------------------------------------------------------------------
+
+_KEY = ("proto", "fam", "ahi", "alo", "aport", "bhi", "blo", "bport")
+_SUM = ("pk_f", "pk_r", "by_f", "by_r")
+
+
+def _mix(h: U64, v: U64) -> U64:
+    h = (h ^ v) * np.uint64(0x9E3779B97F4A7C15)
+    return h ^ (h >> np.uint64(29))
+
+
+def _group(cols: dict[str, np.ndarray]) -> tuple[I64, I64]:
+    """Order and group starts of rows by the key columns (exact)."""
+    h = cols["proto"].astype(np.uint64) | (cols["fam"].astype(np.uint64) << np.uint64(8))
+    h = h | (cols["aport"].astype(np.uint64) << np.uint64(16))
+    h = h | (cols["bport"].astype(np.uint64) << np.uint64(32))
+    for name in ("ahi", "alo", "bhi", "blo"):
+        h = _mix(h, cols[name])
+    order = np.argsort(h)
+    hs = h[order]
+    n = hs.size
+    change = np.empty(n, dtype=np.bool_)
+    if n:
+        change[0] = True
+        change[1:] = hs[1:] != hs[:-1]
+    exact = change.copy()
+    for name in _KEY:
+        c = cols[name][order]
+        exact[1:] |= c[1:] != c[:-1]
+    if not np.array_equal(exact, change):
+        # a hash collision: two keys share a hash; sort on the key columns themselves
+        order = np.lexsort(tuple(cols[name] for name in reversed(_KEY)))
+        exact = np.zeros(n, dtype=np.bool_)
+        if n:
+            exact[0] = True
+        for name in _KEY:
+            c = cols[name][order]
+            exact[1:] |= c[1:] != c[:-1]
+    return order, np.flatnonzero(exact)
+
+
+def _reduce(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One row per key: sums, time range, first sequence number and its direction."""
+    if cols["seq"].size == 0:
+        return cols
+    order, starts = _group(cols)
+    out = {name: cols[name][order][starts] for name in (*_KEY, "decided")}
+    for name in _SUM:
+        out[name] = np.add.reduceat(cols[name][order], starts)
+    out["tmin"] = np.minimum.reduceat(cols["tmin"][order], starts)
+    out["tmax"] = np.maximum.reduceat(cols["tmax"][order], starts)
+    seq = cols["seq"][order]
+    first = np.minimum.reduceat(seq, starts)
+    counts = np.diff(np.append(starts, seq.size))
+    is_first = seq == np.repeat(first, counts)
+    out["seq"] = first
+    out["first_f"] = cols["first_f"][order][is_first]
+    return out
+
+
+class FlowAggregator:
+    """Bidirectional flows from ``Columns`` with ``FlowTable``'s rules (see module docstring)."""
+
+    def __init__(self, local_networks: Iterable[str | Network]) -> None:
+        self.table = FlowTable(local_networks)
+        nets = self.table.local_networks
+        self._v4 = [
+            (np.uint64(int(n.netmask)), np.uint64(int(n.network_address)))
+            for n in nets
+            if n.version == 4
+        ]
+        self._v6 = []
+        for n in nets:
+            if n.version == 6:
+                mask, addr = int(n.netmask), int(n.network_address)
+                self._v6.append(
+                    (
+                        np.uint64(mask >> 64),
+                        np.uint64(mask & 0xFFFFFFFFFFFFFFFF),
+                        np.uint64(addr >> 64),
+                        np.uint64(addr & 0xFFFFFFFFFFFFFFFF),
+                    )
+                )
+        self._parts: list[dict[str, np.ndarray]] = []
+        self._rows = 0
+
+    def _rank(self, fam: I64, hi: U64, lo: U64) -> npt.NDArray[np.int8]:
+        rank = np.zeros(fam.size, dtype=np.int8)
+        v4 = fam == 0
+        for mask, net in self._v4:
+            rank[v4 & ((lo & mask) == net)] = 2
+        if self._v6:
+            v6 = ~v4
+            for mh, ml, nh, nl in self._v6:
+                rank[v6 & ((hi & mh) == nh) & ((lo & ml) == nl)] = 2
+        bucket = np.where(v4, lo >> np.uint64(16), hi >> np.uint64(48)).astype(np.int64)
+        cand = (rank == 0) & np.where(v4, _SPECIAL4[bucket & 0xFFFF], _SPECIAL6[bucket & 0xFFFF])
+        idx = np.flatnonzero(cand)
+        if idx.size:
+            keys = np.stack([fam[idx].astype(np.uint64), hi[idx], lo[idx]], axis=1)
+            uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+            exact = self.table._rank
+            ranks = np.array(
+                [
+                    exact(
+                        int(lo_).to_bytes(4, "big")
+                        if f == 0
+                        else ((int(hi_) << 64) | int(lo_)).to_bytes(16, "big")
+                    )
+                    for f, hi_, lo_ in uniq.tolist()
+                ],
+                dtype=np.int8,
+            )
+            rank[idx] = ranks[inverse.reshape(-1)]
+        return rank
+
+    def add(self, c: Columns) -> None:
+        """Count the packets of ``c``."""
+        if c.seq.size == 0:
+            return
+        rs = self._rank(c.fam, c.shi, c.slo)
+        rd = self._rank(c.fam, c.dhi, c.dlo)
+        decided = rs != rd
+        # for equal ranks: A is the smaller (address, port) endpoint
+        smaller = (c.shi < c.dhi) | (
+            (c.shi == c.dhi) & ((c.slo < c.dlo) | ((c.slo == c.dlo) & (c.sport <= c.dport)))
+        )
+        fwd = np.where(decided, rs > rd, smaller)
+        cols: dict[str, np.ndarray] = {
+            "proto": c.proto,
+            "fam": c.fam,
+            "ahi": np.where(fwd, c.shi, c.dhi),
+            "alo": np.where(fwd, c.slo, c.dlo),
+            "aport": np.where(fwd, c.sport, c.dport),
+            "bhi": np.where(fwd, c.dhi, c.shi),
+            "blo": np.where(fwd, c.dlo, c.slo),
+            "bport": np.where(fwd, c.dport, c.sport),
+            "decided": decided,
+            "pk_f": fwd.astype(np.int64),
+            "pk_r": (~fwd).astype(np.int64),
+            "by_f": np.where(fwd, c.length, 0),
+            "by_r": np.where(fwd, 0, c.length),
+            "tmin": c.ts,
+            "tmax": c.ts,
+            "seq": c.seq,
+            "first_f": fwd,
+        }
+        part = _reduce(cols)
+        self._parts.append(part)
+        self._rows += part["seq"].size
+        if len(self._parts) > 1 and self._rows > 4_000_000:
+            self._merge()
+
+    def _merge(self) -> dict[str, np.ndarray]:
+        if not self._parts:
+            return {}
+        if len(self._parts) == 1:
+            merged = self._parts[0]
+        else:
+            merged = _reduce(
+                {name: np.concatenate([p[name] for p in self._parts]) for name in self._parts[0]}
+            )
+        self._parts = [merged]
+        self._rows = merged["seq"].size
+        return merged
+
+    def __len__(self) -> int:
+        return self._merge()["seq"].size if self._parts else 0
+
+    def flows(self) -> list[Flow]:
+        """Every flow, in creation order (first packet first)."""
+        m = self._merge()
+        if not m:
+            return []
+        order = np.argsort(m["seq"], kind="stable")
+        a_local = (m["decided"] | m["first_f"])[order].tolist()
+        cols = {name: m[name][order].tolist() for name in m if name not in ("decided", "seq")}
+        flows: list[Flow] = []
+        append = flows.append
+        pack_cache: dict[tuple[int, int, int], str] = {}
+
+        def text(fam: int, hi: int, lo: int) -> str:
+            key = (fam, hi, lo)
+            got = pack_cache.get(key)
+            if got is None:
+                packed = (
+                    lo.to_bytes(4, "big") if fam == 0 else ((hi << 64) | lo).to_bytes(16, "big")
+                )
+                got = pack_cache[key] = addr_text(packed)
+            return got
+
+        for i, local_a in enumerate(a_local):
+            fam = cols["fam"][i]
+            a = text(fam, cols["ahi"][i], cols["alo"][i])
+            b = text(fam, cols["bhi"][i], cols["blo"][i])
+            if local_a:
+                lip, lport, rip, rport = a, cols["aport"][i], b, cols["bport"][i]
+                po, pi, bo, bi = cols["pk_f"][i], cols["pk_r"][i], cols["by_f"][i], cols["by_r"][i]
+            else:
+                lip, lport, rip, rport = b, cols["bport"][i], a, cols["aport"][i]
+                po, pi, bo, bi = cols["pk_r"][i], cols["pk_f"][i], cols["by_r"][i], cols["by_f"][i]
+            append(
+                Flow(
+                    protocol=cols["proto"][i],
+                    local_ip=lip,
+                    local_port=lport,
+                    remote_ip=rip,
+                    remote_port=rport,
+                    packets_out=po,
+                    packets_in=pi,
+                    bytes_out=bo,
+                    bytes_in=bi,
+                    first_seen=ns_to_datetime(cols["tmin"][i]),
+                    last_seen=ns_to_datetime(cols["tmax"][i]),
+                )
+            )
+        return flows
+
+
+def read_flows_vector(
+    paths: Iterable[str | Path], local_networks: Iterable[str | Network], *, max_flows: int
+) -> tuple[list[Flow], ReadStats] | None:
+    """``read_flows`` on the vectorized path; ``None`` when more than ``max_flows`` flows
+    (the caller then reads again on the scalar path, which evicts exactly as ``FlowTable``).
+
+    Raises ``CaptureError`` as ``CaptureReader`` does.
+    """
+    agg = FlowAggregator(local_networks)
+    decoder = Decoder()
+    stats = ReadStats()
+    seq = 0
+    for path in paths:
+        with CaptureReader(path) as reader:
+            for batch in batches(reader, seq):
+                seq += batch.seq.size
+                agg.add(decode_batch(batch, decoder))
+            stats.merge(reader.stats)
+    if len(agg) > max_flows:
+        return None
+    flows = agg.flows()
+    stats.not_ip = decoder.not_ip
+    stats.malformed = decoder.malformed
+    stats.unsupported_linktype = decoder.unsupported_linktype
+    stats.fragments_unmatched = decoder.fragments_unmatched
+    stats.tunnels = dict(decoder.tunnels)
+    return flows, stats
