@@ -156,6 +156,11 @@ class FileTailer:
             self._observer = None
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():  # never close the file under a running worker
+                log.error(
+                    "%s: tailer still busy after %.0f s; not closing its file", self.path, timeout
+                )
+                return
             self._thread = None
         self.close()
 
@@ -201,6 +206,8 @@ class FileTailer:
         if n < 0:
             return consumed
         consumed += n
+        if self._stop.is_set():
+            return consumed
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -322,6 +329,8 @@ class FileTailer:
                     return -1
                 done += count
                 pending, count = [], 0
+                if self._stop.is_set():  # stopping: the committed cursor resumes here later
+                    return done
         if final:
             size = os.fstat(fh.fileno()).st_size
             if size > end:
