@@ -1,11 +1,14 @@
-"""policy stage: egress policy loading and evaluation (``sentinel.policy.egress``).
+"""policy stage: egress policy loading and evaluation (``sentinel.policy.egress``) and the
+aggregation of repeated violations (``sentinel.policy.aggregate``).
 
-Entry points: ``EgressPolicy.load(path)``, ``EgressPolicy.evaluate(flow, geo, now)``,
-``evaluate_all(flows, policy, geo, now)``.
+Entry points: ``EgressPolicy.load(path)``, ``EgressPolicy.evaluate(flow, geo, now,
+secondary=None)``, ``evaluate_all(flows, policy, geo, now, secondary=None)``,
+``Aggregator.add(verdict)`` / ``Aggregator.drain(now)``.
 """
 
 from __future__ import annotations
 
+from sentinel.policy.aggregate import Aggregator, Emission
 from sentinel.policy.egress import EgressPolicy, evaluate_all
 
-__all__ = ["EgressPolicy", "evaluate_all"]
+__all__ = ["Aggregator", "EgressPolicy", "Emission", "evaluate_all"]
