@@ -116,6 +116,12 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.audit_findings = Counter(
+            "sentinel_audit_findings",
+            "Times an audit rule's condition held (before aggregation), by rule id and severity.",
+            ["rule", "severity"],
+            registry=r,
+        )
         self._lock = threading.Lock()
 
     def count_verdicts(self, verdicts: Iterable[Verdict]) -> None:

@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -453,6 +454,11 @@ class WebhookReceiver:
                 tls_handshake(self.request, receiver.request_timeout)
                 super().setup()
 
+            def finish(self) -> None:
+                super().finish()
+                if self.close_connection and not isinstance(self.request, ssl.SSLSocket):
+                    _linger(self.request)
+
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("webhook %s %s", self.address_string(), format % args)
 
@@ -555,3 +561,25 @@ class WebhookReceiver:
                 self._reply(200, "ok")
 
         return Handler
+
+
+#: bytes and seconds a closing connection's unread input is drained for (lingering close)
+LINGER_BYTES = 256 * 1024
+LINGER_SECONDS = 0.5
+
+
+def _linger(sock: socket.socket) -> None:
+    """Lingering close (as Apache httpd does): stop writing, then read and drop what the client
+    is still sending (bounded) so that closing with unread input does not reset the connection
+    and destroy the response the client has not read yet."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(LINGER_SECONDS)
+        left = LINGER_BYTES
+        while left > 0:
+            chunk = sock.recv(min(left, 65536))
+            if not chunk:
+                break
+            left -= len(chunk)
+    except OSError:
+        pass

@@ -19,6 +19,7 @@ from sentinel.cli.demo import demo_cmd
 from sentinel.cli.egress import egress
 from sentinel.cli.ledger import ledger
 from sentinel.cli.ops import init_cmd, report_cmd, run_cmd
+from sentinel.cli.rules import rules
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -54,6 +55,7 @@ cli.add_command(init_cmd)
 cli.add_command(run_cmd)
 cli.add_command(report_cmd)
 cli.add_command(demo_cmd)
+cli.add_command(rules)
 
 
 def main() -> None:
