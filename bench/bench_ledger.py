@@ -1,5 +1,9 @@
 """Ledger throughput: append N realistic audit events (batches of 500) and verify them.
 
+Appends also store the Merkle subtree hashes; after the append phase one signed checkpoint is
+made (into a temporary external checkpoint log) and ``verify`` runs anchored to it (chain,
+tree and checkpoint root), then inclusion/consistency proofs are timed (O(log n) reads).
+
 Usage: .venv/bin/python bench/bench_ledger.py [-n 100000] [--batch 500] [--pg ADMIN_URL]
 
 SQLite goes to a temporary directory; PostgreSQL gets a database of its own, created through
@@ -19,11 +23,22 @@ import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sentinel.ledger import Ledger
+from sentinel.ledger import Ledger, merkle
+from sentinel.ledger.checkpoint import Anchor, CheckpointLog
+from sentinel.ledger.note import Signer
+
+SIGNER = Signer("sentinel/bench", Ed25519PrivateKey.from_private_bytes(bytes(32)))
+
+
+def _anchor(directory: str) -> Anchor:
+    return Anchor(CheckpointLog(Path(directory), "sentinel"), (SIGNER.verifier,), SIGNER.name)
+
 
 ACTIONS = ["pull"] * 70 + ["push"] * 20 + ["delete"] * 3 + ["auth_failure"] * 5 + ["tag"] * 2
 
@@ -78,8 +93,32 @@ def phase_append(url: str, n: int, batch: int) -> tuple[float, int]:
     return spent, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def phase_verify(url: str) -> tuple[float, str, int, int]:
-    with Ledger.open(url) as led:
+def phase_checkpoint(url: str, anchor_dir: str) -> tuple[float, float, float]:
+    """Seconds for: one signed checkpoint, 100 inclusion proofs, 100 consistency proofs."""
+    rng = random.Random(7)
+    with Ledger.open(url, anchor=_anchor(anchor_dir)) as led:
+        t0 = time.perf_counter()
+        led.checkpoint(SIGNER)
+        t_cp = time.perf_counter() - t0
+        size = led.size()
+        t0 = time.perf_counter()
+        for _ in range(100):
+            seq = rng.randrange(size)
+            p = led.inclusion_proof(seq)
+            merkle.verify_inclusion(seq, p.size, p.leaf_hash, list(p.path), p.root)
+        t_inc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(100):
+            old = rng.randrange(1, size + 1)
+            c = led.consistency_proof(old)
+            if old != size:
+                merkle.verify_consistency(old, size, c.old_root, c.new_root, list(c.path))
+        t_con = time.perf_counter() - t0
+    return t_cp, t_inc, t_con
+
+
+def phase_verify(url: str, anchor_dir: str) -> tuple[float, str, int, int]:
+    with Ledger.open(url, anchor=_anchor(anchor_dir)) as led:
         t0 = time.perf_counter()
         result = led.verify()
         spent = time.perf_counter() - t0
@@ -99,8 +138,15 @@ def run(name: str, url: str, n: int, batch: int) -> None:
         f"{name:<10} append  {n:>9} events in {spent:7.2f} s = {n / spent:>9.0f} events/s "
         f"(batches of {batch}, one commit each; peak RSS {rss / 1024:.0f} MiB)"
     )
-    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        spent, status, size, rss = pool.submit(phase_verify, url).result()
+    with tempfile.TemporaryDirectory(prefix="sentinel-anchor-") as anchor_dir:
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            t_cp, t_inc, t_con = pool.submit(phase_checkpoint, url, anchor_dir).result()
+        print(
+            f"{name:<10} proofs  checkpoint {t_cp * 1000:.1f} ms; inclusion "
+            f"{t_inc * 10:.2f} ms, consistency {t_con * 10:.2f} ms each (generate + verify)"
+        )
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            spent, status, size, rss = pool.submit(phase_verify, url, anchor_dir).result()
     print(
         f"{name:<10} verify  {size:>9} records in {spent:7.2f} s = {size / spent:>9.0f} "
         f"records/s -> {status} (peak RSS {rss / 1024:.0f} MiB)"

@@ -1,6 +1,11 @@
-"""`sentinel ledger` commands: verify, export and summarize the tamper-evident ledger.
+"""`sentinel ledger` commands: verify, checkpoint, prove, export and summarize the ledger.
 
-The ledger is the one named by the configuration (``[ledger] url`` and ``log_id``).
+The ledger is the one named by the configuration (``[ledger] url`` and ``log_id``); the
+external checkpoint log and trusted keys come from ``[ledger] checkpoint_dir``,
+``signing_key`` (its ``.pub.pem`` and ``.history`` files) and ``origin``.
+
+Exit codes of ``verify``: 0 valid or valid-unpinned (the status line / JSON tells them
+apart), 1 invalid, 2 error, 4 unverifiable.
 """
 
 from __future__ import annotations
@@ -12,16 +17,34 @@ from datetime import datetime
 import click
 import sqlalchemy as sa
 
-from sentinel.cli.common import EXIT_FINDINGS, EXIT_OK, CliState, handle_errors, pass_state
-from sentinel.ledger import Ledger
+from sentinel.cli.common import (
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    CliState,
+    handle_errors,
+    pass_state,
+)
+from sentinel.ledger import Ledger, VerifyStatus, merkle
+from sentinel.ledger.checkpoint import anchor_from_settings, make_checkpoint
 from sentinel.timefmt import parse_ts
+
+#: ``sentinel ledger verify``: a checkpoint is signed by no trusted key, or keys are missing
+EXIT_UNVERIFIABLE = 4
+_VERIFY_EXIT = {
+    VerifyStatus.VALID: EXIT_OK,
+    VerifyStatus.VALID_UNPINNED: EXIT_OK,
+    VerifyStatus.INVALID: EXIT_FINDINGS,
+    VerifyStatus.UNVERIFIABLE: EXIT_UNVERIFIABLE,
+}
 
 
 def _open(state: CliState) -> tuple[Ledger, str]:
     settings = state.settings()
     url = settings.ledger_url
     shown = sa.make_url(url).render_as_string(hide_password=True) if "://" in url else url
-    return Ledger.open(url, log_id=settings.ledger.log_id), shown
+    anchor = anchor_from_settings(settings)
+    return Ledger.open(url, log_id=settings.ledger.log_id, anchor=anchor), shown
 
 
 def _ts_option(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -35,7 +58,7 @@ def _ts_option(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 @click.group()
 def ledger() -> None:
-    """The tamper-evident ledger: verify it, export records, show statistics."""
+    """The tamper-evident ledger: verify, checkpoint, prove, export, show statistics."""
 
 
 @ledger.command("verify")
@@ -43,29 +66,158 @@ def ledger() -> None:
 @pass_state
 @handle_errors
 def verify(state: CliState, as_json: bool) -> None:
-    """Recompute every leaf and chain hash and check sequence numbers and links.
+    """Recompute every hash and the Merkle tree; check them against the signed checkpoints.
+
+    Checks sequence numbers, leaf and chain hashes, every stored Merkle node, and every
+    checkpoint in the external checkpoint log (signature under a trusted key, root at its
+    size). Statuses: valid; valid-unpinned (records after the last checkpoint);
+    unverifiable (a checkpoint by an unknown key, or no key); invalid (with the first bad
+    sequence number; truncation and rollback show as a database behind, or differing from,
+    the external checkpoint log).
 
     \b
-    Exit codes: 0 valid; 1 invalid (the first bad sequence number is printed);
-    2 error (no configuration, database unreachable).
+    Exit codes: 0 valid or valid-unpinned; 1 invalid; 2 error (no configuration,
+    database unreachable); 4 unverifiable.
     """
     led, shown = _open(state)
     with led:
         result = led.verify()
     if as_json:
         click.echo(json.dumps({"log_id": led.log_id, "url": shown, **result.to_json()}))
-    elif result.ok:
+    elif result.status == VerifyStatus.INVALID:
+        where = (
+            f"first bad sequence number {result.first_bad_seq}"
+            if result.first_bad_seq is not None
+            else "checkpoint log"
+        )
         click.echo(
+            f"{result.status}: ledger {led.log_id!r} at {shown}: {where}: {result.problem} "
+            f"({result.records_checked} of {result.size} records verified before it)"
+        )
+    else:
+        line = (
             f"{result.status}: ledger {led.log_id!r} at {shown}: {result.size} records, "
             f"head {result.head_hash}"
         )
+        if result.checkpoint_size is not None:
+            line += f", last checkpoint at {result.checkpoint_size}"
+        if result.problem:
+            line += f" ({result.problem})"
+        click.echo(line)
+    raise SystemExit(_VERIFY_EXIT[result.status])
+
+
+@ledger.command("checkpoint")
+@click.option(
+    "--sign", is_flag=True, help="Sign a new checkpoint now (after the consistency check)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_state
+@handle_errors
+def checkpoint(state: CliState, sign: bool, as_json: bool) -> None:
+    """Print the latest signed checkpoint (C2SP tlog-checkpoint signed note).
+
+    It is read from the external checkpoint log. With --sign, first check that the ledger
+    extends that checkpoint (RFC 9162 consistency proof) and sign a new one with
+    [ledger] signing_key; refuses, with exit code 1, if the ledger does not extend it.
+
+    \b
+    Exit codes: 0 printed; 1 refused (ledger truncated, rolled back or rewritten);
+    2 error (no checkpoint yet, key or configuration problem).
+    """
+    settings = state.settings()
+    led, _shown = _open(state)
+    with led:
+        if sign:
+            signed = make_checkpoint(led, settings)
+            info = {"line": None, **signed.to_json()}
+        else:
+            assert led.anchor is not None
+            last = led.anchor.log.latest()
+            if last is None:
+                click.echo(
+                    f"sentinel: error: no checkpoint in {led.anchor.log.path} yet "
+                    "(sentinel ledger checkpoint --sign)",
+                    err=True,
+                )
+                raise SystemExit(EXIT_ERROR)
+            info = {
+                "line": last.line,
+                "origin": last.origin,
+                "size": last.size,
+                "root": last.root.hex(),
+                "vkey": last.vkey,
+                "note": last.note,
+                "created_at": last.created_at,
+            }
+    if as_json:
+        click.echo(json.dumps(info))
     else:
-        click.echo(
-            f"{result.status}: ledger {led.log_id!r} at {shown}: first bad sequence number "
-            f"{result.first_bad_seq}: {result.problem} ({result.records_checked} of "
-            f"{result.size} records verified before it)"
+        click.echo(str(info["note"]), nl=False)
+
+
+@ledger.command("prove")
+@click.argument("seq", type=click.IntRange(min=0))
+@click.option("--size", type=click.IntRange(min=1), default=None, help="Tree size (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_state
+@handle_errors
+def prove(state: CliState, seq: int, size: int | None, as_json: bool) -> None:
+    """RFC 9162 inclusion proof of record SEQ, verifiable offline.
+
+    Prints the record's canonical bytes (base64 in JSON), its leaf hash, the audit path
+    (hex, leaf side first) and the root of the tree of --size records. Check it with any
+    RFC 9162 verifier: leaf = SHA-256(0x00 ‖ record), node = SHA-256(0x01 ‖ left ‖ right).
+    Exit codes: 0 printed; 2 error (SEQ or --size out of range).
+    """
+    led, _shown = _open(state)
+    with led:
+        try:
+            proof = led.inclusion_proof(seq, size)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        entry = next(led.iter_entries(seq, seq + 1))
+    merkle.verify_inclusion(proof.seq, proof.size, proof.leaf_hash, list(proof.path), proof.root)
+    info = {"log_id": led.log_id, **proof.to_json(), "record": entry.body.decode()}
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(f"record {proof.seq} in tree of size {proof.size}")
+    click.echo(f"leaf_hash {proof.leaf_hash.hex()}")
+    for i, node in enumerate(proof.path):
+        click.echo(f"path[{i}] {node.hex()}")
+    click.echo(f"root {proof.root.hex()}")
+
+
+@ledger.command("consistency")
+@click.argument("old_size", type=click.IntRange(min=1))
+@click.argument("new_size", type=click.IntRange(min=1), required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_state
+@handle_errors
+def consistency(state: CliState, old_size: int, new_size: int | None, as_json: bool) -> None:
+    """RFC 9162 consistency proof that the tree of NEW_SIZE records extends OLD_SIZE.
+
+    NEW_SIZE defaults to the whole ledger. Prints both roots and the proof (hex).
+    Exit codes: 0 printed; 2 error (sizes out of range).
+    """
+    led, _shown = _open(state)
+    with led:
+        try:
+            proof = led.consistency_proof(old_size, new_size)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    if proof.old != proof.new:
+        merkle.verify_consistency(
+            proof.old, proof.new, proof.old_root, proof.new_root, list(proof.path)
         )
-    raise SystemExit(EXIT_OK if result.ok else EXIT_FINDINGS)
+    if as_json:
+        click.echo(json.dumps({"log_id": led.log_id, **proof.to_json()}))
+        return
+    click.echo(f"old size {proof.old} root {proof.old_root.hex()}")
+    click.echo(f"new size {proof.new} root {proof.new_root.hex()}")
+    for i, node in enumerate(proof.path):
+        click.echo(f"path[{i}] {node.hex()}")
 
 
 @ledger.command("export")

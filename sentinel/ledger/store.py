@@ -13,6 +13,17 @@ version ``SCHEMA_VERSION``, recorded in ``ledger_meta``):
 ``ledger_cursors``
     ``(log_id, key) → value``: a source's position, committed in the same transaction as the
     records it produced (so a crash never loses or repeats a record).
+``ledger_tree`` (schema 2)
+    ``(log_id, level, idx) → hash``: every complete perfect subtree of the RFC 9162 Merkle tree
+    over the leaf hashes, level ≥ 1 (level 0 is ``ledger_entries.leaf_hash``), written in the
+    append transaction, so a root or a proof reads O(log n) nodes and never the log. A
+    version-1 database gets its nodes built once by the Alembic migration ``0002`` on open.
+``ledger_checkpoints`` (schema 2)
+    The signed checkpoints made by ``checkpoint`` (a copy; the anchor is the external
+    checkpoint log, see ``checkpoint``).
+
+The schema is versioned with Alembic (``sentinel/ledger/migrations``, version table
+``ledger_alembic_version``), migrated by ``open`` under the schema lock.
 
 Each stored record is ``{"v": 1, "log": log_id, "seq": seq, "kind": kind, "recorded_at": ts,
 "data": {...}}``. Embedding ``log`` and ``seq`` binds every record to its position: a body
@@ -43,6 +54,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -50,6 +62,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from sentinel.errors import LedgerError
+from sentinel.ledger import merkle, schema
 from sentinel.ledger.canonical import (
     MAX_SAFE_INT,
     RECORD_VERSION,
@@ -57,10 +70,29 @@ from sentinel.ledger.canonical import (
     canonical_bytes,
     record_body,
 )
+from sentinel.ledger.checkpoint import (
+    Anchor,
+    Checkpoint,
+    CheckpointError,
+    ConsistencyError,
+    LoggedCheckpoint,
+    SignedCheckpoint,
+    open_checkpoint,
+    parse_checkpoint,
+    sign_checkpoint,
+)
 from sentinel.ledger.hashing import GENESIS, HASH_SIZE, chain_hash, leaf_hash
+from sentinel.ledger.note import (
+    InvalidSignatureError,
+    NoteError,
+    Signer,
+    UnknownKeyError,
+    Verifier,
+    open_note,
+)
 from sentinel.timefmt import format_ts, parse_ts, utcnow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = schema.SCHEMA_VERSION
 #: largest canonical ``data`` accepted per record, bytes
 MAX_RECORD_BYTES = 1 << 20
 #: most records per ``append`` call
@@ -71,6 +103,8 @@ MAX_CURSOR_VALUE_CHARS = 4096
 #: seconds a SQLite writer waits for the write lock before failing
 SQLITE_BUSY_TIMEOUT_S = 60.0
 DEFAULT_BATCH = 2000
+#: rows per read in ``verify`` (about 1 KiB each)
+VERIFY_BATCH = 8192
 #: PostgreSQL: first log size at which ``append`` runs ANALYZE (then at every doubling)
 ANALYZE_MIN_ROWS = 2000
 
@@ -123,13 +157,37 @@ meta_table = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+tree_table = sa.Table(
+    "ledger_tree",
+    metadata,
+    sa.Column("log_id", sa.String(128), nullable=False),
+    sa.Column("level", sa.SmallInteger, nullable=False, autoincrement=False),
+    sa.Column("idx", sa.BigInteger, nullable=False, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+    sa.PrimaryKeyConstraint("log_id", "level", "idx", name="pk_ledger_tree"),
+)
+
+checkpoints_table = sa.Table(
+    "ledger_checkpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("log_id", sa.String(128), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("root", sa.LargeBinary, nullable=False),
+    sa.Column("vkey", sa.Text, nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Index("ix_ledger_checkpoints_log", "log_id", "size"),
+)
+
 
 class VerifyStatus(StrEnum):
     """Outcome of ``Ledger.verify`` (DESIGN.md "Ledger").
 
-    This version produces only ``VALID`` and ``INVALID``; ``VALID_UNPINNED`` (no external
-    checkpoint covers the tail) and ``UNVERIFIABLE`` (missing key or anchor) arrive with signed
-    checkpoints (issue 3).
+    ``VALID``: chain and tree check out and (with an anchor) the latest external checkpoint
+    covers the whole log; ``VALID_UNPINNED``: they check out but records after the last
+    checkpoint are not covered by one; ``UNVERIFIABLE``: a checkpoint is signed by no known
+    key, or the key material is missing; ``INVALID``: tampering found.
     """
 
     VALID = "valid"
@@ -163,9 +221,16 @@ class VerifyResult:
     records_checked: int
     head_hash: str
 
+    #: RFC 9162 root (hex) recomputed from the records, "" when not reached
+    root: str = ""
+    #: size of the latest external checkpoint seen (``None``: none, or no anchor)
+    checkpoint_size: int | None = None
+    #: checkpoints in the external log checked against the records
+    checkpoints_checked: int = 0
+
     @property
     def ok(self) -> bool:
-        """True for ``valid`` (and, later, ``valid-unpinned``)."""
+        """True for ``valid`` and ``valid-unpinned``."""
         return self.status in (VerifyStatus.VALID, VerifyStatus.VALID_UNPINNED)
 
     def to_json(self) -> dict[str, Any]:
@@ -177,6 +242,56 @@ class VerifyResult:
             "problem": self.problem,
             "records_checked": self.records_checked,
             "head_hash": self.head_hash,
+            "root": self.root,
+            "checkpoint_size": self.checkpoint_size,
+            "checkpoints_checked": self.checkpoints_checked,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    """RFC 9162 inclusion proof of record ``seq`` in the tree of ``size`` records.
+
+    ``leaf_hash`` = SHA-256(0x00 ‖ body); ``path`` leaf-side first; ``root`` the tree's root.
+    Check with ``merkle.verify_inclusion(seq, size, leaf_hash, path, root)``.
+    """
+
+    seq: int
+    size: int
+    leaf_hash: bytes
+    path: tuple[bytes, ...]
+    root: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "size": self.size,
+            "leaf_hash": self.leaf_hash.hex(),
+            "path": [p.hex() for p in self.path],
+            "root": self.root.hex(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyProof:
+    """RFC 9162 consistency proof that the tree of ``new`` records extends that of ``old``.
+
+    Check with ``merkle.verify_consistency(old, new, old_root, new_root, path)``.
+    """
+
+    old: int
+    new: int
+    old_root: bytes
+    new_root: bytes
+    path: tuple[bytes, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "old": self.old,
+            "new": self.new,
+            "old_root": self.old_root.hex(),
+            "new_root": self.new_root.hex(),
+            "path": [p.hex() for p in self.path],
         }
 
 
@@ -245,11 +360,16 @@ class Ledger:
     """
 
     def __init__(
-        self, engine: sa.Engine, log_id: str, clock: Callable[[], datetime] = utcnow
+        self,
+        engine: sa.Engine,
+        log_id: str,
+        clock: Callable[[], datetime] = utcnow,
+        anchor: Anchor | None = None,
     ) -> None:
         self._engine = engine
         self._log_id = log_id
         self._clock = clock
+        self.anchor = anchor
         self._lock = threading.Lock()
         self._sqlite = engine.dialect.name == "sqlite"
         self._lock_key = _lock_key(log_id)
@@ -260,13 +380,22 @@ class Ledger:
 
     @classmethod
     def open(
-        cls, url: str, *, log_id: str = "sentinel", clock: Callable[[], datetime] = utcnow
+        cls,
+        url: str,
+        *,
+        log_id: str = "sentinel",
+        clock: Callable[[], datetime] = utcnow,
+        anchor: Anchor | None = None,
     ) -> Ledger:
-        """Open (creating the schema if missing) the ledger at SQLAlchemy ``url``.
+        """Open (creating or migrating the schema) the ledger at SQLAlchemy ``url``.
 
         ``sqlite:///PATH`` (file only; its directory must exist) or ``postgresql://…`` /
         ``postgresql+psycopg://…`` (psycopg 3). ``clock`` returns aware datetimes and stamps
-        ``recorded_at``. Raises ``LedgerError`` for an unsupported URL, an unreachable
+        ``recorded_at``. ``anchor`` (external checkpoint log + trusted keys, see
+        ``checkpoint.anchor_from_settings``) is used by ``verify`` and ``checkpoint`` when they
+        are not given one. The schema is migrated to the current version with the Alembic
+        migrations in ``sentinel/ledger/migrations`` (a version-1 database gets its Merkle
+        tree built once). Raises ``LedgerError`` for an unsupported URL, an unreachable
         database, or a schema version this code does not know.
         """
         if not isinstance(log_id, str) or not _LOG_ID_RE.fullmatch(log_id):
@@ -293,7 +422,7 @@ class Ledger:
             engine = sa.create_engine(parsed, pool_pre_ping=True)
         else:
             raise LedgerError(f"ledger: {shown}: unsupported database (sqlite or postgresql)")
-        ledger = cls(engine, log_id, clock)
+        ledger = cls(engine, log_id, clock, anchor)
         try:
             ledger._create_schema()
             ledger._init_analyze_threshold()
@@ -306,21 +435,18 @@ class Ledger:
         return ledger
 
     def _create_schema(self) -> None:
+        # fast path: already at the current revision (no lock, no Alembic start-up)
+        with self._engine.connect() as conn:
+            current = schema.current_revision(conn)
+            if current == schema.HEAD:
+                found = conn.execute(
+                    sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+                ).scalar_one_or_none()
+                if found == str(SCHEMA_VERSION):
+                    return
         # one lock for the whole database: ledgers with different log ids share the tables
         with self._write_tx(_SCHEMA_LOCK_KEY) as conn:
-            metadata.create_all(conn)
-            found = conn.execute(
-                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-            ).scalar_one_or_none()
-            if found is None:
-                conn.execute(
-                    meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
-                )
-            elif found != str(SCHEMA_VERSION):
-                raise LedgerError(
-                    f"ledger: database schema version {found} is not {SCHEMA_VERSION} "
-                    "(written by another Sentinel version)"
-                )
+            schema.upgrade(conn)
 
     def _init_analyze_threshold(self) -> None:
         """PostgreSQL: next size at which ``append`` refreshes the planner statistics.
@@ -535,6 +661,9 @@ class Ledger:
             accepted.append(index)
         if rows:
             conn.execute(entries_table.insert(), rows)
+            nodes = self._new_nodes(conn, head.seq + 1, [r["leaf_hash"] for r in rows])
+            if nodes:
+                conn.execute(tree_table.insert(), nodes)
         if dedup_rows:
             conn.execute(dedup_table.insert(), dedup_rows)
         if cursor_rows:
@@ -542,6 +671,260 @@ class Ledger:
         if not rows:
             return AppendResult(0, duplicates, None, None)
         return AppendResult(len(rows), duplicates, rows[0]["seq"], rows[-1]["seq"], tuple(accepted))
+
+    def _new_nodes(
+        self, conn: sa.Connection, size: int, leaves: list[bytes]
+    ) -> list[dict[str, Any]]:
+        """Tree nodes (level ≥ 1) completed by appending ``leaves`` to a log of ``size``."""
+        keys = merkle.frontier(size)
+        found = self._fetch_nodes(conn, keys)
+        stack = [(level, found[(level, idx)]) for level, idx in keys]
+        nodes: list[dict[str, Any]] = []
+        count = size
+        for leaf in leaves:
+            stack.append((0, leaf))
+            count += 1
+            while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
+                level, right = stack.pop()
+                left = stack.pop()[1]
+                node = merkle.hash_children(left, right)
+                stack.append((level + 1, node))
+                nodes.append(
+                    {
+                        "log_id": self._log_id,
+                        "level": level + 1,
+                        "idx": (count >> (level + 1)) - 1,
+                        "hash": node,
+                    }
+                )
+        return nodes
+
+    def _fetch_nodes(
+        self, conn: sa.Connection, keys: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]:
+        """Perfect-subtree hashes by ``(level, index)``; level 0 from ``leaf_hash``.
+
+        Raises ``LedgerError`` when a node is missing (a damaged or truncated tree).
+        """
+        out: dict[tuple[int, int], bytes] = {}
+        leaves = [idx for level, idx in keys if level == 0]
+        inner = [(level, idx) for level, idx in keys if level > 0]
+        if leaves:
+            e = entries_table
+            for seq, value in conn.execute(
+                sa.select(e.c.seq, e.c.leaf_hash).where(
+                    e.c.log_id == self._log_id, e.c.seq.in_(leaves)
+                )
+            ):
+                out[(0, int(seq))] = bytes(value)
+        t = tree_table
+        for start in range(0, len(inner), 64):
+            chunk = inner[start : start + 64]
+            match = sa.or_(*[sa.and_(t.c.level == lv, t.c.idx == ix) for lv, ix in chunk])
+            for level, idx, value in conn.execute(
+                sa.select(t.c.level, t.c.idx, t.c.hash).where(t.c.log_id == self._log_id, match)
+            ):
+                out[(int(level), int(idx))] = bytes(value)
+        missing = [k for k in keys if k not in out]
+        if missing:
+            level, idx = missing[0]
+            raise LedgerError(
+                f"ledger {self._log_id!r}: Merkle tree node (level {level}, index {idx}) is "
+                "missing (tree damaged or log truncated)"
+            )
+        return out
+
+    # -- Merkle tree -----------------------------------------------------------------------
+
+    def _size_in(self, conn: sa.Connection, size: int | None) -> int:
+        current = self._head(conn).seq + 1
+        if size is None:
+            return current
+        if not 0 <= size <= current:
+            raise ValueError(f"tree size {size} is not in 0..{current}")
+        return size
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sa.Connection]:
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_error(action, exc) from exc
+
+    def root(self, size: int | None = None) -> bytes:
+        """RFC 9162 root (32 bytes) of the first ``size`` records (default: all).
+
+        O(log n) node reads from the stored subtree hashes. Raises ``ValueError`` for a size
+        beyond the log, ``LedgerError`` for a missing node or database failure.
+        """
+        with self._read("computing a root") as conn:
+            n = self._size_in(conn, size)
+            nodes = self._fetch_nodes(conn, merkle.needed_for_root(n))
+        return merkle.root(n, lambda lv, ix: nodes[(lv, ix)])
+
+    def inclusion_proof(self, seq: int, size: int | None = None) -> InclusionProof:
+        """Inclusion proof of record ``seq`` in the tree of ``size`` records (default: all).
+
+        Raises ``ValueError`` unless ``0 <= seq < size <= log size``; ``LedgerError`` as
+        ``root``.
+        """
+        with self._read("building an inclusion proof") as conn:
+            n = self._size_in(conn, size)
+            if not 0 <= seq < n:
+                raise ValueError(f"record {seq} is not in a tree of size {n}")
+            keys = [*merkle.needed_for_inclusion(seq, n), *merkle.needed_for_root(n), (0, seq)]
+            nodes = self._fetch_nodes(conn, keys)
+
+        def get(level: int, index: int) -> bytes:
+            return nodes[(level, index)]
+
+        path = merkle.inclusion_path(seq, n, get)
+        return InclusionProof(seq, n, nodes[(0, seq)], tuple(path), merkle.root(n, get))
+
+    def consistency_proof(self, old: int, new: int | None = None) -> ConsistencyProof:
+        """Proof that the tree of ``new`` records (default: all) extends that of ``old``.
+
+        ``old == new`` gives an empty path. Raises ``ValueError`` unless
+        ``0 < old <= new <= log size``; ``LedgerError`` as ``root``.
+        """
+        with self._read("building a consistency proof") as conn:
+            n = self._size_in(conn, new)
+            if not 0 < old <= n:
+                raise ValueError(f"no consistency proof from size {old} to size {n}")
+            keys = [
+                *merkle.needed_for_consistency(old, n),
+                *merkle.needed_for_root(old),
+                *merkle.needed_for_root(n),
+            ]
+            nodes = self._fetch_nodes(conn, keys)
+
+        def get(level: int, index: int) -> bytes:
+            return nodes[(level, index)]
+
+        path = merkle.consistency_path(old, n, get)
+        return ConsistencyProof(old, n, merkle.root(old, get), merkle.root(n, get), tuple(path))
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint(
+        self,
+        signer: Signer,
+        *,
+        anchor: Anchor | None = None,
+        extensions: Sequence[str] = (),
+    ) -> SignedCheckpoint:
+        """Sign a checkpoint of the whole log now; store it and append it to the external log.
+
+        Under the external log's lock: the last checkpoint there must verify under a trusted
+        key (``anchor.verifiers`` or ``signer``) and the ledger must extend it — an RFC 9162
+        consistency proof from the stored tree, checked with ``merkle.verify_consistency``.
+        When the ledger has not grown and the key is unchanged, the last checkpoint is
+        returned as is (nothing written). The origin is ``anchor.origin`` (the signer's name
+        should be the same). Raises ``ConsistencyError`` (refused, loudly: the ledger was
+        truncated, rolled back or rewritten since the last checkpoint), ``CheckpointError``
+        (no anchor, unreadable log, unverifiable last checkpoint), ``LedgerError``.
+        """
+        anchor = anchor or self.anchor
+        if anchor is None:
+            raise CheckpointError(f"ledger {self._log_id!r}: no external checkpoint log configured")
+        trusted = (*anchor.verifiers, signer.verifier)
+        with anchor.log.locked():
+            last = anchor.log.latest()
+            with self._read("reading the tree") as conn:
+                size = self._size_in(conn, None)
+                keys = merkle.needed_for_root(size)
+                if last is not None and 0 < last.size <= size:
+                    keys += merkle.needed_for_consistency(last.size, size)
+                nodes = self._fetch_nodes(conn, keys)
+
+            def get(level: int, index: int) -> bytes:
+                return nodes[(level, index)]
+
+            root = merkle.root(size, get)
+            if last is not None:
+                self._check_extends(anchor.log.path, last, trusted, size, root, get)
+                if last.size == size and last.vkey == signer.vkey:
+                    return SignedCheckpoint(
+                        open_checkpoint(last.note, trusted), last.note, last.vkey, last.created_at
+                    )
+            body = Checkpoint(anchor.origin, size, root, tuple(extensions))
+            signed = sign_checkpoint(body, signer, format_ts(self._clock()))
+            anchor.log.append(signed)
+        try:
+            with self._write_tx() as conn:
+                conn.execute(
+                    checkpoints_table.insert().values(
+                        log_id=self._log_id,
+                        size=size,
+                        root=root,
+                        vkey=signed.vkey,
+                        note=signed.note,
+                        created_at=signed.created_at,
+                    )
+                )
+        except sa.exc.SQLAlchemyError as exc:  # the external copy is the anchor; say so
+            raise _db_error("storing the checkpoint (it is in the external log)", exc) from exc
+        _log.info("ledger %s: signed checkpoint at size %d", self._log_id, size)
+        return signed
+
+    @staticmethod
+    def _check_extends(
+        path: Path,
+        last: LoggedCheckpoint,
+        trusted: Sequence[Verifier],
+        size: int,
+        root: bytes,
+        get: merkle.NodeGetter,
+    ) -> None:
+        where = f"line {last.line} of {path}"
+        try:
+            cp = open_checkpoint(last.note, trusted)
+        except UnknownKeyError as exc:
+            raise CheckpointError(
+                f"refusing to sign: the last external checkpoint ({where}) is signed by an "
+                f"unknown key ({exc}); add its vkey to the key history"
+            ) from exc
+        except NoteError as exc:
+            raise ConsistencyError(
+                f"refusing to sign: the last external checkpoint ({where}) is bad: {exc}"
+            ) from exc
+        if (cp.size, cp.root) != (last.size, last.root):
+            raise ConsistencyError(
+                f"refusing to sign: external checkpoint {where} differs from its signed note"
+            )
+        if cp.size > size:
+            raise ConsistencyError(
+                f"refusing to sign: the ledger has {size} records but the last external "
+                f"checkpoint covers {cp.size} (truncated or rolled back)"
+            )
+        if cp.size == 0:
+            return
+        try:
+            merkle.verify_consistency(
+                cp.size, size, cp.root, root, merkle.consistency_path(cp.size, size, get)
+            )
+        except merkle.ProofError as exc:
+            raise ConsistencyError(
+                f"refusing to sign: the ledger does not extend the last external checkpoint "
+                f"(size {cp.size}): {exc} (rewritten or rolled back)"
+            ) from exc
+
+    def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The last checkpoint stored in the database (unverified copy), or ``None``."""
+        c = checkpoints_table
+        with self._read("reading checkpoints") as conn:
+            found = conn.execute(
+                sa.select(c.c.note, c.c.vkey, c.c.created_at)
+                .where(c.c.log_id == self._log_id)
+                .order_by(c.c.id.desc())
+                .limit(1)
+            ).first()
+        if found is None:
+            return None
+        note, vkey, created = str(found[0]), str(found[1]), str(found[2])
+        text = open_note(note, [Verifier.from_vkey(vkey)]).text
+        return SignedCheckpoint(parse_checkpoint(text), note, vkey, created)
 
     def _upsert_cursors(
         self, conn: sa.Connection, cursor_rows: list[tuple[str, str]], now: str
@@ -716,43 +1099,186 @@ class Ledger:
 
     # -- verification ----------------------------------------------------------------------
 
-    def verify(self, *, batch: int = DEFAULT_BATCH) -> VerifyResult:
-        """Recompute and check the whole chain, streaming in constant memory.
+    def verify(self, *, batch: int = VERIFY_BATCH, anchor: Anchor | None = None) -> VerifyResult:
+        """Recompute and check the whole log, streaming in constant memory.
 
         Checks, in seq order from 0 up to the head seen at the start: contiguous seqs (a gap
         is a deletion or renumbering), ``leaf_hash`` = SHA-256(0x00 ‖ body), the body's own
         ``v``/``log``/``seq``/``kind``/``recorded_at`` against the row (catches moved or
-        swapped bodies), ``prev_hash`` = previous chain hash (``GENESIS`` for seq 0) and
-        ``chain_hash``. Stops at the first failure and names it in ``first_bad_seq``.
+        swapped bodies; a byte comparison of the body's canonical tail, no JSON decoding),
+        ``prev_hash`` = previous chain hash (``GENESIS`` for seq 0), ``chain_hash``, and every
+        stored Merkle node against the tree recomputed from the leaves.
 
-        Returns ``valid`` or ``invalid``; it cannot see tail truncation or a rollback to an
-        older copy — that needs signed checkpoints (issue 3). Raises ``LedgerError`` when the
-        database cannot be read.
+        With an ``anchor`` (default: the one given to ``open``), every checkpoint in the
+        external log must verify under a trusted key and its root must equal the root
+        recomputed from the records at its size; a database smaller than the latest
+        checkpoint is truncated or rolled back. Statuses (``VerifyStatus``): ``invalid`` with
+        ``first_bad_seq`` (for a checkpoint root mismatch: the size of the last checkpoint
+        that still matched, i.e. the first record that may differ; ``None`` for a forged
+        checkpoint signature), ``unverifiable`` (a checkpoint by an unknown key, or no key),
+        ``valid-unpinned`` (records after the latest checkpoint), ``valid``. Without any
+        anchor the database alone is checked and the result is ``valid`` or ``invalid``
+        (truncation and rollback are then out of sight).
+
+        Raises ``LedgerError`` when the database cannot be read.
         """
-        head = self.head()
-        size = head.seq + 1
-        expected = 0
-        prev = GENESIS
-        checked = 0
+        anchor = anchor if anchor is not None else self.anchor
+        size = self.head().seq + 1
         end = size if size > 0 else None
-        for entry in self.iter_entries(None, end, batch=batch):
-            problem = self._check_entry(entry, expected, prev)
-            if problem is not None:
-                bad, text = problem
-                return VerifyResult(VerifyStatus.INVALID, size, bad, text, checked, prev.hex())
-            prev = entry.chain_hash
-            expected += 1
-            checked += 1
-        if checked != size:
+        cps = _CheckpointCursor(anchor, size) if anchor is not None else None
+        sha256 = hashlib.sha256
+        hash_children = merkle.hash_children
+        stack: list[tuple[int, bytes]] = []
+        prefix_cache: dict[tuple[str, str], bytes] = {}
+        log_json = self._log_json
+        version_tail = b',"v":' + str(RECORD_VERSION).encode() + b"}"
+        prev = GENESIS
+        count = 0
+        next_stop = cps.next_size() if cps is not None else -1
+        t = entries_table
+        lower: int | None = None
+        failure: tuple[int, str] | None = None
+
+        def result(status: VerifyStatus, bad: int | None, problem: str | None) -> VerifyResult:
             return VerifyResult(
-                VerifyStatus.INVALID,
+                status,
                 size,
-                expected,
-                f"record {expected} is missing",
-                checked,
+                bad,
+                problem,
+                count,
                 prev.hex(),
+                _fold(stack).hex() if count == size else "",
+                cps.latest_size if cps is not None else None,
+                cps.checked if cps is not None else 0,
             )
-        return VerifyResult(VerifyStatus.VALID, size, None, None, checked, prev.hex())
+
+        if cps is not None:
+            while next_stop == 0:
+                problem = cps.check_root(merkle.EMPTY_ROOT)
+                if problem is not None:
+                    return result(VerifyStatus.INVALID, cps.matched, problem)
+                next_stop = cps.next_size()
+        while failure is None:
+            conds = [t.c.log_id == self._log_id]
+            if lower is not None:
+                conds.append(t.c.seq > lower)
+            if end is not None:
+                conds.append(t.c.seq < end)
+            query = sa.select(*_ENTRY_COLUMNS).where(*conds).order_by(t.c.seq).limit(batch)
+            try:
+                with self._engine.connect() as conn:
+                    rows = conn.execute(query).all()
+            except sa.exc.SQLAlchemyError as exc:
+                raise _db_error("reading entries", exc) from exc
+            if not rows:
+                break
+            batch_start = count
+            computed: dict[tuple[int, int], bytes] = {}
+            for seq, rec_at, kind, body, leaf, prev_hash, chained in rows:
+                body = bytes(body)
+                leaf = bytes(leaf)
+                if seq != count or sha256(b"\x00" + body).digest() != leaf:
+                    failure = self._slow_check(seq, rec_at, kind, body, leaf, count)
+                    break
+                key = (kind, rec_at)
+                prefix = prefix_cache.get(key)
+                if prefix is None:
+                    prefix = _tail_prefix(kind, rec_at, log_json)
+                    if len(prefix_cache) > 256:
+                        prefix_cache.clear()
+                    prefix_cache[key] = prefix
+                if not (
+                    body.startswith(b'{"data":{')
+                    and body.endswith(prefix + str(seq).encode() + version_tail)
+                ):
+                    failure = self._slow_check(seq, rec_at, kind, body, leaf, count)
+                    break
+                if bytes(prev_hash) != prev:
+                    failure = (seq, "prev_hash does not link to the previous record")
+                    break
+                prev = sha256(b"\x02" + prev + leaf).digest()
+                if bytes(chained) != prev:
+                    failure = (seq, "chain_hash is wrong")
+                    prev = bytes(prev_hash)
+                    break
+                count += 1
+                stack.append((0, leaf))
+                while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
+                    level, right = stack.pop()
+                    node = hash_children(stack.pop()[1], right)
+                    stack.append((level + 1, node))
+                    computed[(level + 1, (count >> (level + 1)) - 1)] = node
+                if count == next_stop and cps is not None:
+                    tree_bad = self._compare_tree(batch_start, count, computed)
+                    if tree_bad is not None:
+                        return result(VerifyStatus.INVALID, *tree_bad)
+                    batch_start, computed = count, {}
+                    while next_stop == count:
+                        problem = cps.check_root(_fold(stack))
+                        if problem is not None:
+                            return result(VerifyStatus.INVALID, cps.matched, problem)
+                        next_stop = cps.next_size()
+            tree_bad = self._compare_tree(batch_start, count, computed)
+            if tree_bad is not None:
+                return result(VerifyStatus.INVALID, *tree_bad)
+            if len(rows) < batch:
+                break
+            lower = int(rows[-1][0])
+        if failure is not None:
+            return result(VerifyStatus.INVALID, *failure)
+        if count != size:
+            return result(VerifyStatus.INVALID, count, f"record {count} is missing")
+        if cps is None:
+            return result(VerifyStatus.VALID, None, None)
+        return result(*cps.finish(count))
+
+    def _compare_tree(
+        self, lo: int, hi: int, computed: dict[tuple[int, int], bytes]
+    ) -> tuple[int, str] | None:
+        """Stored nodes completed by leaves ``lo..hi-1`` must equal the recomputed ones."""
+        if hi <= lo:
+            return None
+        t = tree_table
+        parts = []
+        for level in range(1, hi.bit_length() + 1):
+            first = -(-(lo + 1) // (1 << level)) - 1
+            last = (hi >> level) - 1
+            if first <= last:  # one primary-key range scan per level (an OR scans the table)
+                parts.append(
+                    sa.select(t.c.level, t.c.idx, t.c.hash).where(
+                        t.c.log_id == self._log_id,
+                        t.c.level == level,
+                        t.c.idx.between(first, last),
+                    )
+                )
+        if not parts:
+            return None
+        query = sa.union_all(*parts)
+        try:
+            with self._engine.connect() as conn:
+                stored = {(lv, ix): bytes(h) for lv, ix, h in conn.execute(query).all()}
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_error("reading the Merkle tree", exc) from exc
+        if stored == computed:
+            return None
+        wrong = [k for k in computed.keys() | stored.keys() if stored.get(k) != computed.get(k)]
+        level, idx = min(wrong, key=lambda k: ((k[1] + 1) << k[0], k[0]))
+        done = ((idx + 1) << level) - 1
+        state = "missing" if (level, idx) not in stored else "wrong"
+        return done, (
+            f"stored Merkle node (level {level}, index {idx}) over records "
+            f"{idx << level}..{done} is {state}"
+        )
+
+    def _slow_check(
+        self, seq: int, rec_at: str, kind: str, body: bytes, leaf: bytes, expected: int
+    ) -> tuple[int, str]:
+        """Name the problem of a row that failed the fast checks."""
+        entry = Entry(int(seq), str(rec_at), str(kind), body, leaf, b"", b"")
+        found = self._check_entry(entry, expected, b"")
+        if found is not None and "prev_hash" not in found[1]:
+            return found
+        return int(seq), "body is not in canonical form"
 
     def _check_entry(self, e: Entry, expected: int, prev: bytes) -> tuple[int, str] | None:
         if e.seq != expected:
@@ -780,6 +1306,125 @@ class Ledger:
         if chain_hash(prev, e.leaf_hash) != e.chain_hash:
             return e.seq, "chain_hash is wrong"
         return None
+
+
+def _fold(stack: list[tuple[int, bytes]]) -> bytes:
+    """RFC 9162 root of the perfect subtrees on ``stack`` (left to right)."""
+    if not stack:
+        return merkle.EMPTY_ROOT
+    node = stack[-1][1]
+    for _level, left in reversed(stack[:-1]):
+        node = merkle.hash_children(left, node)
+    return node
+
+
+def _tail_prefix(kind: str, recorded_at: str, log_json: bytes) -> bytes:
+    """The canonical bytes a record body has between ``data`` and its ``seq`` value."""
+    try:
+        kind_json = canonical_bytes(str(kind))
+        rec_json = canonical_bytes(str(recorded_at))
+    except RecordError:
+        return b"\xff"  # matches no canonical body: the slow check names the problem
+    return b"".join(
+        (b',"kind":', kind_json, b',"log":', log_json, b',"recorded_at":', rec_json, b',"seq":')
+    )
+
+
+class _CheckpointCursor:
+    """Walks the external checkpoint log alongside ``verify`` (constant memory)."""
+
+    def __init__(self, anchor: Anchor, size: int) -> None:
+        self.anchor = anchor
+        self.size = size
+        self._iter: Iterator[LoggedCheckpoint] | None = None
+        self.current: LoggedCheckpoint | None = None
+        self.latest_size: int | None = None
+        self.matched = 0  # size of the last checkpoint whose root matched
+        self.checked = 0
+        self.unverifiable: str | None = None
+        self.invalid: tuple[int | None, str] | None = None
+        self._last_size = -1
+
+    def next_size(self) -> int:
+        """Size of the next trusted checkpoint, or -1 when there is none (or a problem)."""
+        if self.invalid is not None:
+            return -1
+        if self._iter is None:
+            self._iter = iter(self.anchor.log)
+        while True:
+            try:
+                line = next(self._iter)
+            except StopIteration:
+                return -1
+            except CheckpointError as exc:
+                self.unverifiable = str(exc)
+                return -1
+            where = f"checkpoint at line {line.line} of {self.anchor.log.path}"
+            if line.size < self._last_size:
+                self.invalid = (None, f"{where}: size {line.size} after {self._last_size}")
+                return -1
+            self._last_size = line.size
+            self.latest_size = line.size
+            try:
+                cp = open_checkpoint(line.note, self.anchor.verifiers)
+            except UnknownKeyError as exc:
+                detail = "; ".join(self.anchor.problems) or str(exc)
+                self.unverifiable = f"{where}: no trusted key ({detail})"
+                continue
+            except InvalidSignatureError as exc:
+                self.invalid = (None, f"{where}: forged or altered: {exc}")
+                return -1
+            except NoteError as exc:
+                self.invalid = (None, f"{where}: malformed: {exc}")
+                return -1
+            if (cp.origin, cp.size, cp.root) != (self.anchor.origin, line.size, line.root):
+                self.invalid = (None, f"{where}: does not match its signed note or origin")
+                return -1
+            self.current = line
+            if line.size > self.size:
+                return -1  # finish() reports the truncation
+            return line.size
+
+    def check_root(self, root: bytes) -> str | None:
+        line = self.current
+        assert line is not None
+        self.checked += 1
+        if root != line.root:
+            return (
+                f"records differ from the signed checkpoint of size {line.size} (line "
+                f"{line.line} of {self.anchor.log.path}): rewritten or rolled back; the "
+                f"checkpoint of size {self.matched} still matched"
+            )
+        self.matched = line.size
+        return None
+
+    def finish(self, count: int) -> tuple[VerifyStatus, int | None, str | None]:
+        while self.invalid is None and self.next_size() != -1:  # pragma: no cover - defensive
+            pass
+        if self.invalid is not None:
+            return VerifyStatus.INVALID, *self.invalid
+        if self.current is not None and self.current.size > count:
+            return (
+                VerifyStatus.INVALID,
+                count,
+                f"the database holds {count} records but the external checkpoint log signed "
+                f"{self.current.size} (line {self.current.line}): tail truncated or rolled back",
+            )
+        if self.unverifiable is not None:
+            return VerifyStatus.UNVERIFIABLE, None, self.unverifiable
+        if not self.anchor.verifiers and self.latest_size is not None:
+            return VerifyStatus.UNVERIFIABLE, None, "no trusted checkpoint key"
+        if count == 0:
+            return VerifyStatus.VALID, None, None
+        if self.current is None:
+            return VerifyStatus.VALID_UNPINNED, None, "no signed checkpoint covers the log yet"
+        if self.current.size < count:
+            return (
+                VerifyStatus.VALID_UNPINNED,
+                None,
+                f"records {self.current.size}..{count - 1} are after the last checkpoint",
+            )
+        return VerifyStatus.VALID, None, None
 
 
 def _as_dt(value: datetime | str | None) -> datetime | None:

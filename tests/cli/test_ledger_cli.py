@@ -1,4 +1,5 @@
-"""`sentinel ledger verify|export|stats` against a real ledger on both backends."""
+"""`sentinel ledger verify|checkpoint|prove|consistency|export|stats` against a real ledger on
+both backends, with keys written by `sentinel init`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from sentinel.cli.main import cli
-from sentinel.ledger import Ledger, leaf_hash
+from sentinel.config import load_settings
+from sentinel.ledger import Ledger, leaf_hash, merkle
+from sentinel.runtime.setup import init_directory
 from tests.ledger.helpers import FixedClock, audit_record, raw
 
 
@@ -31,12 +34,12 @@ def test_verify_valid_then_invalid(ledger_url: str, tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(cli, ["--config", cfg, "ledger", "verify"])
     assert res.exit_code == 0, res.output
-    assert res.output.startswith("valid: ledger 'sentinel'")
+    assert res.output.startswith("valid-unpinned: ledger 'sentinel'")  # no checkpoint yet
     assert "6 records" in res.output
     res = runner.invoke(cli, ["--config", cfg, "ledger", "verify", "--json"])
     assert res.exit_code == 0
     out = json.loads(res.output)
-    assert (out["status"], out["size"], out["first_bad_seq"]) == ("valid", 6, None)
+    assert (out["status"], out["size"], out["first_bad_seq"]) == ("valid-unpinned", 6, None)
 
     with raw(ledger_url) as conn:
         conn.execute(sa.text("DELETE FROM ledger_entries WHERE seq = 3"))
@@ -111,3 +114,92 @@ def test_relative_sqlite_url_resolved_against_config(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["--config", str(cfg), "ledger", "verify"])
     assert res.exit_code == 0, res.output
     assert "6 records" in res.output
+
+
+def _init_site(tmp_path: Path, ledger_url: str) -> str:
+    """A `sentinel init` directory using ``ledger_url`` (SQLite: the site's own state/)."""
+    site = tmp_path / "site"
+    init_directory(site)
+    cfg = site / "sentinel.toml"
+    if ledger_url.startswith("postgresql"):
+        old = 'url = "sqlite:///state/ledger.db"'
+        cfg.write_text(cfg.read_text().replace(old, f'url = "{ledger_url}"'))
+    return str(cfg)
+
+
+def test_checkpoint_verify_prove_consistency(ledger_url: str, tmp_path: Path) -> None:
+    cfg = _init_site(tmp_path, ledger_url)
+    url = load_settings(Path(cfg)).ledger_url
+    _fill(url)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "checkpoint"])
+    assert res.exit_code == 2 and "no checkpoint" in res.output
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "checkpoint", "--sign"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("sentinel/sentinel\n6\n")
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "checkpoint", "--json"])
+    assert res.exit_code == 0
+    printed = json.loads(res.output)
+    assert (printed["size"], printed["line"]) == (6, 1)
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "verify"])
+    assert res.exit_code == 0 and res.output.startswith("valid: ")
+    assert "last checkpoint at 6" in res.output
+
+    # an inclusion proof checks offline against the signed root
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "prove", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    proof = json.loads(res.output)
+    leaf = leaf_hash(proof["record"].encode())
+    assert leaf.hex() == proof["leaf_hash"]
+    merkle.verify_inclusion(
+        2, 6, leaf, [bytes.fromhex(h) for h in proof["path"]], bytes.fromhex(printed["root"])
+    )
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "prove", "2"])
+    assert res.exit_code == 0 and f"root {printed['root']}" in res.output
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "prove", "6"])
+    assert res.exit_code == 2 and "not in a tree of size 6" in res.output
+
+    with Ledger.open(url) as led:
+        led.append([audit_record(9)])
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "consistency", "6", "--json"])
+    assert res.exit_code == 0, res.output
+    cons = json.loads(res.output)
+    assert cons["old_root"] == printed["root"] and cons["new"] == 7
+    merkle.verify_consistency(
+        6,
+        7,
+        bytes.fromhex(cons["old_root"]),
+        bytes.fromhex(cons["new_root"]),
+        [bytes.fromhex(h) for h in cons["path"]],
+    )
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "consistency", "3", "5"])
+    assert res.exit_code == 0 and res.output.startswith("old size 3 root ")
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "consistency", "3", "9"])
+    assert res.exit_code == 2
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "verify", "--json"])
+    assert json.loads(res.output)["status"] == "valid-unpinned" and res.exit_code == 0
+
+
+def test_verify_exit_codes_for_truncation_and_unknown_key(ledger_url: str, tmp_path: Path) -> None:
+    cfg = _init_site(tmp_path, ledger_url)
+    settings = load_settings(Path(cfg))
+    _fill(settings.ledger_url)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", cfg, "ledger", "checkpoint", "--sign"]).exit_code == 0
+    with raw(settings.ledger_url) as conn:
+        conn.execute(sa.text("DELETE FROM ledger_entries WHERE seq = 5"))
+        conn.execute(sa.text("DELETE FROM ledger_tree WHERE level > 0 AND idx >= 2"))
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "verify", "--json"])
+    assert res.exit_code == 1, res.output
+    out = json.loads(res.output)
+    assert (out["status"], out["first_bad_seq"]) == ("invalid", 5)
+    assert "tail truncated" in out["problem"]
+    # signing over a truncated ledger is refused, loudly, with exit 1
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "checkpoint", "--sign"])
+    assert res.exit_code == 1 and "refusing to sign" in res.output
+    # the public key is gone: the checkpoint cannot be checked
+    key = settings.resolve(settings.ledger.signing_key)
+    key.unlink()
+    key.with_name("ledger-ed25519.pub.pem").unlink()
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "verify"])
+    assert res.exit_code == 4 and res.output.startswith("unverifiable: "), res.output

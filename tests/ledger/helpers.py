@@ -87,3 +87,56 @@ def update(url: str, seq: int, **values: Any) -> None:
             {**values, "seq": seq},
         )
         assert res.rowcount == 1
+
+
+def rewrite_from(url: str, seq: int, log_id: str = "sentinel") -> None:
+    """A thorough attacker: change record ``seq`` (pull → push), then recompute every later
+    leaf/chain hash and rebuild the whole Merkle tree, so the database is self-consistent."""
+    from sentinel.ledger import chain_hash, leaf_hash
+
+    with raw(url) as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT seq, body, prev_hash FROM ledger_entries WHERE log_id = :l ORDER BY seq"
+            ),
+            {"l": log_id},
+        ).all()
+        leaves = []
+        prev = None
+        for s, body, prev_hash in rows:
+            body = bytes(body)
+            if s == seq:
+                body = body.replace(b'"action":"pull"', b'"action":"push"')
+                assert body != bytes(rows[seq][1])
+            leaf = leaf_hash(body)
+            prev = bytes(prev_hash) if prev is None else prev
+            chained = chain_hash(prev, leaf)
+            if s >= seq:
+                conn.execute(
+                    sa.text(
+                        "UPDATE ledger_entries SET body = :b, leaf_hash = :lh, prev_hash = :p, "
+                        "chain_hash = :c WHERE log_id = :l AND seq = :s"
+                    ),
+                    {"b": body, "lh": leaf, "p": prev, "c": chained, "l": log_id, "s": s},
+                )
+            prev = chained
+            leaves.append(leaf)
+        rebuild_tree(conn, leaves, log_id)
+
+
+def rebuild_tree(conn: sa.Connection, leaves: list[bytes], log_id: str = "sentinel") -> None:
+    """Replace the stored Merkle nodes of ``log_id`` by those of ``leaves``."""
+    from sentinel.ledger import merkle
+
+    conn.execute(sa.text("DELETE FROM ledger_tree WHERE log_id = :l"), {"l": log_id})
+    tree = merkle.MemoryTree(leaves)
+    nodes = [
+        {"l": log_id, "lv": lv, "ix": ix, "h": tree(lv, ix)}
+        for n in range(len(leaves))
+        for lv, ix in merkle.completed_nodes(n)
+    ]
+    if nodes:
+        conn.execute(
+            sa.text("INSERT INTO ledger_tree (log_id, level, idx, hash) VALUES (:l, :lv, :ix, :h)"),
+            nodes,
+        )
