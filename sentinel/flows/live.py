@@ -1,10 +1,13 @@
 """Live capture from a network interface into the same ``Decoder`` → ``FlowTable`` path.
 
-scapy opens the capture socket (``conf.L2listen`` with a BPF filter; needs ``CAP_NET_RAW``); the
-worker thread takes the *raw bytes* of each frame (``recv_raw``), never scapy's dissection. On
-Linux the kernel's drop counter is read with ``getsockopt(SOL_PACKET, PACKET_STATISTICS)``
-(``struct tpacket_stats``: packets, drops — the kernel resets both on each read, so they are
-accumulated here; see packet(7)).
+A plain Linux ``AF_PACKET``/``SOCK_RAW`` socket (packet(7); needs ``CAP_NET_RAW``): opened with
+protocol 0 so that nothing is queued before the BPF filter is attached (scapy compiles the
+filter with libpcap and attaches it, ``SO_ATTACH_FILTER``), then bound to the interface for
+``ETH_P_ALL``; a large receive buffer (``SO_RCVBUF``, ``rcvbuf_bytes``) absorbs bursts. The worker
+thread drains the socket without blocking (up to ``BURST`` frames per wake-up, one lock per
+burst) and timestamps each frame with the host clock when it is read. The kernel's drop counter
+is read with ``getsockopt(SOL_PACKET, PACKET_STATISTICS)`` (``struct tpacket_stats``: packets,
+drops — the kernel resets both on each read, so they are accumulated here).
 
 Usage: ``cap = LiveCapture("eth0", local_networks); cap.start(); ...; flows = cap.collect(...);
 cap.stop()`` (``stop`` joins the thread and returns the flows still open).
@@ -18,7 +21,6 @@ import struct
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from sentinel.errors import CaptureError
 from sentinel.flows.decode import Decoder
@@ -29,6 +31,12 @@ SOL_PACKET = 263
 PACKET_STATISTICS = 6
 #: LINKTYPE_ETHERNET: what an AF_PACKET socket on an Ethernet-like interface delivers
 ETHERNET = 1
+#: every protocol (linux/if_ether.h); bind() takes it in host order (Python applies htons)
+ETH_P_ALL = 0x0003
+#: frames read per wake-up of the worker
+BURST = 512
+#: largest frame read (bytes); longer ones (GSO/GRO super-frames) are cut, their IP length kept
+MAX_FRAME = 262_144
 
 
 class LiveCapture:
@@ -47,9 +55,11 @@ class LiveCapture:
         *,
         bpf: str = "ip or ip6 or (vlan and (ip or ip6))",
         max_flows: int = 200_000,
+        rcvbuf_bytes: int = 32 << 20,
     ) -> None:
         self.interface = interface
         self.bpf = bpf
+        self.rcvbuf_bytes = rcvbuf_bytes
         self.table = FlowTable(local_networks, max_flows=max_flows)
         self.decoder = Decoder()
         self.packets = 0
@@ -58,22 +68,29 @@ class LiveCapture:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._sock: Any = None
+        self._sock: socket.socket | None = None
         self.error: str | None = None
 
     def start(self) -> None:
         """Open the socket and start the worker thread."""
         if self._thread is not None:
             raise RuntimeError("capture already started")
-        # imported here: scapy is slow to import; Linux AF_PACKET listen socket (conf.L2listen)
-        from scapy.arch.linux import L2ListenSocket
+        # imported here: scapy is slow to import; it compiles the BPF filter with libpcap
+        from scapy.arch.linux import attach_filter
 
+        sock = None
         try:
-            self._sock = L2ListenSocket(iface=self.interface, filter=self.bpf)
-        except (OSError, PermissionError) as exc:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf_bytes)
+            if self.bpf:
+                attach_filter(sock, self.bpf, self.interface)
+            sock.bind((self.interface, ETH_P_ALL))
+            sock.setblocking(False)
+        except Exception as exc:  # OSError, PermissionError, scapy's Scapy_Exception (filter)
+            if sock is not None:
+                sock.close()
             raise CaptureError(f"cannot capture on {self.interface!r}: {exc}") from exc
-        except Exception as exc:  # scapy raises its own Scapy_Exception for bad filters
-            raise CaptureError(f"cannot capture on {self.interface!r}: {exc}") from exc
+        self._sock = sock
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._run, name=f"sentinel-capture-{self.interface}", daemon=False
@@ -82,38 +99,49 @@ class LiveCapture:
 
     def _run(self) -> None:
         sock = self._sock
-        fd = sock.fileno()
+        if sock is None:
+            return
+        buf = bytearray(MAX_FRAME)
+        view = memoryview(buf)
+        recv_into = sock.recv_into
         decode = self.decoder.decode
         add = self.table.add
         lock = self._lock
+        now = time.time_ns
+        burst: list[tuple[int, bytes]] = []
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([fd], [], [], 0.2)
+                ready, _, _ = select.select([sock], [], [], 0.2)
             except (OSError, ValueError):
                 break
             if not ready:
                 continue
-            try:
-                _cls, data, ts = sock.recv_raw()
-            except OSError as exc:
-                self.error = f"capture socket error: {exc}"
-                break
-            if data is None:
+            while len(burst) < BURST:
+                try:
+                    size = recv_into(buf)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self.error = f"capture socket error: {exc}"
+                    self._stop.set()
+                    break
+                burst.append((now(), bytes(view[:size])))
+            if not burst:
                 continue
-            ts_ns = int(ts * 1e9) if ts else time.time_ns()
-            summary = decode(ETHERNET, data)
             with lock:
-                self.packets += 1
-                if summary is not None:
-                    add(ts_ns, summary)
+                for ts_ns, data in burst:
+                    summary = decode(ETHERNET, data)
+                    if summary is not None:
+                        add(ts_ns, summary)
+                self.packets += len(burst)
+            burst.clear()
 
     def _read_drops(self) -> None:
         sock = self._sock
-        raw = getattr(sock, "ins", None)
-        if not isinstance(raw, socket.socket):
+        if not isinstance(sock, socket.socket):
             return
         try:
-            stats = raw.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+            stats = sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
         except OSError:
             return
         _received, drops = struct.unpack("II", stats)

@@ -628,48 +628,58 @@ class FlowAggregator:
         if not m:
             return []
         order = np.argsort(m["seq"], kind="stable")
-        a_local = (m["decided"] | m["first_f"])[order].tolist()
-        cols = {name: m[name][order].tolist() for name in m if name not in ("decided", "seq")}
-        flows: list[Flow] = []
-        append = flows.append
-        pack_cache: dict[tuple[int, int, int], str] = {}
-
-        def text(fam: int, hi: int, lo: int) -> str:
-            key = (fam, hi, lo)
-            got = pack_cache.get(key)
-            if got is None:
-                packed = (
-                    lo.to_bytes(4, "big") if fam == 0 else ((hi << 64) | lo).to_bytes(16, "big")
-                )
-                got = pack_cache[key] = addr_text(packed)
-            return got
-
-        for i, local_a in enumerate(a_local):
-            fam = cols["fam"][i]
-            a = text(fam, cols["ahi"][i], cols["alo"][i])
-            b = text(fam, cols["bhi"][i], cols["blo"][i])
-            if local_a:
-                lip, lport, rip, rport = a, cols["aport"][i], b, cols["bport"][i]
-                po, pi, bo, bi = cols["pk_f"][i], cols["pk_r"][i], cols["by_f"][i], cols["by_r"][i]
-            else:
-                lip, lport, rip, rport = b, cols["bport"][i], a, cols["aport"][i]
-                po, pi, bo, bi = cols["pk_r"][i], cols["pk_f"][i], cols["by_r"][i], cols["by_f"][i]
-            append(
-                Flow(
-                    protocol=cols["proto"][i],
-                    local_ip=lip,
-                    local_port=lport,
-                    remote_ip=rip,
-                    remote_port=rport,
-                    packets_out=po,
-                    packets_in=pi,
-                    bytes_out=bo,
-                    bytes_in=bi,
-                    first_seen=ns_to_datetime(cols["tmin"][i]),
-                    last_seen=ns_to_datetime(cols["tmax"][i]),
-                )
+        a_local = m["decided"][order] | m["first_f"][order]
+        cols = {name: m[name][order] for name in m}
+        # the local side's values first, the remote side's second, per flow
+        lhi = np.where(a_local, cols["ahi"], cols["bhi"]).tolist()
+        llo = np.where(a_local, cols["alo"], cols["blo"]).tolist()
+        rhi = np.where(a_local, cols["bhi"], cols["ahi"]).tolist()
+        rlo = np.where(a_local, cols["blo"], cols["alo"]).tolist()
+        lport = np.where(a_local, cols["aport"], cols["bport"]).tolist()
+        rport = np.where(a_local, cols["bport"], cols["aport"]).tolist()
+        p_out = np.where(a_local, cols["pk_f"], cols["pk_r"]).tolist()
+        p_in = np.where(a_local, cols["pk_r"], cols["pk_f"]).tolist()
+        b_out = np.where(a_local, cols["by_f"], cols["by_r"]).tolist()
+        b_in = np.where(a_local, cols["by_r"], cols["by_f"]).tolist()
+        rows = zip(
+            cols["proto"].tolist(),
+            cols["fam"].tolist(),
+            lhi,
+            llo,
+            lport,
+            rhi,
+            rlo,
+            rport,
+            p_out,
+            p_in,
+            b_out,
+            b_in,
+            cols["tmin"].tolist(),
+            cols["tmax"].tolist(),
+            strict=True,
+        )
+        return [
+            Flow(
+                protocol=proto,
+                local_ip=_text(fam, l_hi, l_lo),
+                local_port=l_port,
+                remote_ip=_text(fam, r_hi, r_lo),
+                remote_port=r_port,
+                packets_out=po,
+                packets_in=pi,
+                bytes_out=bo,
+                bytes_in=bi,
+                first_seen=ns_to_datetime(t0),
+                last_seen=ns_to_datetime(t1),
             )
-        return flows
+            for proto, fam, l_hi, l_lo, l_port, r_hi, r_lo, r_port, po, pi, bo, bi, t0, t1 in rows
+        ]
+
+
+def _text(fam: int, hi: int, lo: int) -> str:
+    if fam == 0:
+        return socket.inet_ntoa(lo.to_bytes(4, "big"))
+    return addr_text(((hi << 64) | lo).to_bytes(16, "big"))
 
 
 def read_flows_vector(
