@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -153,8 +154,14 @@ class Waiver(_Model):
     def matches(self, flow: Flow, remote: IPAddress) -> bool:
         """The remote address is in ``network`` and, when ``ports`` is set, the remote or the
         local port is one of them."""
-        if remote.version != self.network.version or remote not in self.network:
-            return False
+        return self.holds(remote) and self.matches_ports(flow)
+
+    def holds(self, remote: IPAddress) -> bool:
+        """The (normalized) remote address is in ``network``."""
+        return remote.version == self.network.version and remote in self.network
+
+    def matches_ports(self, flow: Flow) -> bool:
+        """No ``ports``, or the remote or the local port is one of them."""
         return not self.ports or flow.remote_port in self.ports or flow.local_port in self.ports
 
 
@@ -215,6 +222,21 @@ class PolicyModel(_Model):
         return () if value is None else value
 
 
+#: bound on the per-policy cache of address facts (addresses)
+FACTS_CACHE_MAX = 100_000
+
+#: a decision of steps 3–6: (reason when allowed, country, rule, provenance, allowed outright)
+_Fixed = tuple[str, str | None, str, GeoProvenance | None, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    remote: IPAddress
+    denied: bool
+    waivers: tuple[Waiver, ...]
+    fixed: _Fixed | None
+
+
 def _in_any(addr: IPAddress, networks: Iterable[Network]) -> bool:
     return any(addr.version == n.version and addr in n for n in networks)
 
@@ -252,6 +274,7 @@ class EgressPolicy:
                 raise ConfigError(
                     path, f"{override.network} is listed twice", f"overrides.{n}.network"
                 ) from None
+        self._facts_cache: dict[str, _Facts] = {}
         base = base_dir or Path.cwd()
         self.geofeeds: tuple[Geofeed, ...] = tuple(
             load_geofeed(base / name) for name in model.geofeeds
@@ -334,15 +357,47 @@ class EgressPolicy:
             raise ValueError("now must be timezone-aware (UTC)")
         return self._evaluate(flow, current(geo), now, current(secondary))
 
+    def _facts(self, ip: str) -> _Facts:
+        """What the policy says about a remote address whatever the flow (cached per address
+        string, bounded): the normalized address, deny, the waivers whose network holds it, and
+        the decision of steps 3–6 when one applies (``None``: ask GeoIP)."""
+        facts = self._facts_cache.get(ip)
+        if facts is not None:
+            return facts
+        remote = embedded_ipv4(ipaddress.ip_address(ip))
+        jur = self.model.jurisdiction
+        waivers = tuple(w for w in self.model.waivers if w.holds(remote))
+        fixed: _Fixed | None = None
+        if _in_any(remote, jur.allow_networks):
+            fixed = ("allowed network", None, "allow_networks", None, True)
+        elif _in_any(remote, self.model.local_networks):
+            fixed = ("internal", None, "local_networks", None, True)
+        elif _special_internal(remote):
+            fixed = ("internal", None, "internal-ranges", None, True)
+        elif (hit := self._overrides.lookup(remote) if len(self._overrides) else None) is not None:
+            net, override = hit
+            if override.allow:
+                fixed = ("allowed network", None, f"override:{net}", None, True)
+            else:
+                fixed = ("", override.country, f"override:{net}", None, False)
+        elif (fed := self._geofeed.lookup(remote) if len(self._geofeed) else None) is not None:
+            feed, entry = fed[1]
+            rule = f"geofeed:{feed.path.name}:{entry.line}"
+            fixed = ("", entry.country, rule, feed.provenance, False)
+        facts = _Facts(remote, _in_any(remote, jur.deny_networks), waivers, fixed)
+        if len(self._facts_cache) >= FACTS_CACHE_MAX:
+            self._facts_cache.clear()
+        self._facts_cache[ip] = facts
+        return facts
+
     def _evaluate(
         self, flow: Flow, db: GeoDatabase | None, now: datetime, second: GeoDatabase | None
     ) -> Verdict:
-        remote = embedded_ipv4(ipaddress.ip_address(flow.remote_ip))
-        jur = self.model.jurisdiction
+        facts = self._facts(flow.remote_ip)
         sha = self.sha256 or None
 
-        if _in_any(remote, jur.deny_networks):
-            country, prov = self._locate(remote, db)
+        if facts.denied:
+            country, prov = self._locate(facts.remote, db)
             return Verdict(
                 flow,
                 "violation",
@@ -354,8 +409,8 @@ class EgressPolicy:
             )
 
         expired = None
-        for waiver in self.model.waivers:
-            if waiver.matches(flow, remote):
+        for waiver in facts.waivers:
+            if waiver.matches_ports(flow):
                 if now < waiver.expires:
                     return Verdict(
                         flow,
@@ -368,7 +423,7 @@ class EgressPolicy:
                     )
                 expired = expired or waiver
 
-        verdict = self._judge(flow, remote, db, second, sha)
+        verdict = self._judge(flow, facts, db, second, sha)
         if expired is not None and verdict.verdict == "violation":
             return Verdict(
                 flow,
@@ -386,37 +441,21 @@ class EgressPolicy:
     def _judge(
         self,
         flow: Flow,
-        remote: IPAddress,
+        facts: _Facts,
         db: GeoDatabase | None,
         second: GeoDatabase | None,
         sha: str | None,
     ) -> Verdict:
-        jur = self.model.jurisdiction
-        if _in_any(remote, jur.allow_networks):
-            return Verdict(
-                flow, "allowed", "allowed network", None, "allow_networks", policy_sha256=sha
-            )
-        if _in_any(remote, self.model.local_networks):
-            return Verdict(flow, "allowed", "internal", None, "local_networks", policy_sha256=sha)
-        if _special_internal(remote):
-            return Verdict(flow, "allowed", "internal", None, "internal-ranges", policy_sha256=sha)
-        hit = self._overrides.lookup(remote) if len(self._overrides) else None
-        if hit is not None:
-            net, override = hit
-            if override.allow:
-                return Verdict(
-                    flow, "allowed", "allowed network", None, f"override:{net}", policy_sha256=sha
-                )
-            return self._by_country(flow, override.country, f"override:{net}", None, sha)
-        fed = self._geofeed.lookup(remote) if len(self._geofeed) else None
-        if fed is not None:
-            feed, entry = fed[1]
-            rule = f"geofeed:{feed.path.name}:{entry.line}"
-            return self._by_country(flow, entry.country, rule, feed.provenance, sha)
-        country, prov = self._locate(remote, db)
+        fixed = facts.fixed
+        if fixed is not None:
+            reason, country, rule, prov, allowed = fixed
+            if allowed:
+                return Verdict(flow, "allowed", reason, None, rule, policy_sha256=sha)
+            return self._by_country(flow, country, rule, prov, sha)
+        country, prov = self._locate(facts.remote, db)
         opinion = None
         if second is not None:
-            other = second.lookup(remote).country
+            other = second.lookup(facts.remote).country
             disagrees = country is not None and other is not None and other != country
             opinion = GeoSecondOpinion(other, second.provenance, disagrees)
         return self._by_country(flow, country, "jurisdiction", prov, sha, opinion)

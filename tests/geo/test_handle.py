@@ -242,3 +242,27 @@ def test_in_place_overwrite_cannot_crash_a_snapshot_reader(live: Path, corpus: P
     # the hazard is real: mapping the file itself dies with SIGBUS on the same overwrite
     direct = run(snapshot=False)
     assert direct.returncode == -signal.SIGBUS, (direct.returncode, direct.stdout)
+
+
+def _snapshot_maps() -> int:
+    with open("/proc/self/maps") as fh:
+        return sum(1 for line in fh if "sentinel-geoip-" in line)
+
+
+def test_swapped_out_snapshots_are_released(live: Path, corpus: Path, tmp_path: Path) -> None:
+    import gc
+
+    snaps = tmp_path / "snapshots"
+    snaps.mkdir()
+    base = _snapshot_maps()
+    with GeoHandle.open(live, snapshot_dir=snaps) as h:
+        assert list(snaps.iterdir()) == []  # unlinked at once: only the mapping holds it
+        assert _snapshot_maps() == base + 1
+        for name in ("GeoLite2-City-Test.mmdb", CITY, IPINFO, CITY):
+            _replace_by_rename(corpus / "geoip" / name, live)
+            assert (h.check() or pytest.fail("no reload")).swapped
+            gc.collect()
+            assert _snapshot_maps() == base + 1  # the old map went with its last reference
+    gc.collect()
+    assert _snapshot_maps() == base
+    assert list(snaps.iterdir()) == []
