@@ -117,6 +117,7 @@ class GeoHandle:
         self.on_reload = on_reload
         self._db = db
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()  # one attempt at a time (worker or a caller)
         self._loaded_sig = _signature(self.path)
         self._failed_sig: Signature | None = None
         self._reloads = 0
@@ -194,15 +195,20 @@ class GeoHandle:
         """Reload when the file is a version not yet loaded or refused; ``None`` when there is
         nothing new (or the file is missing, or it changed while being read: tried again on the
         next wake-up)."""
-        sig = _signature(self.path)
-        if sig is None or sig == self._loaded_sig or sig == self._failed_sig:
-            return None
-        return self.reload(expected=sig)
+        with self._reload_lock:
+            sig = _signature(self.path)
+            if sig is None or sig == self._loaded_sig or sig == self._failed_sig:
+                return None
+            return self._reload(sig)
 
-    def reload(self, *, expected: Signature | None = None) -> ReloadResult | None:
-        """Open, validate and swap in the file now. Returns the attempt's result, or ``None``
-        when the file changed while it was being read (``expected`` is its signature before)."""
-        before = expected or _signature(self.path)
+    def reload(self) -> ReloadResult | None:
+        """Open, validate and swap in the file now, even a version already seen (an operator's
+        "reload" command). Returns the attempt's result, or ``None`` when the file changed while
+        it was being read."""
+        with self._reload_lock:
+            return self._reload(_signature(self.path))
+
+    def _reload(self, before: Signature | None) -> ReloadResult | None:
         now = time.time()
         try:
             new = GeoDatabase.open(self.path, snapshot_dir=self.snapshot_dir)

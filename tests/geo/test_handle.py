@@ -266,3 +266,17 @@ def test_swapped_out_snapshots_are_released(live: Path, corpus: Path, tmp_path: 
     gc.collect()
     assert _snapshot_maps() == base
     assert list(snaps.iterdir()) == []
+
+
+def test_forced_reload_and_a_failing_hook(live: Path, corpus: Path) -> None:
+    def hook(result: ReloadResult) -> None:
+        raise RuntimeError("metrics backend down")
+
+    with GeoHandle.open(live, on_reload=hook) as h:
+        _replace_by_rename(corpus / "geoip" / "GeoLite2-ASN-Test.mmdb", live)
+        first = h.check()
+        assert first is not None and not first.ok  # the hook's exception did not escape
+        assert h.check() is None
+        again = h.reload()  # an explicit reload retries the refused version
+        assert again is not None and not again.ok
+        assert h.status().reload_failures == 2
