@@ -3,7 +3,8 @@
 ``PARSERS`` maps each format name (``sentinel.config.AUDIT_FORMATS``, ``sentinel audit parse
 --format``) to a parser built with the default options (UTC for zone-less times, the real
 clock, no ``jsonmap`` mapping beyond the default, no webhook secret). ``build_parser(name,
-options)`` builds one with a source's own ``ParserOptions``. Nothing is looked up by name from
+options)`` builds one with a source's own ``ParserOptions`` (``make_options`` turns the
+configuration's ``zone``/``mapping`` values into them). Nothing is looked up by name from
 user input beyond these two closed dicts.
 
 Formats (module → upstream source of the format in its docstring):
@@ -26,6 +27,7 @@ Formats (module → upstream source of the format in its docstring):
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from types import MappingProxyType
 
 from sentinel.audit.parsers._common import DEFAULT_OPTIONS, ParserOptions
@@ -43,6 +45,7 @@ from sentinel.audit.parsers.minio_notification import MinioNotificationParser
 from sentinel.audit.parsers.mlflow_access import MlflowAccessParser
 from sentinel.audit.parsers.mlflow_webhook import MlflowWebhookParser, verify_mlflow_signature
 from sentinel.audit.parsers.zot_audit import ZotAuditParser
+from sentinel.audit.timeparse import get_zone
 from sentinel.errors import ConfigError
 
 #: format name → factory taking the source's ``ParserOptions``
@@ -91,6 +94,19 @@ def get_parser(name: str) -> Parser:
         raise ConfigError("--format", f"unknown audit format {name!r} (known: {known})") from None
 
 
+def make_options(
+    zone: str = "UTC", mapping: Path | None = None, secret: bytes | None = None
+) -> ParserOptions:
+    """``ParserOptions`` from configuration values: an IANA ``zone`` name, a ``jsonmap`` mapping
+    file, a webhook secret. Raises ``ConfigError`` (unknown zone, bad mapping file)."""
+    try:
+        tz = get_zone(zone)
+    except ValueError as exc:
+        raise ConfigError("zone", str(exc)) from None
+    loaded = load_mapping(mapping) if mapping is not None else None
+    return ParserOptions(zone=tz, mapping=loaded, webhook_secret=secret)
+
+
 def build_parser(name: str, options: ParserOptions = DEFAULT_OPTIONS) -> Parser:
     """A parser for format ``name`` with a source's ``options``. Raises ``ConfigError``."""
     get_parser(name)
@@ -108,5 +124,6 @@ __all__ = [
     "build_parser",
     "get_parser",
     "load_mapping",
+    "make_options",
     "verify_mlflow_signature",
 ]
