@@ -168,7 +168,9 @@ def _pcap_batches(reader: CaptureReader, first_seq: int, target: int) -> Iterato
     size = len(head)
     buf[:size] = head
     base = src.here
-    readinto = cast(io.BufferedIOBase, src.fh).readinto
+    fh = cast(io.BufferedIOBase, src.fh)
+    # gzip: one decompressed read at a time, so data before a damaged spot is still returned
+    readinto = fh.readinto if reader._fh is reader._raw else fh.readinto1
     eof = src.eof
     seq = first_seq
     u8_all = np.frombuffer(buf, dtype=np.uint8)

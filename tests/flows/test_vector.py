@@ -154,6 +154,11 @@ def test_seeded_mixed_capture_agrees(
     gz.write_bytes(gzip.compress(path.read_bytes()))
     _both([gz], LOCALS[2])
     assert read_flows([gz], LOCALS[2])[0] == flows
+    # cut half-way through the compressed stream: the same packets before the damage
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    _both([cut], LOCALS[2])
+    assert read_flows([cut], LOCALS[2])[1].truncated
 
 
 def test_hash_collisions_fall_back_to_an_exact_sort(
