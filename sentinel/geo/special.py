@@ -17,7 +17,10 @@ Sources (every entry below is one row, with its RFC):
 * IANA IPv6 Address Space Registry, https://www.iana.org/assignments/ipv6-address-space: only
   ``2000::/3`` is Global Unicast; everything else outside the blocks above is "Reserved by IETF"
   (RFC 4291 section 2.4) and is classified ``unallocated``. DB-IP's fill-in countries there are
-  never used.
+  never used;
+* IANA IPv6 Global Unicast Address Assignments: inside ``2000::/3`` only the blocks IANA
+  allocated (to the RIRs, 6to4, its own ``2001::/23``) can hold a country; the rest (``2d00::/8``,
+  ``3000::/4``, ``3ffe::/16``, gaps in ``2001::/16``...) is ``unallocated`` too.
 
 Each range has a ``scope``:
 
@@ -164,6 +167,30 @@ IPV6_RESERVED: tuple[SpecialRange, ...] = tuple(
 
 GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 
+#: IANA IPv6 Global Unicast Address Assignments
+#: (https://www.iana.org/assignments/ipv6-unicast-address-assignments), every ALLOCATED block.
+#: The rest of ``2000::/3`` has never been handed to a regional registry, so no country can hold
+#: it (DB-IP City Lite 2023-04 places all of ``3000::/4`` in ``CA``).
+IPV6_ALLOCATED: tuple[ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "2001::/23", "2001:200::/23", "2001:400::/23", "2001:600::/23", "2001:800::/22",
+        "2001:c00::/23", "2001:e00::/23", "2001:1200::/23", "2001:1400::/22", "2001:1800::/23",
+        "2001:1a00::/23", "2001:1c00::/22", "2001:2000::/19", "2001:4000::/23", "2001:4200::/23",
+        "2001:4400::/23", "2001:4600::/23", "2001:4800::/23", "2001:4a00::/23", "2001:4c00::/23",
+        "2001:5000::/20", "2001:8000::/19", "2001:a000::/20", "2001:b000::/20", "2002::/16",
+        "2003::/18", "2400::/12", "2600::/12", "2610::/23", "2620::/23", "2630::/12", "2800::/12",
+        "2a00::/12", "2a10::/12", "2c00::/12",
+    )
+)  # fmt: skip
+UNASSIGNED_V6 = SpecialRange(
+    GLOBAL_UNICAST,
+    "Not allocated by IANA (global unicast)",
+    "RFC 7249; IANA IPv6 Global Unicast Address Assignments",
+    None,
+    "unallocated",
+)
+
 
 def _by_prefix(ranges: tuple[SpecialRange, ...]) -> list[tuple[int, dict[int, SpecialRange]]]:
     """Longest prefix first: prefix length → {network int: range}."""
@@ -175,6 +202,7 @@ def _by_prefix(ranges: tuple[SpecialRange, ...]) -> list[tuple[int, dict[int, Sp
 
 _V4 = _by_prefix(IPV4_SPECIAL)
 _V6 = _by_prefix(IPV6_SPECIAL + IPV6_RESERVED)
+_V6_ALLOCATED = _by_prefix(tuple(SpecialRange(n, "", "", True, "internal") for n in IPV6_ALLOCATED))
 
 
 def _match(
@@ -189,14 +217,19 @@ def _match(
 
 def classify(addr: IPAddress) -> SpecialRange | None:
     """The most specific special-purpose or reserved range holding ``addr`` (every IPv6
-    address outside ``2000::/3`` has one), or ``None`` for ordinary global unicast.
+    address outside ``2000::/3`` has one; ``UNASSIGNED_V6`` for ``2000::/3`` space IANA never
+    allocated), or ``None`` for ordinary global unicast.
 
     ``addr`` is taken as given: reduce embedded IPv4 first (``embedded_ipv4``) to classify the
     address that actually talks.
     """
     if addr.version == 4:
         return _match(int(addr), 32, _V4)
-    return _match(int(addr), 128, _V6)
+    value = int(addr)
+    hit = _match(value, 128, _V6)
+    if hit is None and _match(value, 128, _V6_ALLOCATED) is None:
+        return UNASSIGNED_V6
+    return hit
 
 
 def is_internal(addr: IPAddress) -> bool:

@@ -10,7 +10,14 @@ import maxminddb
 import pytest
 
 from sentinel.geo import GeoDatabase
-from sentinel.geo.special import IPV4_SPECIAL, IPV6_RESERVED, IPV6_SPECIAL, classify
+from sentinel.geo.special import (
+    GLOBAL_UNICAST,
+    IPV4_SPECIAL,
+    IPV6_ALLOCATED,
+    IPV6_RESERVED,
+    IPV6_SPECIAL,
+    classify,
+)
 from sentinel.policy.egress import INTERNAL_NETWORKS, EgressPolicy
 from sentinel.records import Flow
 
@@ -77,6 +84,8 @@ def test_old_internal_list_is_covered_by_registry(net: str) -> None:
         ("4000::1", "unallocated", "Reserved by IETF"),
         ("fec0::1", "unallocated", "Reserved by IETF"),
         ("100::1", "internal", "Discard-Only Address Block"),
+        ("3ffe::1", "unallocated", "Not allocated by IANA (global unicast)"),  # ex-6bone
+        ("2001:4e00::1", "unallocated", "Not allocated by IANA (global unicast)"),
     ],
 )
 def test_classify_most_specific(ip: str, scope: str, name: str) -> None:
@@ -84,7 +93,7 @@ def test_classify_most_specific(ip: str, scope: str, name: str) -> None:
     assert hit is not None and (hit.scope, hit.name) == (scope, name)
 
 
-@pytest.mark.parametrize("ip", ["8.8.8.8", "81.2.69.142", "2a00:1450::1", "3ffe::1", "2001:200::1"])
+@pytest.mark.parametrize("ip", ["8.8.8.8", "81.2.69.142", "2a00:1450::1", "2a10::1", "2001:200::1"])
 def test_ordinary_unicast_is_not_special(ip: str) -> None:
     assert classify(ipaddress.ip_address(ip)) is None
 
@@ -101,6 +110,12 @@ FILL_IN = {
     "192.175.48.1": "US",
     "2620:4f:8000::1": "US",
     "192.0.0.9": "ZZ",
+    "3000::1": "CA",  # 2000::/3 space IANA never allocated
+    "3ffe::1": "CA",
+    "2d00::1": "CH",
+    "2e00::1": "DE",
+    "2001:4e00::1": "CH",
+    "2a20::1": "CH",
 }
 
 
@@ -131,6 +146,7 @@ def _flow(remote: str) -> Flow:
     ("ip", "verdict", "reason", "rule"),
     [
         ("4000::1", "violation", "unknown location", "jurisdiction"),
+        ("3000::1", "violation", "unknown location", "jurisdiction"),
         ("fec0::1", "violation", "unknown location", "jurisdiction"),
         ("192.31.196.1", "violation", "unknown location", "jurisdiction"),
         ("192.0.0.9", "violation", "unknown location", "jurisdiction"),
@@ -148,3 +164,44 @@ def test_policy_on_special_ranges(dbip: GeoDatabase, ip: str, verdict: str, reas
     v = policy.evaluate(_flow(ip), dbip, NOW)
     assert (v.verdict, v.reason, v.rule) == (verdict, reason, rule)
     assert v.country in (None, "US")
+
+
+def _iana(name: str) -> list[dict[str, str]]:
+    """Records of an IANA registry XML as shipped by netaddr (an independent copy)."""
+    import xml.etree.ElementTree as ET
+
+    import netaddr
+
+    ns = {"i": "http://www.iana.org/assignments"}
+    root = ET.parse(Path(netaddr.__file__).parent / "ip" / name).getroot()
+    return [
+        {child.tag.split("}")[1]: (child.text or "").strip() for child in rec}
+        for rec in root.iterfind(".//i:record", ns)
+    ]
+
+
+def test_allocated_blocks_match_the_iana_registry() -> None:
+    records = _iana("ipv6-unicast-address-assignments.xml")
+    allocated = {
+        ipaddress.IPv6Network(r["prefix"]) for r in records if r.get("status") == "ALLOCATED"
+    }
+    assert allocated == set(IPV6_ALLOCATED)
+    for r in records:
+        if r.get("status") == "RESERVED" and ipaddress.IPv6Network(r["prefix"]).subnet_of(
+            GLOBAL_UNICAST
+        ):
+            hit = classify(ipaddress.IPv6Network(r["prefix"]).network_address)
+            assert hit is not None and hit.scope in ("unallocated", "internal"), r
+
+
+def test_reserved_blocks_match_the_iana_address_space() -> None:
+    rows = {ipaddress.IPv6Network(r["prefix"]): r["description"]
+            for r in _iana("ipv6-address-space.xml")}  # fmt: skip
+    reserved = {n for n, d in rows.items() if d == "Reserved by IETF"}
+    assert reserved == {r.network for r in IPV6_RESERVED}
+    assert {n for n, d in rows.items() if d == "Global Unicast"} == {GLOBAL_UNICAST}
+    v4 = {r["prefix"]: r["designation"] for r in _iana("ipv4-address-space.xml")}
+    for first in range(224, 256):
+        hit = classify(ipaddress.IPv4Address(f"{first}.1.2.3"))
+        assert hit is not None and hit.scope == "internal"
+        assert v4[f"{first:03d}/8"] in ("Multicast", "Future use")
