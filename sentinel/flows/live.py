@@ -3,7 +3,9 @@
 A plain Linux ``AF_PACKET``/``SOCK_RAW`` socket (packet(7); needs ``CAP_NET_RAW``): opened with
 protocol 0 so that nothing is queued before the BPF filter is attached (scapy compiles the
 filter with libpcap and attaches it, ``SO_ATTACH_FILTER``), then bound to the interface for
-``ETH_P_ALL``; a large receive buffer (``SO_RCVBUF``, ``rcvbuf_bytes``) absorbs bursts. The worker
+``ETH_P_ALL``; a large receive buffer (``rcvbuf_bytes``: ``SO_RCVBUFFORCE`` when the process
+has CAP_NET_ADMIN, else ``SO_RCVBUF``, which the kernel caps at ``net.core.rmem_max``) absorbs
+bursts. The worker
 thread drains the socket without blocking (up to ``BURST`` frames per wake-up, one lock per
 burst) and timestamps each frame with the host clock when it is read. The kernel's drop counter
 is read with ``getsockopt(SOL_PACKET, PACKET_STATISTICS)`` (``struct tpacket_stats``: packets,
@@ -33,6 +35,8 @@ PACKET_STATISTICS = 6
 ETHERNET = 1
 #: every protocol (linux/if_ether.h); bind() takes it in host order (Python applies htons)
 ETH_P_ALL = 0x0003
+#: socket(7): set the receive buffer size past net.core.rmem_max (needs CAP_NET_ADMIN)
+SO_RCVBUFFORCE = 33
 #: frames read per wake-up of the worker
 BURST = 512
 #: largest frame read (bytes); longer ones (GSO/GRO super-frames) are cut, their IP length kept
@@ -81,7 +85,10 @@ class LiveCapture:
         sock = None
         try:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf_bytes)
+            try:  # beyond net.core.rmem_max when allowed (CAP_NET_ADMIN)
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf_bytes)
+            except PermissionError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf_bytes)
             if self.bpf:
                 attach_filter(sock, self.bpf, self.interface)
             sock.bind((self.interface, ETH_P_ALL))
