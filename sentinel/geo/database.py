@@ -152,10 +152,20 @@ class GeoDatabase:
     about six times slower (measured on DB-IP City Lite: ~390 µs vs ~60 µs a lookup).
     """
 
-    def __init__(self, reader: Any, provenance: GeoProvenance, ip_version: int) -> None:
+    def __init__(
+        self,
+        reader: Any,
+        provenance: GeoProvenance,
+        ip_version: int,
+        *,
+        node_count: int = 0,
+        record_size: int = 0,
+    ) -> None:
         self._reader = reader
         self.provenance = provenance
         self.ip_version = ip_version
+        self.node_count = node_count
+        self.record_size = record_size
         self.lookup_errors = 0
         self._cache: dict[str, GeoResult] = {}
 
@@ -199,13 +209,13 @@ class GeoDatabase:
             sha256=digest,
             path=str(shown.absolute()),
         )
-        db = cls(reader, provenance, int(meta.ip_version))
-        db.node_count = int(meta.node_count)
-        db.record_size = int(meta.record_size)
-        return db
-
-    node_count = 0
-    record_size = 0
+        return cls(
+            reader,
+            provenance,
+            int(meta.ip_version),
+            node_count=int(meta.node_count),
+            record_size=int(meta.record_size),
+        )
 
     def lookup(self, ip: str | IPAddress) -> GeoResult:
         """Locate ``ip`` (string or ``ipaddress`` object). Raises ``ValueError`` only for a
