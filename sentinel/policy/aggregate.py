@@ -63,6 +63,14 @@ class Emission:
     total_bytes_out: int
     verdict: Verdict | None = None
 
+    @property
+    def dedup_key(self) -> str:
+        """A stable key for the ledger's duplicate check: kind, key and window."""
+        return (
+            f"egress-{self.kind}:{self.remote_ip or '*'}:{self.remote_port}:{self.protocol}:"
+            f"{self.reason}:{format_ts(self.first_seen)}:{format_ts(self.last_seen)}"
+        )
+
     def to_json(self) -> dict[str, Any]:
         """JSON-ready, no floats, timestamps RFC 3339 UTC (ledger record body)."""
         body: dict[str, Any] = {

@@ -52,6 +52,8 @@ def test_real_verdicts_first_then_summary(corpus: Path) -> None:
     body = json.loads(json.dumps(s.to_json()))
     assert body["protocol"] == "tcp" and body["first_seen"] == "2026-01-01T00:00:01.000000Z"
     assert "verdict" not in body and "verdict" in first[0].to_json()
+    keys = [e.dedup_key for e in first + later]
+    assert len(set(keys)) == 4 and keys[0].startswith("egress-first:81.2.69.142:443:6:")
 
 
 def test_key_is_ip_port_protocol_reason() -> None:
