@@ -16,6 +16,9 @@ from sentinel.policy.egress import EgressPolicy, evaluate_all
 from sentinel.records import Verdict, protocol_name
 from sentinel.timefmt import parse_ts, utcnow
 
+#: verdict lines written per write
+_BLOCK = 4096
+
 
 @click.group()
 def egress() -> None:
@@ -116,11 +119,13 @@ def check(
         for db in (geo, second):
             if db is not None:
                 db.close()
-    violations = 0
-    for verdict in verdicts:
-        if verdict.verdict == "violation":
-            violations += 1
-        click.echo(json.dumps(verdict.to_json(), sort_keys=True) if as_json else _human(verdict))
+    violations = sum(1 for v in verdicts if v.verdict == "violation")
+    # written in blocks: click.echo flushes on every call (one write per flow otherwise)
+    dumps = json.JSONEncoder(sort_keys=True).encode
+    for start in range(0, len(verdicts), _BLOCK):
+        block = verdicts[start : start + _BLOCK]
+        lines = [dumps(v.to_json()) for v in block] if as_json else [_human(v) for v in block]
+        click.echo("\n".join(lines))
     rate = int(stats.packets / elapsed) if elapsed > 0 else 0
     summary = (
         f"sentinel: {len(pcaps)} file(s), {stats.packets} packets, {len(flows)} flows, "
@@ -128,6 +133,9 @@ def check(
         f"unsupported link type {stats.unsupported_linktype}, "
         f"unmatched fragments {stats.fragments_unmatched}; {rate} packets/s"
     )
+    if stats.tunnels:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats.tunnels.items()))
+        summary += f"; tunnelled packets judged by their inner flow: {kinds}"
     if geo is None:
         summary += "; no GeoIP database: every public address is 'unknown location'"
     elif geo.lookup_errors:

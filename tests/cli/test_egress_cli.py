@@ -139,3 +139,17 @@ def test_falls_back_to_config(corpus: Path, tmp_path: Path) -> None:
     )
     assert code == 1, err
     assert any(json.loads(line)["country"] == "CN" for line in out.splitlines())
+
+
+def test_check_judges_tunnels_by_inner_flow_and_says_so(corpus: Path) -> None:
+    gre = corpus / "pcap" / "zeek" / "tunnels-gre-sample.pcap"
+    geo = corpus / "geoip" / "GeoIP2-City-Test.mmdb"
+    code, out, err = _run(
+        ["egress", "check", "--pcap", str(gre), "--geoip", str(geo), "--policy", str(POLICY),
+         "--json", "--now", "2026-01-02T00:00:00Z"]
+    )  # fmt: skip
+    assert code in (0, 1), err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) > 1 and all(r["protocol"] != "gre" for r in rows)
+    assert sum(r["packets"] for r in rows) == 40
+    assert "tunnelled packets judged by their inner flow: gre 40" in err
