@@ -189,26 +189,39 @@ def _pcap_batches(reader: CaptureReader, first_seq: int, target: int) -> Iterato
                 break
             size += got
         n = size
+        # the tightest loop in the module: the record-length limit is checked afterwards, on
+        # all records at once, and the end of the data is found by unpack_from's error
         offs: list[int] = []
         app = offs.append
         pos = 0
-        last = n - 16
+        window = view[:n]
+        try:
+            while True:
+                end = pos + 16 + incl_at(window, pos + 8)[0]
+                if end > n:
+                    break
+                app(pos)
+                pos = end
+        except struct.error:
+            pass
+        window.release()
         too_long = -1
-        while pos <= last:
+        count = len(offs)
+        if count:
+            rec = np.array(offs, dtype=np.int64)
+            hdr = u8_all[rec[:, None] + np.arange(16)].view(hdr_dtype).astype(np.int64)
+            over = np.flatnonzero(hdr[:, 2] > limit)
+            if over.size:
+                count = int(over[0])
+                pos = offs[count]
+                too_long = int(hdr[count, 2])
+                rec, hdr = rec[:count], hdr[:count]
+        if too_long < 0 and pos + 16 <= n:
             incl = incl_at(buf, pos + 8)[0]
             if incl > limit:
                 too_long = incl
-                break
-            end = pos + 16 + incl
-            if end > n:
-                break
-            app(pos)
-            pos = end
-        if offs:
-            rec = np.array(offs, dtype=np.int64)
-            hdr = u8_all[rec[:, None] + np.arange(16)].view(hdr_dtype).astype(np.int64)
+        if count:
             sec, frac, incl_a, orig = hdr[:, 0], hdr[:, 1], hdr[:, 2], hdr[:, 3]
-            count = len(offs)
             stats.packets += count
             stats.bytes += int(incl_a.sum())
             bad = int(np.count_nonzero(incl_a > orig))

@@ -239,3 +239,21 @@ def test_special_buckets_cover_every_private_and_multicast_range() -> None:
             first = int(net.network_address) >> shift
             last = int(net.broadcast_address) >> shift
             assert table[first : last + 1].all(), net
+
+
+def test_oversized_record_inside_a_batch_stops_the_file_there(tmp_path: Path) -> None:
+    """A damaged length that still points inside the data read so far: same cut as scalar."""
+    frame = bytes(Ether() / IP(src="10.20.0.1", dst="81.2.69.142") / UDP() / (b"q" * 150))
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    rec = struct.pack("<IIII", 1_767_225_600, 0, len(frame), len(frame)) + frame
+    data = bytearray(head + rec * 3000)
+    struct.pack_into("<I", data, 24 + 10 * len(rec) + 8, 300_000)  # record 10: > 262,144
+    path = tmp_path / "damaged.pcap"
+    path.write_bytes(bytes(data))
+    flows, stats = read_flows([path], LOCALS[2], engine="vector")
+    assert stats.packets == 10 and flows[0].packets_out == 10
+    assert stats.notes == [
+        f"{path} @ byte {24 + 10 * len(rec)}: record length 300000 exceeds the maximum of "
+        "262144 bytes; file damaged, rest ignored"
+    ]
+    assert (flows, stats) == read_flows([path], LOCALS[2], engine="scalar")
