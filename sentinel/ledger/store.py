@@ -1126,18 +1126,43 @@ class Ledger:
         size = self.head().seq + 1
         end = size if size > 0 else None
         cps = _CheckpointCursor(anchor, size) if anchor is not None else None
+        with _RawReader(self) as reader:
+            return self._verify_rows(reader, size, end, batch, cps)
+
+    def _verify_rows(
+        self,
+        reader: _RawReader,
+        size: int,
+        end: int | None,
+        batch: int,
+        cps: _CheckpointCursor | None,
+    ) -> VerifyResult:
+        """The streaming part of ``verify``: batches of ``2^k`` rows, so every batch starts at a
+        multiple of its size and its Merkle nodes are computed level by level."""
         sha256 = hashlib.sha256
-        hash_children = merkle.hash_children
-        stack: list[tuple[int, bytes]] = []
+        block = 1 << (max(1, batch).bit_length() - 1)
+        stack: list[tuple[int, bytes]] = []  # perfect subtrees left of the current batch
         prefix_cache: dict[tuple[str, str], bytes] = {}
         log_json = self._log_json
         version_tail = b',"v":' + str(RECORD_VERSION).encode() + b"}"
+        data_head = b'{"data":{'
         prev = GENESIS
         count = 0
         next_stop = cps.next_size() if cps is not None else -1
-        t = entries_table
         lower: int | None = None
         failure: tuple[int, str] | None = None
+        ph = reader.ph
+        columns = "seq, recorded_at, kind, body, leaf_hash, prev_hash, chain_hash"
+        bound = f" AND seq < {ph}" if end is not None else ""
+        first_sql = (
+            f"SELECT {columns} FROM ledger_entries WHERE log_id = {ph}{bound} "  # noqa: S608
+            f"ORDER BY seq LIMIT {ph}"
+        )
+        next_sql = (
+            f"SELECT {columns} FROM ledger_entries WHERE log_id = {ph} AND seq > {ph}"  # noqa: S608
+            f"{bound} ORDER BY seq LIMIT {ph}"
+        )
+        tail = ((end,) if end is not None else ()) + (block,)
 
         def result(status: VerifyStatus, bad: int | None, problem: str | None) -> VerifyResult:
             return VerifyResult(
@@ -1159,69 +1184,74 @@ class Ledger:
                     return result(VerifyStatus.INVALID, cps.matched, problem)
                 next_stop = cps.next_size()
         while failure is None:
-            conds = [t.c.log_id == self._log_id]
-            if lower is not None:
-                conds.append(t.c.seq > lower)
-            if end is not None:
-                conds.append(t.c.seq < end)
-            query = sa.select(*_ENTRY_COLUMNS).where(*conds).order_by(t.c.seq).limit(batch)
-            try:
-                with self._engine.connect() as conn:
-                    rows = conn.execute(query).all()
-            except sa.exc.SQLAlchemyError as exc:
-                raise _db_error("reading entries", exc) from exc
+            if lower is None:
+                rows = reader.fetch(first_sql, (self._log_id, *tail))
+            else:
+                rows = reader.fetch(next_sql, (self._log_id, lower, *tail))
             if not rows:
                 break
-            batch_start = count
-            computed: dict[tuple[int, int], bytes] = {}
+            start = count
+            leaves: list[bytes] = []
+            add = leaves.append
             for seq, rec_at, kind, body, leaf, prev_hash, chained in rows:
-                body = bytes(body)
-                leaf = bytes(leaf)
                 if seq != count or sha256(b"\x00" + body).digest() != leaf:
                     failure = self._slow_check(seq, rec_at, kind, body, leaf, count)
                     break
-                key = (kind, rec_at)
-                prefix = prefix_cache.get(key)
+                prefix = prefix_cache.get((kind, rec_at))
                 if prefix is None:
                     prefix = _tail_prefix(kind, rec_at, log_json)
                     if len(prefix_cache) > 256:
                         prefix_cache.clear()
-                    prefix_cache[key] = prefix
+                    prefix_cache[(kind, rec_at)] = prefix
                 if not (
-                    body.startswith(b'{"data":{')
-                    and body.endswith(prefix + str(seq).encode() + version_tail)
+                    body.startswith(data_head)
+                    and body.endswith(b"%s%d%s" % (prefix, seq, version_tail))
                 ):
                     failure = self._slow_check(seq, rec_at, kind, body, leaf, count)
                     break
-                if bytes(prev_hash) != prev:
+                if prev_hash != prev:
                     failure = (seq, "prev_hash does not link to the previous record")
                     break
-                prev = sha256(b"\x02" + prev + leaf).digest()
-                if bytes(chained) != prev:
+                chain = sha256(b"\x02" + prev + leaf).digest()
+                if chained != chain:
                     failure = (seq, "chain_hash is wrong")
-                    prev = bytes(prev_hash)
                     break
+                prev = chain
                 count += 1
-                stack.append((0, leaf))
+                add(bytes(leaf))
+            # the batch's Merkle nodes, level by level (start is a multiple of ``block``)
+            levels = [leaves]
+            while len(levels[-1]) > 1:
+                below = levels[-1]
+                levels.append(
+                    [
+                        sha256(b"\x01" + a + b).digest()
+                        for a, b in zip(below[0::2], below[1::2], strict=False)
+                    ]
+                )
+            before = list(stack)
+            merged: dict[tuple[int, int], bytes] = {}
+            done = start
+            for node in _prefix_frontier(levels, count - start):
+                done += 1 << node[0]
+                stack.append(node)
                 while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
                     level, right = stack.pop()
-                    node = hash_children(stack.pop()[1], right)
-                    stack.append((level + 1, node))
-                    computed[(level + 1, (count >> (level + 1)) - 1)] = node
-                if count == next_stop and cps is not None:
-                    tree_bad = self._compare_tree(batch_start, count, computed)
-                    if tree_bad is not None:
-                        return result(VerifyStatus.INVALID, *tree_bad)
-                    batch_start, computed = count, {}
-                    while next_stop == count:
-                        problem = cps.check_root(_fold(stack))
-                        if problem is not None:
-                            return result(VerifyStatus.INVALID, cps.matched, problem)
-                        next_stop = cps.next_size()
-            tree_bad = self._compare_tree(batch_start, count, computed)
+                    joined = merkle.hash_children(stack.pop()[1], right)
+                    stack.append((level + 1, joined))
+                    merged[(level + 1, (done >> (level + 1)) - 1)] = joined
+            tree_bad = self._compare_tree(reader, start, count, levels, merged)
+            while cps is not None and start < next_stop <= count:
+                if tree_bad is not None and tree_bad[0] < next_stop:
+                    return result(VerifyStatus.INVALID, *tree_bad)
+                root = _fold(before + _prefix_frontier(levels, next_stop - start))
+                problem = cps.check_root(root)
+                if problem is not None:
+                    return result(VerifyStatus.INVALID, cps.matched, problem)
+                next_stop = cps.next_size()
             if tree_bad is not None:
                 return result(VerifyStatus.INVALID, *tree_bad)
-            if len(rows) < batch:
+            if len(rows) < block:
                 break
             lower = int(rows[-1][0])
         if failure is not None:
@@ -1233,32 +1263,42 @@ class Ledger:
         return result(*cps.finish(count))
 
     def _compare_tree(
-        self, lo: int, hi: int, computed: dict[tuple[int, int], bytes]
+        self,
+        reader: _RawReader,
+        lo: int,
+        hi: int,
+        levels: list[list[bytes]],
+        merged: dict[tuple[int, int], bytes],
     ) -> tuple[int, str] | None:
-        """Stored nodes completed by leaves ``lo..hi-1`` must equal the recomputed ones."""
+        """Stored nodes completed by leaves ``lo..hi-1`` must equal the recomputed ones.
+
+        ``levels[L]`` are the level-L nodes inside the batch starting at leaf ``lo`` (a
+        multiple of the batch size); ``merged`` the nodes above it that the batch completed.
+        Returns ``(seq completing the first bad node, problem)`` or ``None``.
+        """
         if hi <= lo:
             return None
-        t = tree_table
-        parts = []
+        ph = reader.ph
+        parts: list[str] = []
+        params: list[Any] = []
         for level in range(1, hi.bit_length() + 1):
             first = -(-(lo + 1) // (1 << level)) - 1
             last = (hi >> level) - 1
             if first <= last:  # one primary-key range scan per level (an OR scans the table)
                 parts.append(
-                    sa.select(t.c.level, t.c.idx, t.c.hash).where(
-                        t.c.log_id == self._log_id,
-                        t.c.level == level,
-                        t.c.idx.between(first, last),
-                    )
+                    f"SELECT level, idx, hash FROM ledger_tree WHERE log_id = {ph} "  # noqa: S608
+                    f"AND level = {ph} AND idx BETWEEN {ph} AND {ph}"
                 )
+                params += [self._log_id, level, first, last]
         if not parts:
             return None
-        query = sa.union_all(*parts)
-        try:
-            with self._engine.connect() as conn:
-                stored = {(lv, ix): bytes(h) for lv, ix, h in conn.execute(query).all()}
-        except sa.exc.SQLAlchemyError as exc:
-            raise _db_error("reading the Merkle tree", exc) from exc
+        rows = reader.fetch(" UNION ALL ".join(parts), tuple(params))
+        stored = {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
+        computed = dict(merged)
+        for level in range(1, len(levels)):
+            base = lo >> level
+            for j, node in enumerate(levels[level]):
+                computed[(level, base + j)] = node
         if stored == computed:
             return None
         wrong = [k for k in computed.keys() | stored.keys() if stored.get(k) != computed.get(k)]
@@ -1318,6 +1358,17 @@ def _fold(stack: list[tuple[int, bytes]]) -> bytes:
     return node
 
 
+def _prefix_frontier(levels: list[list[bytes]], m: int) -> list[tuple[int, bytes]]:
+    """Perfect subtrees (level, hash) of the first ``m`` leaves of an aligned batch."""
+    out = []
+    offset = 0
+    for level in range(m.bit_length() - 1, -1, -1):
+        if m >> level & 1:
+            out.append((level, levels[level][offset >> level]))
+            offset += 1 << level
+    return out
+
+
 def _tail_prefix(kind: str, recorded_at: str, log_json: bytes) -> bytes:
     """The canonical bytes a record body has between ``data`` and its ``seq`` value."""
     try:
@@ -1328,6 +1379,48 @@ def _tail_prefix(kind: str, recorded_at: str, log_json: bytes) -> bytes:
     return b"".join(
         (b',"kind":', kind_json, b',"log":', log_json, b',"recorded_at":', rec_json, b',"seq":')
     )
+
+
+class _RawReader:
+    """Plain DB-API reads for ``verify`` (SQLAlchemy's row processing cost more than the
+    hashing). One pooled connection; on PostgreSQL each read ends its transaction, so a long
+    verification never holds a snapshot. Raises ``LedgerError`` on a database error."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._sqlite = ledger.backend == "sqlite"
+        self.ph = "?" if self._sqlite else "%s"
+        self._conn: sa.Connection | None = None
+        self._dbapi: Any = None
+
+    def __enter__(self) -> _RawReader:
+        try:
+            self._conn = self._ledger._engine.connect()
+            self._dbapi = self._conn.connection.dbapi_connection
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_error("reading entries", exc) from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        dbapi = self._dbapi
+        error = self._ledger._engine.dialect.dbapi.Error  # type: ignore[union-attr]
+        try:
+            cur = dbapi.cursor()
+            try:
+                cur.execute(sql, params)
+                rows: list[Any] = cur.fetchall()
+            finally:
+                cur.close()
+            if not self._sqlite:
+                dbapi.rollback()
+        except error as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LedgerError(f"ledger: reading entries failed: {detail}") from exc
+        return rows
 
 
 class _CheckpointCursor:

@@ -92,3 +92,37 @@ def test_missing_node_is_a_loud_error(ledger_url: str) -> None:
         result = led.verify()
         assert result.status == "invalid" and result.first_bad_seq == 7, result
         assert result.problem is not None and "(level 3, index 0)" in result.problem
+
+
+@pytest.mark.parametrize("batch", [1, 3, 4, 7, 64, 8192])
+def test_verify_batches_checkpoints_and_high_nodes(
+    batch: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Any batch size, checkpoints at unaligned sizes, and a damaged node above the batch."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sentinel.ledger.checkpoint import Anchor, CheckpointLog
+    from sentinel.ledger.note import Signer
+
+    base = tmp_path_factory.mktemp(f"b{batch}")
+    signer = Signer("sentinel/sentinel", Ed25519PrivateKey.generate())
+    anchor = Anchor(CheckpointLog(base / "cp", "sentinel"), (signer.verifier,), signer.name)
+    url = f"sqlite:///{base / 'l.db'}"
+    with Ledger.open(url, anchor=anchor) as led:
+        start = 0
+        for n in (5, 8, 17, 7):
+            led.append([audit_record(i) for i in range(start, start + n)])
+            start += n
+            led.checkpoint(signer)
+        result = led.verify(batch=batch)
+        assert (result.status, result.checkpoints_checked) == ("valid", 4), result
+        assert result.root == led.root().hex()
+    with raw(url) as conn:
+        conn.execute(
+            sa.text("UPDATE ledger_tree SET hash = :h WHERE level = 4 AND idx = 1"),
+            {"h": b"\x04" * 32},
+        )
+    with Ledger.open(url, anchor=anchor) as led:
+        result = led.verify(batch=batch)
+    assert (result.status, result.first_bad_seq) == ("invalid", 31), result
+    assert result.problem is not None and "(level 4, index 1)" in result.problem
