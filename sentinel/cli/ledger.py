@@ -26,7 +26,7 @@ from sentinel.cli.common import (
     pass_state,
 )
 from sentinel.ledger import Ledger, VerifyStatus, merkle
-from sentinel.ledger.checkpoint import anchor_from_settings, make_checkpoint
+from sentinel.ledger.checkpoint import anchor_from_settings, make_checkpoint, rotate_key
 from sentinel.timefmt import parse_ts
 
 #: ``sentinel ledger verify``: a checkpoint is signed by no trusted key, or keys are missing
@@ -154,6 +154,28 @@ def checkpoint(state: CliState, sign: bool, as_json: bool) -> None:
         click.echo(json.dumps(info))
     else:
         click.echo(str(info["note"]), nl=False)
+
+
+@ledger.command("rotate-key")
+@pass_state
+@handle_errors
+def rotate_key_command(state: CliState) -> None:
+    """Replace the checkpoint signing key; the old public key stays trusted.
+
+    Signs a last checkpoint with the old key, appends the old verifier key to
+    <signing_key>.history (read by verify), writes a new key pair in place of
+    [ledger] signing_key and signs a checkpoint with it. Restart the daemon afterwards.
+
+    \b
+    Exit codes: 0 rotated; 1 refused (the ledger does not extend the last checkpoint);
+    2 error.
+    """
+    settings = state.settings()
+    led, _shown = _open(state)
+    with led:
+        old, new = rotate_key(led, settings)
+    click.echo(f"retired {old.vkey} (last checkpoint at size {old.size})")
+    click.echo(f"signing with {new.vkey} (checkpoint at size {new.size})")
 
 
 @ledger.command("prove")

@@ -423,3 +423,43 @@ def make_checkpoint(ledger: Ledger, settings: Settings) -> SignedCheckpoint:
     """
     _check_dirs(settings, settings.resolve(settings.ledger.checkpoint_dir))
     return ledger.checkpoint(load_signer(settings), anchor=anchor_from_settings(settings))
+
+
+def rotate_key(ledger: Ledger, settings: Settings) -> tuple[SignedCheckpoint, SignedCheckpoint]:
+    """Replace the checkpoint signing key, keeping the old public key in the key history.
+
+    Signs a last checkpoint with the old key (after the usual consistency check), appends the
+    old vkey to ``<signing_key>.history``, writes a new Ed25519 key (PKCS#8 PEM, mode 0600,
+    replaced atomically) and its ``.pub.pem``, and signs a checkpoint with the new key.
+    Returns ``(last checkpoint by the old key, first by the new key)``. Raises as
+    ``make_checkpoint``.
+    """
+    old = make_checkpoint(ledger, settings)
+    key_path = settings.resolve(settings.ledger.signing_key)
+    history = key_history_path(key_path)
+    with history.open("a", encoding="ascii") as handle:
+        handle.write(f"{old.vkey}\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    new_key = Ed25519PrivateKey.generate()
+    pem = new_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    tmp = key_path.with_name(key_path.name + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+    public = new_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pub_path = public_key_path(key_path)
+    pub_tmp = pub_path.with_name(pub_path.name + ".new")
+    pub_tmp.write_bytes(public)
+    tmp.replace(key_path)
+    pub_tmp.replace(pub_path)
+    new = make_checkpoint(ledger, settings)
+    return old, new

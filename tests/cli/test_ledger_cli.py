@@ -203,3 +203,26 @@ def test_verify_exit_codes_for_truncation_and_unknown_key(ledger_url: str, tmp_p
     key.with_name("ledger-ed25519.pub.pem").unlink()
     res = runner.invoke(cli, ["--config", cfg, "ledger", "verify"])
     assert res.exit_code == 4 and res.output.startswith("unverifiable: "), res.output
+
+
+def test_rotate_key(tmp_path: Path) -> None:
+    cfg = _init_site(tmp_path, "sqlite")
+    settings = load_settings(Path(cfg))
+    _fill(settings.ledger_url)
+    runner = CliRunner()
+    key = settings.resolve(settings.ledger.signing_key)
+    before = key.read_bytes()
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "rotate-key"])
+    assert res.exit_code == 0, res.output
+    assert "retired sentinel/sentinel+" in res.output and "signing with" in res.output
+    assert key.read_bytes() != before and key.stat().st_mode & 0o777 == 0o600
+    history = key.with_name("ledger-ed25519.history").read_text().split()
+    assert len(history) == 1 and history[0] in res.output
+    # both checkpoints (old key, new key) verify; the log stays valid
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "verify", "--json"])
+    out = json.loads(res.output)
+    assert (res.exit_code, out["status"], out["checkpoints_checked"]) == (0, "valid", 2)
+    # forgetting the history makes the old checkpoint unverifiable (exit 4), not invalid
+    key.with_name("ledger-ed25519.history").unlink()
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "verify"])
+    assert res.exit_code == 4, res.output
