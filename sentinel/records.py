@@ -58,6 +58,20 @@ Outcome = Literal["success", "failure", "unknown"]
 ClientIPSource = Literal["socket", "header"]
 
 
+def position_key(src_pos: str) -> str:
+    """The part of ``src_pos`` that identifies the bytes, not the name they were read under.
+
+    Tailed and ingested files have ``src_pos = "<path>@<dev>:<ino>.<gen>:<offset>"``; the same
+    file reached through another path (``./a/../a/x.log``, a symlink, or renamed by logrotate)
+    has the same device, inode and offset, so dedup keys drop the path. Other positions
+    (webhook deliveries) are returned unchanged.
+    """
+    _path, at, rest = src_pos.rpartition("@")
+    if at and rest.count(":") >= 2:
+        return rest
+    return src_pos
+
+
 def sha256_hex(raw: bytes) -> str:
     """Lower-case hex SHA-256 of ``raw``."""
     return hashlib.sha256(raw).hexdigest()
@@ -115,7 +129,7 @@ class AuditEvent:
         """
         if self.event_id:
             return f"{self.source}:event:{self.event_id}"
-        return f"{self.source}:pos:{self.src_pos}:{self.raw_sha256}"
+        return f"{self.source}:pos:{position_key(self.src_pos)}:{self.raw_sha256}"
 
     def to_json(self) -> dict[str, Any]:
         """DESIGN.md field names, JSON-ready (no floats; ``ts`` as RFC 3339 UTC)."""
@@ -168,6 +182,11 @@ class Unparsed:
         if not self.raw_sha256:
             object.__setattr__(self, "raw_sha256", sha256_hex(self.raw))
             object.__setattr__(self, "raw_len", len(self.raw))
+
+    @property
+    def dedup_key(self) -> str:
+        """Source, position (without the path, see ``position_key``) and hash of the input."""
+        return f"{self.source}:unparsed:{position_key(self.src_pos)}:{self.raw_sha256}"
 
     def to_json(self) -> dict[str, Any]:
         kept = self.raw[: self.MAX_KEPT]

@@ -18,10 +18,8 @@ DEFAULT_CAPACITY = 100_000
 
 
 def dedup_key_of(item: AuditEvent | Unparsed) -> str:
-    """The dedup key of any record: ``AuditEvent.dedup_key``, or source + position + hash."""
-    if isinstance(item, AuditEvent):
-        return item.dedup_key
-    return f"{item.source}:unparsed:{item.src_pos}:{item.raw_sha256}"
+    """The dedup key of any record (``AuditEvent.dedup_key`` / ``Unparsed.dedup_key``)."""
+    return item.dedup_key
 
 
 class Deduplicator:

@@ -67,12 +67,6 @@ def audit_record(item: AuditEvent | Unparsed) -> dict[str, Any]:
     return {"kind": "audit_event", "data": item.to_json()}
 
 
-def _dedup_key(item: AuditEvent | Unparsed) -> str:
-    if isinstance(item, Unparsed):
-        return f"{item.source}:unparsed:{item.src_pos}:{item.raw_sha256}"
-    return item.dedup_key
-
-
 class Recorder:
     """Appends records to ``ledger`` and counts what was appended in ``metrics``."""
 
@@ -94,7 +88,7 @@ class Recorder:
         """
         records = [audit_record(i) for i in items]
         result = self.ledger.append(
-            records, dedup_keys=[_dedup_key(i) for i in items], cursors=cursors
+            records, dedup_keys=[i.dedup_key for i in items], cursors=cursors
         )
         # count only what was new: a redelivery or a re-read line is not a second event
         self.metrics.count_audit([items[i] for i in result.accepted])
