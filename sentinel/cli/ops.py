@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from sentinel.cli.common import CliState, fail, handle_errors, pass_state
+from sentinel.cli.common import EXIT_FINDINGS, CliState, fail, handle_errors, pass_state
 from sentinel.errors import SentinelError
 from sentinel.ledger import Ledger
 from sentinel.policy.egress import EgressPolicy
@@ -42,6 +43,10 @@ def run_cmd(state: CliState) -> None:
     Stops cleanly on SIGTERM or Ctrl-C (flushes open flows, closes the ledger)."""
     settings = state.settings()
     logging.getLogger().setLevel(settings.sentinel.log_level.upper())
+    # APScheduler logs every job run at INFO; keep its chatter for -vv debugging only
+    logging.getLogger("apscheduler").setLevel(
+        logging.DEBUG if settings.sentinel.log_level == "debug" else logging.WARNING
+    )
     Service(settings).run_forever()
 
 
@@ -99,7 +104,16 @@ def report_cmd(
     """Render the compliance report for a period from the ledger.
 
     Five criteria — data residency, access control, vulnerability scanning, replication,
-    audit logging — each with a status and the evidence behind it."""
+    audit logging — each with a status and the evidence behind it.
+
+    \b
+    Exit codes: 0 the report was written and no criterion failed;
+    1 it was written and a criterion failed (e.g. egress violations, an invalid ledger);
+    2 error (bad arguments, configuration, unreadable ledger)."""
+    if output.suffix.lower() not in {".html", ".htm", ".json"}:
+        fail(f"-o {output}: the name must end in .html, .htm or .json")
+    if template_dir is not None and not (template_dir / "report.html.j2").is_file():
+        fail(f"--template-dir {template_dir}: no report.html.j2 in it")
     settings = state.settings()
     end = _parse_when(end_s, "--to") or utcnow()
     start = _parse_when(start_s, "--from") or end - timedelta(days=1)
@@ -123,3 +137,5 @@ def report_cmd(
     for c in data["criteria"]:
         click.echo(f"  [{c['status']:>15}] {c['title']}: {c['summary']}")
     click.echo(f"report written to {output}")
+    if any(c["status"] == "fail" for c in data["criteria"]):
+        sys.exit(EXIT_FINDINGS)

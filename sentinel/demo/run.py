@@ -84,8 +84,8 @@ def prepare(directory: Path, geoip: Path) -> Path:
     """
     if not geoip.is_file():
         raise InputError(
-            f"GeoIP database {geoip} not found: run `make demo` (it fetches DB-IP City Lite) "
-            "or pass --geoip FILE.mmdb"
+            f"GeoIP database {geoip} not found: run `make demo` (it fetches DB-IP City Lite), "
+            f"or `python -m sentinel.demo.fetch_geoip {geoip}`, or pass --geoip FILE.mmdb"
         )
     if directory.exists() and any(directory.iterdir()):
         if not (directory / MARKER).exists():
