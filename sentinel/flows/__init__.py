@@ -2,7 +2,8 @@
 
 Stable entry points for the runtime and the demo:
 
-* ``read_flows(paths, local_networks) -> (list[Flow], ReadStats)`` — read whole capture files;
+* ``read_flows(paths, local_networks, *, max_flows, engine) -> (list[Flow], ReadStats)`` — read
+  whole capture files, on the vectorized path (``sentinel.flows.vector``, numpy) by default;
 * ``CaptureReader`` / ``read_packets`` (``sentinel.flows.pcap``) — raw packet iteration;
 * ``Decoder`` (``sentinel.flows.decode``) and ``FlowTable`` (``sentinel.flows.table``) — the
   per-packet path shared with live capture (``sentinel.flows.live.LiveCapture``).
