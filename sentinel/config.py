@@ -123,6 +123,22 @@ class AuditFile(_Section):
     mapping: Path | None = None
 
 
+class WebhookRoute(_Section):
+    """One more webhook endpoint on the receiver (Harbor, MinIO, zot, another MLflow…)."""
+
+    #: URL path, e.g. /harbor
+    path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]*$")]
+    #: source id for events received here
+    source: str
+    #: payload format (an audit format name, e.g. harbor-webhook, minio-audit)
+    format: str
+    #: bearer: `Authorization: Bearer <secret>`; mlflow-signature: X-MLflow-Signature;
+    #: hmac-sha256: `X-Hub-Signature-256: sha256=<hex HMAC of the body>`
+    auth: Literal["bearer", "mlflow-signature", "hmac-sha256"] = "bearer"
+    #: file holding the token or secret (at least 16 characters)
+    secret_file: Path
+
+
 class WebhookSection(_Section):
     enabled: bool = False
     #: host:port; 127.0.0.1 unless you mean to expose it
@@ -144,6 +160,8 @@ class WebhookSection(_Section):
     #: per client address: sustained requests per second, and burst size
     rate_limit: Annotated[float, Field(gt=0)] = 20.0
     rate_burst: Annotated[int, Field(ge=1)] = 100
+    #: further endpoints, one [[webhook.routes]] table each
+    routes: tuple[WebhookRoute, ...] = ()
 
     @field_validator("listen")
     @classmethod
@@ -349,6 +367,13 @@ signature_max_age = 300
 # Per client address: sustained requests per second and burst (429 beyond).
 rate_limit = 20.0
 rate_burst = 100
+# Further endpoints, one table each; auth = bearer | mlflow-signature | hmac-sha256. Example:
+# [[webhook.routes]]
+# path = "/harbor"
+# source = "harbor"
+# format = "harbor-webhook"
+# auth = "bearer"
+# secret_file = "keys/harbor-webhook.token"
 
 [syslog]
 # TCP syslog receiver (RFC 5424/3164; octet counting or newline framing), e.g. for Harbor's

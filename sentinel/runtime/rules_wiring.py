@@ -41,8 +41,14 @@ from typing import TYPE_CHECKING
 from sentinel.audit.parsers import get_parser
 from sentinel.audit.syslog import SyslogReceiver
 from sentinel.audit.webhook import (
+    JSON_TYPES,
+    MLFLOW_CAPTURE_HEADERS,
+    BearerAuth,
     Deliver,
+    HmacSha256Auth,
+    MLflowSignatureAuth,
     RateLimit,
+    Route,
     WebhookReceiver,
     make_ssl_context,
     mlflow_route,
@@ -141,7 +147,8 @@ class RulesRecorder(Recorder):
 def webhook_from_settings(settings: Settings, deliver: Deliver, token: str) -> WebhookReceiver:
     """The ``[webhook]`` receiver: the distribution route (bearer ``token``) on
     ``/notifications``, the MLflow route on ``/mlflow`` when ``mlflow_secret_file`` is set,
-    the rate limit and TLS. Raises ``ConfigError`` (key named) for unreadable files."""
+    every ``[[webhook.routes]]`` table, the rate limit and TLS. Raises ``ConfigError`` (key
+    named) for unreadable or short secrets, unknown formats and duplicate paths."""
     w = settings.webhook
     routes = []
     if w.mlflow_secret_file is not None:
@@ -149,6 +156,25 @@ def webhook_from_settings(settings: Settings, deliver: Deliver, token: str) -> W
         routes.append(
             mlflow_route(secret, source=w.mlflow_source, max_skew_seconds=w.signature_max_age)
         )
+    for index, spec in enumerate(w.routes):
+        key = f"webhook.routes.{index}"
+        secret = _read_secret(settings, spec.secret_file, f"{key}.secret_file")
+        try:
+            parser = get_parser(spec.format)
+        except ConfigError as exc:
+            raise ConfigError(str(settings.path), exc.problem, f"{key}.format") from exc
+        auth: BearerAuth | MLflowSignatureAuth | HmacSha256Auth
+        if spec.auth == "bearer":
+            auth = BearerAuth(secret)
+        elif spec.auth == "mlflow-signature":
+            auth = MLflowSignatureAuth(secret, w.signature_max_age)
+        else:
+            auth = HmacSha256Auth(secret)
+        capture = MLFLOW_CAPTURE_HEADERS if spec.auth == "mlflow-signature" else ()
+        routes.append(Route(spec.path, spec.source, parser, auth, JSON_TYPES, capture))
+    paths = [r.path for r in routes] + ["/notifications"]
+    if len(set(paths)) != len(paths):
+        raise ConfigError(str(settings.path), "two webhook routes share a path", "webhook.routes")
     if (w.tls_cert is None) != (w.tls_key is None):
         raise ConfigError(
             str(settings.path), "set both tls_cert and tls_key, or neither", "webhook.tls_cert"

@@ -157,3 +157,44 @@ def test_rule_paths_default_and_configured(tmp_path: Path) -> None:
     assert default_rule_paths(settings) == [tmp_path.absolute() / "mine"]
     ruleset = load_audit_rules(settings)
     assert [r.id for r in ruleset.rules] == ["burst"] and len(ruleset.errors) == 1
+
+
+def test_configured_routes_for_harbor_and_more(tmp_path: Path, corpus: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "harbor.token").write_text("harbor-token-0123456789\n")
+    routes = (
+        '\n[[webhook.routes]]\npath = "/harbor"\nsource = "harbor-hook"\n'
+        'format = "harbor-webhook"\nsecret_file = "keys/harbor.token"\n'
+    )
+    base = DEFAULT_CONFIG_TOML.replace('listen = "127.0.0.1:9465"', 'listen = "127.0.0.1:0"')
+    base = base.replace("\n[syslog]\n", routes + "\n[syslog]\n")
+    (tmp_path / "sentinel.toml").write_text(base)
+    settings = load_settings(tmp_path / "sentinel.toml")
+    got: list[AuditEvent | Unparsed] = []
+    rx = webhook_from_settings(settings, got.extend, "t" * 20)
+    rx.start()
+    try:
+        body = (
+            corpus / "registry-logs/harbor/webhook-artifact-pushed-default-docs.json"
+        ).read_bytes()
+        headers = {"Content-Type": "application/json"}
+        assert (
+            requests.post(rx.url("/harbor"), data=body, headers=headers, timeout=5).status_code
+            == 401
+        )
+        headers["Authorization"] = "Bearer harbor-token-0123456789"
+        assert requests.post(rx.url("/harbor"), data=body, headers=headers, timeout=5).ok
+    finally:
+        rx.stop()
+    pushed = [r for r in got if isinstance(r, AuditEvent)]
+    assert pushed and {(e.source, e.action) for e in pushed} == {("harbor-hook", "push")}
+
+    for bad, key in [
+        (routes.replace("harbor-webhook", "no-such-format"), "webhook.routes.0.format"),
+        (routes.replace('"/harbor"', '"/notifications"'), "webhook.routes"),
+    ]:
+        (tmp_path / "sentinel.toml").write_text(base.replace(routes, bad))
+        with pytest.raises(ConfigError) as info:
+            webhook_from_settings(load_settings(tmp_path / "sentinel.toml"), got.extend, "t" * 20)
+        assert info.value.key == key
