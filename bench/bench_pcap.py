@@ -192,6 +192,12 @@ def compare_countries(sentinel_json: Path, dst_csv: Path, src_csv: Path) -> None
         )
         for c in diff[:5]:
             print(f"    {c}: sentinel {mine.get(c)} pmacct {theirs.get(c)}")
+        if diff:
+            print(
+                "    (addresses in special-purpose or IANA-unallocated space are 'unknown "
+                "location' in Sentinel whatever the database's fill-in says; pmacct keeps the "
+                "database's country)"
+            )
 
 
 def in_process(capture: Path) -> int:

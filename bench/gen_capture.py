@@ -7,8 +7,10 @@ Writes a little-endian microsecond pcap (LINKTYPE_ETHERNET) of ``--packets`` fra
 ``--flows`` bidirectional flows between local hosts (10.20.0.0/24, fd00:20::/64 — the shipped
 policy's ``local_networks``) and public remote addresses. Remote addresses are drawn from the
 GeoIP database the bench uses: random public addresses are looked up and kept only when the
-database gives them an ISO country; each flow then picks a country (weight ∝ √addresses found,
-so small countries show up too) and an address of it. About 30 % of flows are IPv6, 70 % TCP,
+database gives them an ISO country (and, for IPv6, when the address is in space IANA allocated:
+DB-IP fills unallocated space with countries, which Sentinel refuses and pmacct keeps). Each
+flow then picks a country (weight ∝ √addresses found, so small countries show up too) and an
+address of it. About 30 % of flows are IPv6, 70 % TCP,
 10 % of frames carry an 802.1Q tag; payloads are 0 (20 %) or 100–1460 bytes; frames are about
 680 bytes on average (≈ 700 MB for 10^6 packets). Headers are built with numpy per chunk, not
 per packet; IPv4 header checksums are valid. The same seed gives the same bytes.
@@ -26,6 +28,9 @@ from pathlib import Path
 
 import maxminddb
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sentinel.geo.database import GeoDatabase
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_GEOIP = REPO / ".cache" / "dbip-city-lite-2023-04.mmdb"
@@ -67,7 +72,7 @@ def remote_pool(
     candidates += [
         ipaddress.IPv6Address((int(h) << 64) | int(lo)) for h, lo in zip(v6_hi, v6_lo, strict=True)
     ]
-    with maxminddb.open_database(str(geoip)) as reader:
+    with maxminddb.open_database(str(geoip)) as reader, GeoDatabase.open(geoip) as geo:
         for addr in candidates:
             if _special(addr):
                 continue
@@ -76,6 +81,10 @@ def remote_pool(
                 continue
             country = (record.get("country") or {}).get("iso_code")
             if not isinstance(country, str) or len(country) != 2 or country in ("EU", "AP"):
+                continue
+            # IPv6 space IANA never allocated gets fill-in countries in DB-IP; Sentinel calls it
+            # unallocated, pmacct takes the database's word: keep such addresses out
+            if addr.version == 6 and geo.lookup(addr).country != country:
                 continue
             pool[addr.version].setdefault(country, []).append(addr.packed)
     return pool
