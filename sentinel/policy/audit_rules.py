@@ -75,7 +75,7 @@ from pydantic import (
 )
 
 from sentinel.errors import ConfigError
-from sentinel.geo.database import GeoDatabase
+from sentinel.geo import GeoSource
 from sentinel.geo.groups import expand
 from sentinel.policy.egress import EgressPolicy
 from sentinel.records import ACTIONS, OUTCOMES, SOURCE_KINDS, AuditEvent, Flow
@@ -343,7 +343,7 @@ class CompiledRule:
         self,
         e: AuditEvent,
         *,
-        geo: GeoDatabase | None,
+        geo: GeoSource | None,
         policy: EgressPolicy | None,
     ) -> Hit | None:
         m = self.model
@@ -375,7 +375,7 @@ class CompiledRule:
         self,
         m: ForeignClientRule,
         e: AuditEvent,
-        geo: GeoDatabase | None,
+        geo: GeoSource | None,
         policy: EgressPolicy | None,
     ) -> Hit | None:
         if not e.client_ip:
@@ -482,7 +482,7 @@ class CompiledRule:
 
 
 def _country(
-    addr: ipaddress.IPv4Address | ipaddress.IPv6Address, geo: GeoDatabase | None
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address, geo: GeoSource | None
 ) -> str | None:
     return geo.lookup(addr).country if geo is not None else None
 
@@ -596,7 +596,7 @@ class AuditRuleEngine:
         self,
         rules: Sequence[CompiledRule],
         *,
-        geo: GeoDatabase | None = None,
+        geo: GeoSource | None = None,
         policy: EgressPolicy | None = None,
     ) -> None:
         self.rules = list(rules)

@@ -12,11 +12,14 @@ kept in memory (at most ``MAX_PENDING``) and retried with the next batch or at
 
 Wiring (in ``Service.start``, instead of ``Recorder(...)``)::
 
-    ruleset = load_audit_rules(settings)           # bad files: logged, the rest load
+    ruleset = load_audit_rules(s)                  # bad files: logged, the rest load
     engine = AuditRuleEngine(ruleset.rules, geo=self.geo, policy=self.policy)
     self.recorder = RulesRecorder(self.ledger, self.metrics, engine)
-    # every minute (scheduler): self.recorder.flush_findings(utcnow())
-    # in stop(), before closing the ledger: self.recorder.flush_findings()
+    # _start_scheduler: close aggregation periods that ended
+    sched.add_job(self._guard("audit-rules", lambda: self.recorder.flush_findings(utcnow())),
+                  "interval", seconds=60, id="audit-rules-flush")
+    # stop(): after the workers stopped, before the scheduler/ledger close
+    self.recorder.flush_findings()
 
 ``attach_rules(service)`` does exactly that on a started ``Service`` (used by the end-to-end
 tests until the service does it itself).
@@ -55,7 +58,6 @@ from sentinel.audit.webhook import (
 )
 from sentinel.config import Settings
 from sentinel.errors import ConfigError
-from sentinel.geo.database import GeoDatabase
 from sentinel.ledger import AppendResult, Ledger
 from sentinel.metrics import Metrics
 from sentinel.policy.audit_rules import AuditRuleEngine, Finding, Hit, RuleSet, load_rules
@@ -234,10 +236,7 @@ def attach_rules(service: Service, paths: Sequence[Path] | None = None) -> Rules
     if service.ledger is None:
         raise RuntimeError("start the service before attaching audit rules")
     ruleset = load_audit_rules(service.settings, paths)
-    geo = service.geo
-    engine = AuditRuleEngine(
-        ruleset.rules, geo=geo if isinstance(geo, GeoDatabase) else None, policy=service.policy
-    )
+    engine = AuditRuleEngine(ruleset.rules, geo=service.geo, policy=service.policy)
     recorder = RulesRecorder(service.ledger, service.metrics, engine)
     service.recorder = recorder
     return recorder
