@@ -238,3 +238,32 @@ def test_harbor_forwarded_audit_log_becomes_events(corpus: Path) -> None:
     assert first.actor == "admin" and first.artifact == "test01/photon"
     assert [e.action for e in events].count("push") == 1  # library/golang:1.18.3 created
     assert events[-1].action == "config_change" and events[-1].actor is None
+
+
+def test_tls_syslog_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    import ssl
+
+    from sentinel.audit.webhook import make_ssl_context
+    from tests.audit.webhook_helpers import self_signed
+
+    cert, key = self_signed(tmp_path)
+    sink = Sink()
+    rx = SyslogReceiver(
+        sink, PassThrough(), listen=("127.0.0.1", 0), ssl_context=make_ssl_context(cert, key)
+    )
+    rx.start()
+    try:
+        client = ssl.create_default_context(cafile=str(cert))
+        with (
+            socket.create_connection(rx.server_address, timeout=5) as raw,
+            client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"19 <14>over TLS (5425)")
+        # a plaintext sender is refused by the handshake and delivers nothing
+        with socket.create_connection(rx.server_address, timeout=5) as plain:
+            plain.sendall(b"<14>plaintext\n")
+        wait_for(lambda: raws(sink) == [b"<14>over TLS (5425)"])
+        wait_for(lambda: rx.stats.connection_errors == 1)
+    finally:
+        rx.stop()
+    assert raws(sink) == [b"<14>over TLS (5425)"]
