@@ -164,11 +164,13 @@ def main() -> None:
         ),
     )
     parser.add_argument("--skip-pg", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
-        run("sqlite", f"sqlite:///{tmp}/ledger.db", args.n, args.batch)
-        size = sum(f.stat().st_size for f in os.scandir(tmp))
-        print(f"{'sqlite':<10} files   {size / 2**20:.1f} MiB")
+    if not args.skip_sqlite:
+        with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
+            run("sqlite", f"sqlite:///{tmp}/ledger.db", args.n, args.batch)
+            size = sum(f.stat().st_size for f in os.scandir(tmp))
+            print(f"{'sqlite':<10} files   {size / 2**20:.1f} MiB")
     if args.skip_pg:
         return
     name = f"sentinel_bench_{uuid.uuid4().hex[:10]}"

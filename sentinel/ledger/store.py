@@ -471,7 +471,7 @@ class Ledger:
         self._analyze_at = 2 * size
         try:
             with self._engine.begin() as conn:
-                conn.execute(sa.text("ANALYZE ledger_entries, ledger_dedup"))
+                conn.execute(sa.text("ANALYZE ledger_entries, ledger_dedup, ledger_tree"))
         except sa.exc.SQLAlchemyError as exc:  # the records are committed; only speed suffers
             _log.warning("ledger: ANALYZE failed: %s", exc)
 
@@ -719,11 +719,15 @@ class Ledger:
                 out[(0, int(seq))] = bytes(value)
         t = tree_table
         for start in range(0, len(inner), 64):
-            chunk = inner[start : start + 64]
-            match = sa.or_(*[sa.and_(t.c.level == lv, t.c.idx == ix) for lv, ix in chunk])
-            for level, idx, value in conn.execute(
-                sa.select(t.c.level, t.c.idx, t.c.hash).where(t.c.log_id == self._log_id, match)
-            ):
+            # one primary-key probe per node, whatever the planner statistics say
+            probes = [
+                sa.select(t.c.level, t.c.idx, t.c.hash).where(
+                    t.c.log_id == self._log_id, t.c.level == lv, t.c.idx == ix
+                )
+                for lv, ix in inner[start : start + 64]
+            ]
+            query = probes[0] if len(probes) == 1 else sa.union_all(*probes)
+            for level, idx, value in conn.execute(query).all():
                 out[(int(level), int(idx))] = bytes(value)
         missing = [k for k in keys if k not in out]
         if missing:
