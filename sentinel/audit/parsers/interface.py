@@ -57,6 +57,12 @@ def loads_limited(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         value = json.loads(raw)
     except RecursionError as exc:
         raise JSONDepthError(f"JSON nests deeper than {max_depth} levels") from exc
+    if isinstance(raw, bytes):
+        opens = raw.count(b"[") + raw.count(b"{")
+    else:
+        opens = raw.count("[") + raw.count("{")
+    if opens <= max_depth:
+        return value  # fewer brackets than the limit (strings only over-count): cannot be deeper
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
