@@ -104,6 +104,13 @@ class Metrics:
             "Build time (Unix seconds) of the loaded GeoIP database.",
             registry=r,
         )
+        self.geoip_reloads = Counter(
+            "sentinel_geoip_reloads",
+            "GeoIP database file changes seen, by database (primary, secondary) and result "
+            "(ok: swapped in; refused: broken or wrong type, the previous file keeps serving).",
+            ["database", "result"],
+            registry=r,
+        )
         self.source_last_event = Gauge(
             "sentinel_source_last_event_timestamp_seconds",
             "Unix time of the last event received from each audit source.",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sentinel.flows import ReadStats, read_flows
 from sentinel.flows.live import LiveCapture
-from sentinel.geo.database import GeoDatabase
+from sentinel.geo import GeoSource
 from sentinel.ledger import AppendResult
 from sentinel.policy.egress import EgressPolicy
 from sentinel.records import Flow, Verdict
@@ -28,9 +28,17 @@ from sentinel.timefmt import utcnow
 log = logging.getLogger(__name__)
 
 
-def judge_flows(flows: list[Flow], policy: EgressPolicy, geo: GeoDatabase | None) -> list[Verdict]:
-    """Judge each flow at its own ``last_seen`` time (waiver expiry is decided then)."""
-    return [policy.evaluate(f, geo, f.last_seen) for f in flows]
+def judge_flows(
+    flows: list[Flow],
+    policy: EgressPolicy,
+    geo: GeoSource | None,
+    secondary: GeoSource | None = None,
+) -> list[Verdict]:
+    """Judge each flow at its own ``last_seen`` time (waiver expiry is decided then).
+
+    ``secondary`` is the optional second GeoIP database whose disagreement is flagged.
+    """
+    return [policy.evaluate(f, geo, f.last_seen, secondary=secondary) for f in flows]
 
 
 def file_sha256(path: Path) -> str:
@@ -58,7 +66,12 @@ class CaptureOutcome:
 
 
 def judge_capture_file(
-    path: Path, policy: EgressPolicy, geo: GeoDatabase | None, recorder: Recorder
+    path: Path,
+    policy: EgressPolicy,
+    geo: GeoSource | None,
+    recorder: Recorder,
+    *,
+    secondary: GeoSource | None = None,
 ) -> CaptureOutcome:
     """Read ``path`` (pcap/pcapng, optionally gzip), judge its flows, record them.
 
@@ -67,7 +80,7 @@ def judge_capture_file(
     """
     digest = file_sha256(path)
     flows, stats = read_flows([path], policy.local_networks)
-    verdicts = judge_flows(flows, policy, geo)
+    verdicts = judge_flows(flows, policy, geo, secondary)
     if flows:
         start = min(f.first_seen for f in flows)
         end = max(f.last_seen for f in flows)
@@ -102,15 +115,17 @@ class FlowJudge:
         self,
         capture: LiveCapture,
         policy: EgressPolicy,
-        geo: GeoDatabase | None,
+        geo: GeoSource | None,
         recorder: Recorder,
         *,
         idle_timeout: float,
         active_timeout: float,
+        secondary: GeoSource | None = None,
     ) -> None:
         self.capture = capture
         self.policy = policy
         self.geo = geo
+        self.secondary = secondary
         self.recorder = recorder
         self.source = f"capture:{capture.interface}"
         self.idle_timeout = idle_timeout
@@ -146,6 +161,6 @@ class FlowJudge:
             start, self._window_start = self._window_start, now
             if not flows:
                 return []
-            verdicts = judge_flows(flows, self.policy, self.geo)
+            verdicts = judge_flows(flows, self.policy, self.geo, self.secondary)
             self.recorder.record_verdicts(verdicts, source=self.source, start=start, end=now)
             return verdicts

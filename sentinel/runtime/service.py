@@ -25,13 +25,19 @@ from sentinel.audit.webhook import WebhookReceiver
 from sentinel.config import Settings
 from sentinel.errors import CaptureError, ConfigError, SentinelError
 from sentinel.flows.live import LiveCapture
-from sentinel.geo.database import GeoDatabase
+from sentinel.geo.handle import GeoHandle, ReloadResult
 from sentinel.ledger import Ledger
 from sentinel.metrics import Metrics, MetricsServer
+from sentinel.policy.audit_rules import AuditRuleEngine
 from sentinel.policy.egress import EgressPolicy
 from sentinel.records import AuditEvent, Unparsed
 from sentinel.runtime.egress import FlowJudge, judge_capture_file
-from sentinel.runtime.recorder import Recorder
+from sentinel.runtime.rules_wiring import (
+    RulesRecorder,
+    load_audit_rules,
+    syslog_from_settings,
+    webhook_from_settings,
+)
 from sentinel.timefmt import utcnow
 
 log = logging.getLogger(__name__)
@@ -65,9 +71,10 @@ class Service:
         self._webhook: WebhookReceiver | None = None
         self._seen_captures: dict[Path, tuple[int, float]] = {}
         self.ledger: Ledger | None = None
-        self.geo: GeoDatabase | None = None
+        self.geo: GeoHandle | None = None
+        self.geo_secondary: GeoHandle | None = None
         self.policy: EgressPolicy | None = None
-        self.recorder: Recorder | None = None
+        self.recorder: RulesRecorder | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -82,9 +89,12 @@ class Service:
             self.metrics.ledger_records.set(self.ledger.size())
             self.policy = EgressPolicy.load(s.resolve(s.policy.egress))
             if s.geoip.database is not None:
-                self.geo = GeoDatabase.open(s.resolve(s.geoip.database))
-                self.metrics.geoip_build_time.set(self.geo.provenance.build_epoch)
-            self.recorder = Recorder(self.ledger, self.metrics)
+                self.geo = self._open_geo(s.geoip.database, primary=True)
+            if s.geoip.secondary is not None:
+                self.geo_secondary = self._open_geo(s.geoip.secondary, primary=False)
+            ruleset = load_audit_rules(s)
+            engine = AuditRuleEngine(ruleset.rules, geo=self.geo, policy=self.policy)
+            self.recorder = RulesRecorder(self.ledger, self.metrics, engine)
             if s.metrics.enabled:
                 host, port = _split(s.metrics.listen)
                 self._metrics_server = self.metrics.serve(host, port)
@@ -95,6 +105,35 @@ class Service:
         except BaseException:
             self.stop()
             raise
+
+    def _open_geo(self, path: Path, *, primary: bool) -> GeoHandle:
+        """Open a GeoIP database that reloads itself when its file is replaced.
+
+        A refused new file (broken, wrong type) keeps the old one serving; the reload is
+        counted in ``sentinel_geoip_reloads_total{result="refused"}`` and logged.
+        """
+        which = "primary" if primary else "secondary"
+
+        def on_reload(result: ReloadResult) -> None:
+            self.metrics.geoip_reloads.labels(which, "ok" if result.ok else "refused").inc()
+            if result.ok and primary and result.provenance is not None:
+                self.metrics.geoip_build_time.set(result.provenance.build_epoch)
+            if not result.ok:
+                log.error(
+                    "GeoIP %s: new file refused, previous one still serving: %s",
+                    which,
+                    result.error,
+                )
+
+        snapshots = self.settings.resolve(self.settings.sentinel.state_dir) / "geoip"
+        snapshots.mkdir(parents=True, exist_ok=True)
+        handle = GeoHandle.open(
+            self.settings.resolve(path), snapshot_dir=snapshots, on_reload=on_reload
+        )
+        if primary:
+            self.metrics.geoip_build_time.set(handle.provenance.build_epoch)
+        handle.start()
+        return handle
 
     @property
     def webhook_url(self) -> str:
@@ -156,12 +195,15 @@ class Service:
                 self.recorder,
                 idle_timeout=s.capture.idle_timeout,
                 active_timeout=s.capture.active_timeout,
+                secondary=self.geo_secondary,
             )
             self._add_worker(self._judge)
         for spec in s.audit.files:
             self._add_worker(self._make_tailer(spec.id, spec.format, s.resolve(spec.path)))
         if s.webhook.enabled:
             self._add_worker(self._make_webhook())
+        if s.syslog.enabled:
+            self._add_worker(syslog_from_settings(s, self._deliver_webhook))
 
     def _add_worker(self, worker: Worker) -> None:
         worker.start()
@@ -195,13 +237,7 @@ class Service:
                 f"token in {token_path} is shorter than 16 characters",
                 key="webhook.token_file",
             )
-        receiver = WebhookReceiver(
-            self._deliver_webhook,
-            token=token,
-            source=w.source,
-            listen=_split(w.listen),
-            max_body_bytes=w.max_body_bytes,
-        )
+        receiver = webhook_from_settings(self.settings, self._deliver_webhook, token)
         self._webhook = receiver
         return receiver
 
@@ -226,14 +262,20 @@ class Service:
                 except Exception:  # a broken worker must not block the rest of shutdown
                     log.exception("stopping %r failed", worker)
             self._workers.clear()
+            if self.recorder is not None:
+                try:
+                    self.recorder.flush_findings()
+                except SentinelError as exc:
+                    log.error("could not record the last audit findings: %s", exc.diagnostics())
             if self._scheduler is not None:
                 self._scheduler.shutdown(wait=True)
                 self._scheduler = None
             if self._metrics_server is not None:
                 self._metrics_server.stop()
                 self._metrics_server = None
-            if self.geo is not None:
-                self.geo.close()
+            for handle in (self.geo, self.geo_secondary):
+                if handle is not None:
+                    handle.close()
             if self.ledger is not None:
                 self.ledger.close()
             self._stopped.set()
@@ -308,7 +350,9 @@ class Service:
                 continue
             self._seen_captures[path] = key
             try:
-                outcome = judge_capture_file(path, self.policy, self.geo, self.recorder)
+                outcome = judge_capture_file(
+                    path, self.policy, self.geo, self.recorder, secondary=self.geo_secondary
+                )
             except CaptureError as exc:
                 self.metrics.source_errors.labels("pcap-dir").inc()
                 log.error("%s: %s", path, exc.diagnostics())
@@ -323,6 +367,10 @@ class Service:
                 " (already recorded)" if not outcome.result.appended else "",
             )
         return judged
+
+    def _flush_findings(self) -> None:
+        if self.recorder is not None:
+            self.recorder.flush_findings(utcnow())
 
     def _flush_flows(self) -> None:
         if self._judge is not None:
