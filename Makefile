@@ -27,8 +27,13 @@ deps:
 	bash .ci/install-deps.sh
 
 ## test: install everything the tests need, then run every test
-test: deps install $(GEOIP)
+test: deps install $(VENV)/.installed-e2e $(GEOIP)
 	$(BIN)/pytest
+
+# MLflow (≈500 MB with pandas/pyarrow/scipy) only for its end-to-end test, not for the demo
+$(VENV)/.installed-e2e: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev,e2e-mlflow]'
+	touch $@
 
 ## lint: ruff (format + check) and mypy --strict
 lint: install
