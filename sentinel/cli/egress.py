@@ -14,7 +14,8 @@ from sentinel.flows import read_flows
 from sentinel.geo.database import GeoDatabase
 from sentinel.policy.egress import EgressPolicy, evaluate_all
 from sentinel.records import Verdict, protocol_name
-from sentinel.timefmt import parse_ts, utcnow
+from sentinel.runtime.egress import judge_flows
+from sentinel.timefmt import parse_ts
 
 #: verdict lines written per write
 _BLOCK = 4096
@@ -28,6 +29,18 @@ def egress() -> None:
 def _endpoint(ip: str, port: int) -> str:
     host = f"[{ip}]" if ":" in ip else ip
     return f"{host}:{port}"
+
+
+def _open_checked(path: Path) -> GeoDatabase:
+    """Open a database and refuse it (``GeoIPError``) unless ``validate`` passes: a corrupt
+    file, or one without locations (ASN, anonymous-IP), must not judge flows."""
+    db = GeoDatabase.open(path)
+    try:
+        db.validate()
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _human(v: Verdict) -> str:
@@ -72,7 +85,8 @@ def _human(v: Verdict) -> str:
 @click.option(
     "--now",
     default=None,
-    help="Judge waivers as of this RFC 3339 time (default: the current time).",
+    help="Judge waivers as of this RFC 3339 time (default: each flow's own last-seen time, "
+    "as the daemon does).",
 )
 @pass_state
 @handle_errors
@@ -91,13 +105,12 @@ def check(
     Exit codes: 0 no violation; 1 violations found; 2 error (unreadable capture, policy or
     database). A summary goes to stderr.
     """
+    when = None
     if now is not None:
         try:
             when = parse_ts(now)
         except ValueError as exc:
             raise ConfigError("--now", f"not an RFC 3339 time with a zone: {exc}") from exc
-    else:
-        when = utcnow()
     if policy is None:
         settings = state.settings()
         policy = settings.resolve(settings.policy.egress)
@@ -108,12 +121,15 @@ def check(
         if geoip_secondary is None and settings.geoip.secondary is not None:
             geoip_secondary = settings.resolve(settings.geoip.secondary)
     rules = EgressPolicy.load(policy)
-    geo = GeoDatabase.open(geoip) if geoip is not None else None
-    second = GeoDatabase.open(geoip_secondary) if geoip_secondary is not None else None
+    geo = _open_checked(geoip) if geoip is not None else None
+    second = _open_checked(geoip_secondary) if geoip_secondary is not None else None
     try:
         started = time.perf_counter()
         flows, stats = read_flows(pcaps, rules.local_networks)
-        verdicts = evaluate_all(flows, rules, geo, when, secondary=second)
+        if when is None:  # a waiver covers a flow if it was valid when the flow was seen
+            verdicts = judge_flows(flows, rules, geo, second)
+        else:
+            verdicts = evaluate_all(flows, rules, geo, when, secondary=second)
         elapsed = time.perf_counter() - started
     finally:
         for db in (geo, second):

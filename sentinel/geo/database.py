@@ -68,16 +68,20 @@ class GeoResult:
 
     ``special`` names the IANA special-purpose (or unallocated) range the address is in
     (``sentinel.geo.special``); the database is then not consulted, ``network`` is that range and
-    ``country`` is ``None`` whatever the database holds."""
+    ``country`` is ``None`` whatever the database holds. ``error`` is true when the database
+    failed to answer (a corrupt record or search tree): that is not "not found", and the policy
+    never lets it pass as an unknown location that is allowed."""
 
     country: str | None
     continent: str | None
     network: str | None
     found: bool
     special: str | None = None
+    error: bool = False
 
 
 NOT_FOUND = GeoResult(None, None, None, False)
+LOOKUP_ERROR = GeoResult(None, None, None, False, error=True)
 
 
 def embedded_ipv4(addr: IPAddress) -> IPAddress:
@@ -242,7 +246,7 @@ class GeoDatabase:
             record, prefix = self._reader.get_with_prefix_len(addr)
         except (InvalidDatabaseError, ValueError):
             self.lookup_errors += 1
-            return NOT_FOUND
+            return LOOKUP_ERROR
         if record is None:
             return NOT_FOUND
         country, continent = _map_record(record)

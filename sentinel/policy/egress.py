@@ -452,6 +452,14 @@ class EgressPolicy:
             if allowed:
                 return Verdict(flow, "allowed", reason, None, rule, policy_sha256=sha)
             return self._by_country(flow, country, rule, prov, sha)
+        if db is not None:
+            located = db.lookup(facts.remote)
+            if located.error:
+                # a corrupt database is not "no country": fail closed whatever `unknown` says
+                return Verdict(
+                    flow, "violation", "unknown location", None, "geoip-lookup-error",
+                    geo=db.provenance, policy_sha256=sha,
+                )  # fmt: skip
         country, prov = self._locate(facts.remote, db)
         opinion = None
         if second is not None:
