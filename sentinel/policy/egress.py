@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
+from iso3166 import countries_by_alpha2
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -91,6 +92,15 @@ INTERNAL_NETWORKS: tuple[Network, ...] = tuple(
 )
 
 
+#: common mistakes: codes people write that ISO 3166-1 assigns to no country (or another one)
+_CODE_HINTS = {
+    "UK": " — the United Kingdom is GB",
+    "EL": " — Greece is GR (EL is the EU's own abbreviation)",
+    "XX": " — XX is not a country; GeoIP pseudo-codes never match",
+    "ZZ": " — ZZ is not a country; GeoIP pseudo-codes never match",
+}
+
+
 def _network(value: object) -> Network:
     if not isinstance(value, str | int):
         raise ValueError("expected a CIDR network such as 192.0.2.0/24")
@@ -121,10 +131,11 @@ class Jurisdiction(_Model):
                 raise ValueError(f"not a country code: {code!r}")
             if code in GROUPS:
                 continue
-            if len(code) != 2 or not code.isascii() or not code.isalpha() or not code.isupper():
+            if code not in countries_by_alpha2:
+                hint = _CODE_HINTS.get(code.upper(), "")
                 raise ValueError(
-                    f"{code!r} is neither an ISO 3166-1 alpha-2 code (upper case) "
-                    f"nor a group ({', '.join(sorted(GROUPS))})"
+                    f"{code!r} is neither an assigned ISO 3166-1 alpha-2 code (upper case) "
+                    f"nor a group ({', '.join(sorted(GROUPS))}){hint}"
                 )
         return value
 
