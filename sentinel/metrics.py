@@ -104,6 +104,13 @@ class Metrics:
             "Build time (Unix seconds) of the loaded GeoIP database.",
             registry=r,
         )
+        self.webhook_rejected = Counter(
+            "sentinel_webhook_rejected_requests",
+            "Requests the webhook receiver refused, by HTTP status (401 bad credentials, 413 too "
+            "large, 429 rate limited, 503 the ledger could not take the records...).",
+            ["status"],
+            registry=r,
+        )
         self.geoip_reloads = Counter(
             "sentinel_geoip_reloads",
             "GeoIP database file changes seen, by database (primary, secondary) and result "

@@ -382,6 +382,8 @@ class WebhookReceiver:
             on_error=lambda: self._count("connection_errors"),
         )
         self._thread: threading.Thread | None = None
+        #: called with the HTTP status of every rejected request (4xx, 503), e.g. a metric
+        self.on_reject: Callable[[int], None] | None = None
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -480,6 +482,17 @@ class WebhookReceiver:
                 body = (text.replace("\r", " ").replace("\n", " ")[:200] + "\n").encode()
                 if status >= 400:
                     receiver._count("rejected")
+                    # visible to operators: someone probing with bad tokens must show up
+                    log.warning(
+                        "webhook: %s %s from %s rejected: %d %s",
+                        self.command,
+                        self.path[:100],
+                        self.client_address[0],
+                        status,
+                        text,
+                    )
+                    if receiver.on_reject is not None:
+                        receiver.on_reject(status)
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))

@@ -238,6 +238,7 @@ class Service:
                 key="webhook.token_file",
             )
         receiver = webhook_from_settings(self.settings, self._deliver_webhook, token)
+        receiver.on_reject = lambda status: self.metrics.webhook_rejected.labels(str(status)).inc()
         self._webhook = receiver
         return receiver
 

@@ -111,3 +111,37 @@ def test_bad_policy_fails_start_cleanly(tmp_path: Path, corpus: Path) -> None:
     with pytest.raises(Exception) as info:
         service.start()
     assert "policy.yaml" in str(info.value)
+
+
+def test_rejected_webhook_requests_are_counted(tmp_path: Path, corpus: Path) -> None:
+    import urllib.error
+
+    settings = _settings(tmp_path, corpus)
+    text = (tmp_path / "sentinel.toml").read_text()
+    (tmp_path / "sentinel.toml").write_text(
+        text.replace(
+            'enabled = false\nlisten = "127.0.0.1:9465"', 'enabled = true\nlisten = "127.0.0.1:0"'
+        )
+    )
+    settings = load_settings(tmp_path / "sentinel.toml")
+    service = Service(settings)
+    service.start()
+    try:
+        req = urllib.request.Request(
+            service.webhook_url,
+            data=b"{}",
+            method="POST",
+            headers={
+                "Authorization": "Bearer wrong-token-000000000000",
+                "Content-Type": "application/json",
+            },
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, timeout=5)
+        assert info.value.code == 401
+        value = service.metrics.registry.get_sample_value(
+            "sentinel_webhook_rejected_requests_total", {"status": "401"}
+        )
+        assert value == 1.0
+    finally:
+        service.stop()
