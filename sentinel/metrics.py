@@ -99,6 +99,22 @@ class Metrics:
             "Unix time of the last ledger verification.",
             registry=r,
         )
+        self.ledger_checkpoint_time = Gauge(
+            "sentinel_ledger_last_checkpoint_timestamp_seconds",
+            "Unix time of the last signed ledger checkpoint.",
+            registry=r,
+        )
+        self.ledger_checkpoint_size = Gauge(
+            "sentinel_ledger_last_checkpoint_size",
+            "Tree size (records) covered by the last signed ledger checkpoint.",
+            registry=r,
+        )
+        self.ledger_checkpoint_refused = Counter(
+            "sentinel_ledger_checkpoint_refusals",
+            "Checkpoints refused because the ledger no longer extends the last one (rewritten, "
+            "truncated or rolled back).",
+            registry=r,
+        )
         self.geoip_build_time = Gauge(
             "sentinel_geoip_database_build_timestamp_seconds",
             "Build time (Unix seconds) of the loaded GeoIP database.",

@@ -483,10 +483,11 @@ class WebhookReceiver:
                 if status >= 400:
                     receiver._count("rejected")
                     # visible to operators: someone probing with bad tokens must show up
+                    # command/path are unset when the request line itself was malformed
                     log.warning(
                         "webhook: %s %s from %s rejected: %d %s",
-                        self.command,
-                        self.path[:100],
+                        getattr(self, "command", None) or "-",
+                        str(getattr(self, "path", None) or "-")[:100],
                         self.client_address[0],
                         status,
                         text,

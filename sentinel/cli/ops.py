@@ -12,6 +12,7 @@ import click
 from sentinel.cli.common import EXIT_FINDINGS, CliState, fail, handle_errors, pass_state
 from sentinel.errors import SentinelError
 from sentinel.ledger import Ledger
+from sentinel.ledger.checkpoint import anchor_from_settings
 from sentinel.policy.egress import EgressPolicy
 from sentinel.report.build import build_report
 from sentinel.report.render import write_report
@@ -124,7 +125,9 @@ def report_cmd(
         jurisdiction = EgressPolicy.load(settings.resolve(settings.policy.egress)).name
     except SentinelError as exc:
         click.echo(f"sentinel: warning: {exc.diagnostics()}", err=True)
-    with Ledger.open(settings.ledger_url, log_id=settings.ledger.log_id) as ledger:
+    with Ledger.open(
+        settings.ledger_url, log_id=settings.ledger.log_id, anchor=anchor_from_settings(settings)
+    ) as ledger:
         verification = None if no_verify else ledger.verify().to_json()
         data = build_report(
             ledger.query(),

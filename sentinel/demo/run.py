@@ -24,6 +24,7 @@ from typing import Any
 from sentinel.config import DEFAULT_CONFIG_TOML, load_settings
 from sentinel.errors import ConfigError, InputError
 from sentinel.ledger import Ledger
+from sentinel.ledger.checkpoint import anchor_from_settings
 from sentinel.report.build import build_report
 from sentinel.report.render import write_atomic, write_report
 from sentinel.resources import demo_dir
@@ -182,7 +183,8 @@ def run_demo(
         service.stop()
     metrics_path = directory / "state" / "metrics.prom"
     write_atomic(metrics_path, metrics_text.decode())
-    with Ledger.open(settings.ledger_url, log_id=settings.ledger.log_id) as ledger:
+    anchor = anchor_from_settings(settings)  # the daemon signed a checkpoint as it stopped
+    with Ledger.open(settings.ledger_url, log_id=settings.ledger.log_id, anchor=anchor) as ledger:
         verification = ledger.verify().to_json()
         report = build_report(
             ledger.query(),

@@ -162,12 +162,19 @@ def build_report(
         status = "fail"
     elif ver_status is None:
         status = "not checked yet"
-    else:
+    else:  # valid-unpinned: intact, but records after the last signed checkpoint
         status = "attention"
+    pinned = {
+        "valid": "intact and pinned by a signed checkpoint",
+        "valid-unpinned": "intact, but the newest records are not yet covered by a signed "
+        "checkpoint (a truncation of them would not be detected)",
+        "invalid": "TAMPERED",
+        "unverifiable": "cannot be verified (checkpoint key unknown or missing)",
+    }.get(str(ver_status), "not verified")
     criteria["audit_logging"] = {
         "status": status,
         "summary": (
-            f"ledger {ver_status or 'not verified'}; {total_events} event(s) from "
+            f"ledger {pinned}; {total_events} event(s) from "
             f"{len(events_by_source)} source(s), {sum(unparsed_by_source.values())} "
             "unparsed input(s) kept as evidence"
         ),

@@ -27,6 +27,12 @@ from sentinel.errors import CaptureError, ConfigError, SentinelError
 from sentinel.flows.live import LiveCapture
 from sentinel.geo.handle import GeoHandle, ReloadResult
 from sentinel.ledger import Ledger
+from sentinel.ledger.checkpoint import (
+    ConsistencyError,
+    anchor_from_settings,
+    load_signer,
+    make_checkpoint,
+)
 from sentinel.metrics import Metrics, MetricsServer
 from sentinel.policy.audit_rules import AuditRuleEngine
 from sentinel.policy.egress import EgressPolicy
@@ -85,7 +91,10 @@ class Service:
         """
         s = self.settings
         try:
-            self.ledger = Ledger.open(s.ledger_url, log_id=s.ledger.log_id)
+            load_signer(s)  # fail fast: without its key the ledger cannot be pinned
+            self.ledger = Ledger.open(
+                s.ledger_url, log_id=s.ledger.log_id, anchor=anchor_from_settings(s)
+            )
             self.metrics.ledger_records.set(self.ledger.size())
             self.policy = EgressPolicy.load(s.resolve(s.policy.egress))
             if s.geoip.database is not None:
@@ -271,6 +280,11 @@ class Service:
             if self._scheduler is not None:
                 self._scheduler.shutdown(wait=True)
                 self._scheduler = None
+            if self.ledger is not None and self._started:
+                try:  # pin everything recorded up to the stop
+                    self.sign_checkpoint()
+                except SentinelError as exc:
+                    log.error("final checkpoint: %s", exc.diagnostics())
             if self._metrics_server is not None:
                 self._metrics_server.stop()
                 self._metrics_server = None
@@ -315,6 +329,19 @@ class Service:
                 log.exception("%s failed", source)
 
         return run
+
+    def sign_checkpoint(self) -> None:
+        """Sign a checkpoint of the ledger now (C2SP tlog-checkpoint) and append it to the
+        external checkpoint log. A ledger that no longer extends the last checkpoint is
+        refused (``ConsistencyError``): logged, counted, alerted on — never signed."""
+        assert self.ledger is not None
+        try:
+            signed = make_checkpoint(self.ledger, self.settings)
+        except ConsistencyError:
+            self.metrics.ledger_checkpoint_refused.inc()
+            raise
+        self.metrics.ledger_checkpoint_size.set(signed.size)
+        self.metrics.ledger_checkpoint_time.set(utcnow().timestamp())
 
     def verify_ledger(self) -> dict[str, Any]:
         """Verify the whole ledger now; sets the verification gauges; returns the result."""

@@ -30,7 +30,7 @@ def test_alert_rules_are_valid() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 11 rules found" in done.stdout
+    assert "SUCCESS: 13 rules found" in done.stdout
 
 
 def test_alert_rules_unit_tests_pass() -> None:
@@ -91,6 +91,8 @@ def test_every_metric_an_alert_uses_is_exported() -> None:
         "sentinel_geoip_database_build_timestamp_seconds",
         "sentinel_audit_findings_total",
         "sentinel_geoip_reloads_total",
+        "sentinel_ledger_checkpoint_refusals_total",
+        "sentinel_ledger_last_checkpoint_timestamp_seconds",
     ):
         assert name in rules
         assert f"# TYPE {name.removesuffix('_total')}" in exported, name

@@ -11,6 +11,7 @@ import pytest
 
 from sentinel.config import DEFAULT_CONFIG_TOML, Settings, load_settings
 from sentinel.ledger import Ledger
+from sentinel.ledger.checkpoint import anchor_from_settings
 from sentinel.resources import demo_dir
 from sentinel.runtime.service import Service
 from sentinel.runtime.setup import init_directory
@@ -29,6 +30,9 @@ def _settings(tmp_path: Path, corpus: Path, ledger_url: str | None = None) -> Se
     )
     if ledger_url:
         text = text.replace('url = "sqlite:///state/ledger.db"', f'url = "{ledger_url}"')
+        # outside the directory that holds the SQLite file (a restore of it must not reach it)
+        outside = tmp_path.parent / f"{tmp_path.name}-checkpoints"
+        text = text.replace('checkpoint_dir = "checkpoints"', f'checkpoint_dir = "{outside}"')
     init_directory(tmp_path, config_text=text)
     shutil.copyfile(demo_dir() / "policy.yaml", tmp_path / "policy.yaml")
     (tmp_path / "captures").mkdir()
@@ -74,8 +78,12 @@ def test_capture_directory_is_judged_once_and_recorded(
         service.stop()
     service.stop()  # idempotent
 
-    with Ledger.open(settings.ledger_url, log_id=settings.ledger.log_id) as ledger:
-        assert ledger.verify().ok
+    anchor = anchor_from_settings(settings)
+    with Ledger.open(settings.ledger_url, log_id=settings.ledger.log_id, anchor=anchor) as ledger:
+        # the service signed a checkpoint as it stopped: the whole log is pinned
+        result = ledger.verify()
+        assert result.status == "valid", result
+        assert result.checkpoint_size == ledger.size()
         kinds = [r["kind"] for r in ledger.query()]
         summaries = [r for r in ledger.query(kind="egress_summary")]
     assert kinds.count("egress_summary") == 1
