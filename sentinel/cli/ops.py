@@ -23,11 +23,18 @@ from sentinel.timefmt import parse_ts, utcnow
 
 @click.command("init")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Put the ledger, cursors, reports and checkpoints here instead of next to the "
+    "configuration (e.g. /var/lib/sentinel for a systemd install).",
+)
 @handle_errors
-def init_cmd(directory: Path) -> None:
+def init_cmd(directory: Path, state_dir: Path | None) -> None:
     """Create DIRECTORY with a commented sentinel.toml, an egress policy, an Ed25519
     signing key (mode 0600), a webhook token and the state directory."""
-    result = init_directory(directory)
+    result = init_directory(directory, state_dir=state_dir)
     click.echo(f"wrote {result.config}")
     click.echo(f"wrote {result.policy} (edit the jurisdiction and local networks)")
     click.echo(f"wrote {result.signing_key} (Ed25519, mode 0600) and {result.public_key.name}")

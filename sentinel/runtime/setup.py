@@ -35,12 +35,33 @@ def _write_private(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def init_directory(directory: Path, *, config_text: str | None = None) -> InitResult:
+def config_for_state_dir(state_dir: Path) -> str:
+    """The default configuration with state, SQLite ledger and checkpoints under ``state_dir``
+    (absolute paths): ``STATE/state/…`` and ``STATE/checkpoints`` (outside the database's
+    directory, as checkpoints must be). For a system install: configuration in
+    ``/etc/sentinel``, writable state in ``/var/lib/sentinel`` (systemd ``StateDirectory``)."""
+    base = state_dir.absolute()
+    return (
+        DEFAULT_CONFIG_TOML.replace('state_dir = "state"', f'state_dir = "{base / "state"}"')
+        .replace(
+            'url = "sqlite:///state/ledger.db"', f'url = "sqlite:///{base / "state" / "ledger.db"}"'
+        )
+        .replace('checkpoint_dir = "checkpoints"', f'checkpoint_dir = "{base / "checkpoints"}"')
+    )
+
+
+def init_directory(
+    directory: Path, *, config_text: str | None = None, state_dir: Path | None = None
+) -> InitResult:
     """Write ``sentinel.toml``, ``policy.yaml``, an Ed25519 key pair, a webhook token, ``state/``.
 
-    Refuses (``ConfigError``) to overwrite an existing ``sentinel.toml`` or key. The private key
-    is PKCS#8 PEM, mode 0600; the directories ``keys/`` (0700) and ``state/`` are created.
+    With ``state_dir`` the state (ledger, cursors, reports) and checkpoints go there instead of
+    next to the configuration (see ``config_for_state_dir``). Refuses (``ConfigError``) to
+    overwrite an existing ``sentinel.toml`` or key. The private key is PKCS#8 PEM, mode 0600;
+    the directories ``keys/`` (0700) and the state directory are created.
     """
+    if state_dir is not None and config_text is None:
+        config_text = config_for_state_dir(state_dir)
     directory = directory.absolute()
     config = directory / "sentinel.toml"
     keys = directory / "keys"
@@ -51,8 +72,8 @@ def init_directory(directory: Path, *, config_text: str | None = None) -> InitRe
         raise ConfigError(str(key), "already exists; refusing to overwrite a signing key")
     directory.mkdir(parents=True, exist_ok=True)
     keys.mkdir(mode=0o700, exist_ok=True)
-    state = directory / "state"
-    state.mkdir(exist_ok=True)
+    state = (state_dir.absolute() if state_dir is not None else directory) / "state"
+    state.mkdir(parents=True, exist_ok=True)
     (state / "reports").mkdir(exist_ok=True)
 
     private = Ed25519PrivateKey.generate()

@@ -66,3 +66,15 @@ def test_default_config_lookup_uses_cwd(tmp_path: Path) -> None:
     assert "sentinel.toml" in done.stderr and "sentinel init" in done.stderr
     assert sentinel("init", ".", cwd=tmp_path).returncode == 0
     assert sentinel("ledger", "verify", cwd=tmp_path).returncode == 0
+
+
+def test_init_with_state_dir_keeps_state_out_of_the_config_dir(tmp_path: Path) -> None:
+    conf, state = tmp_path / "etc", tmp_path / "var"
+    done = sentinel("init", str(conf), "--state-dir", str(state))
+    assert done.returncode == 0, done.stderr
+    settings = load_settings(conf / "sentinel.toml")
+    assert settings.ledger_url == f"sqlite:///{state / 'state' / 'ledger.db'}"
+    assert settings.resolve(settings.ledger.checkpoint_dir) == state / "checkpoints"
+    assert (state / "state").is_dir() and not (conf / "state").exists()
+    verify = sentinel("--config", str(conf / "sentinel.toml"), "ledger", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
