@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from sentinel.audit.parsers import get_parser
+from sentinel.audit.parsers import build_parser, make_options
 from sentinel.audit.tailer import FileTailer, TailBatch
 from sentinel.audit.webhook import WebhookReceiver
-from sentinel.config import Settings
+from sentinel.config import AuditFile, Settings
 from sentinel.errors import CaptureError, ConfigError, SentinelError
 from sentinel.flows.live import LiveCapture
 from sentinel.geo.handle import GeoHandle, ReloadResult
@@ -208,7 +208,7 @@ class Service:
             )
             self._add_worker(self._judge)
         for spec in s.audit.files:
-            self._add_worker(self._make_tailer(spec.id, spec.format, s.resolve(spec.path)))
+            self._add_worker(self._make_tailer(spec))
         if s.webhook.enabled:
             self._add_worker(self._make_webhook())
         if s.syslog.enabled:
@@ -218,12 +218,21 @@ class Service:
         worker.start()
         self._workers.append(worker)
 
-    def _make_tailer(self, source: str, fmt: str, path: Path) -> Worker:
+    def _make_tailer(self, spec: AuditFile) -> Worker:
+        """A tailer for one ``[[audit.files]]`` entry, its parser built with the entry's
+        zone and (``jsonmap``) mapping file. Raises ``ConfigError`` naming the entry."""
         assert self.ledger is not None
+        mapping = self.settings.resolve(spec.mapping) if spec.mapping is not None else None
+        try:
+            parser = build_parser(spec.format, make_options(spec.zone, mapping))
+        except ConfigError as exc:
+            raise ConfigError(
+                str(self.settings.path), f"{exc.problem}", key=f"audit.files[{spec.id}]"
+            ) from exc
         return FileTailer(
-            path,
-            source,
-            get_parser(fmt),
+            self.settings.resolve(spec.path),
+            spec.id,
+            parser,
             self.ledger,
             self._deliver_tailed,
             poll_interval=self.settings.audit.poll_interval,

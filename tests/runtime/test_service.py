@@ -153,3 +153,36 @@ def test_rejected_webhook_requests_are_counted(tmp_path: Path, corpus: Path) -> 
         assert value == 1.0
     finally:
         service.stop()
+
+
+def test_tailed_files_get_their_zone_and_bad_zones_are_named(tmp_path: Path, corpus: Path) -> None:
+    sample = corpus / "registry-logs" / "mlflow-live" / "mlflow-3.17.2-uvicorn-access.log"
+    shutil.copyfile(sample, tmp_path / "mlflow.log")
+    _settings(tmp_path, corpus)
+    base = (tmp_path / "sentinel.toml").read_text()
+
+    def with_zone(zone: str) -> Settings:
+        (tmp_path / "sentinel.toml").write_text(
+            base.replace(
+                "# [[audit.files]]\n",
+                f'[[audit.files]]\nid = "mlflow"\nformat = "mlflow-access"\n'
+                f'path = "mlflow.log"\nzone = "{zone}"\n\n# [[audit.files]]\n',
+                1,
+            )
+        )
+        return load_settings(tmp_path / "sentinel.toml")
+
+    bad = Service(with_zone("Mars/Olympus_Mons"))
+    with pytest.raises(Exception) as info:
+        bad.start()
+    assert "audit.files[mlflow]" in str(info.value)
+
+    service = Service(with_zone("Europe/Berlin"))
+    service.start()
+    try:
+        _wait(lambda: service.ledger is not None and service.ledger.size() > 5)
+        assert service.ledger is not None
+        events = [r["data"] for r in service.ledger.query(kind="audit_event")]
+    finally:
+        service.stop()
+    assert events and {e["ts_zone_assumed"] for e in events} == {"Europe/Berlin"}
