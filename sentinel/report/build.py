@@ -66,6 +66,7 @@ def build_report(
     header_sourced = 0
     records_in_period = 0
     egress_sources: set[str] = set()
+    repeated = 0  # repeats of a recorded violation, aggregated (live capture)
 
     for rec in records:
         kind = str(rec.get("kind", ""))
@@ -101,11 +102,15 @@ def build_report(
             violation_count += 1
             if len(violations) < MAX_LISTED:
                 violations.append(dict(data))
+        elif kind == "egress_violation_repeat":
+            repeated += int(data.get("count") or 0)
 
     criteria: dict[str, dict[str, Any]] = {}
     flows_seen = sum(by_verdict.values())
-    if violation_count:
+    if violation_count or repeated:
         status, summary = "fail", f"{violation_count} flow(s) left the jurisdiction"
+        if repeated:
+            summary += f", and {repeated} repeat(s) of them (aggregated)"
     elif flows_seen:
         status, summary = "pass", f"{flows_seen} flow(s) judged, none left the jurisdiction"
     else:
@@ -117,6 +122,7 @@ def build_report(
         "by_verdict": dict(by_verdict),
         "violations": violations,
         "violation_count": violation_count,
+        "repeated_violations": repeated,
         "sources": sorted(egress_sources),
     }
     total_events = sum(sum(c.values()) for c in events_by_source.values())

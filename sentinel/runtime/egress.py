@@ -20,6 +20,7 @@ from sentinel.flows import ReadStats, read_flows
 from sentinel.flows.live import LiveCapture
 from sentinel.geo import GeoSource
 from sentinel.ledger import AppendResult
+from sentinel.policy.aggregate import Aggregator
 from sentinel.policy.egress import EgressPolicy
 from sentinel.records import Flow, Verdict
 from sentinel.runtime.recorder import Recorder
@@ -132,6 +133,9 @@ class FlowJudge:
         self.active_timeout = active_timeout
         self._lock = threading.Lock()
         self._window_start: datetime = utcnow()
+        #: repeated violations (same remote, port, protocol, reason) fold into one record per
+        #: ``active_timeout`` seconds instead of one per flow
+        self.aggregator = Aggregator(interval=max(active_timeout, 60.0))
         self._packets_seen = 0
         self._drops_seen = 0
 
@@ -148,8 +152,14 @@ class FlowJudge:
         return self._record(flows, now)
 
     def stop(self) -> None:
-        """Stop capturing, then judge and record every flow still open."""
-        self._record(self.capture.stop(), utcnow())
+        """Stop capturing, then judge and record every flow still open and every pending
+        aggregate of repeated violations."""
+        now = utcnow()
+        self._record(self.capture.stop(), now)
+        with self._lock:
+            self.recorder.record_emissions(
+                self.aggregator.drain(now, final=True), source=self.source
+            )
 
     def _record(self, flows: list[Flow], now: datetime) -> list[Verdict]:
         with self._lock:
@@ -162,5 +172,7 @@ class FlowJudge:
             if not flows:
                 return []
             verdicts = judge_flows(flows, self.policy, self.geo, self.secondary)
-            self.recorder.record_verdicts(verdicts, source=self.source, start=start, end=now)
+            self.recorder.record_verdicts(
+                verdicts, source=self.source, start=start, end=now, aggregator=self.aggregator
+            )
             return verdicts

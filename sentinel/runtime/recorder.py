@@ -12,6 +12,9 @@ Ledger record kinds written here:
 * ``egress_violation`` — ``Verdict.to_json()`` plus ``observed_by`` (capture source)
 * ``egress_summary`` — per observation window: flows, packets and bytes by remote country and
   by verdict (``summarize``), so a report can show allowed traffic without one record per flow
+* ``egress_violation_repeat`` — live capture only: repeated violations of one (remote, port,
+  protocol, reason) aggregated over an interval (``sentinel.policy.aggregate``); the first
+  occurrence is an ``egress_violation`` as above
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from sentinel.ledger import AppendResult, Ledger
 from sentinel.metrics import Metrics
+from sentinel.policy.aggregate import Aggregator, Emission
 from sentinel.records import AuditEvent, Unparsed, Verdict
 from sentinel.timefmt import format_ts
 
@@ -58,6 +62,20 @@ def summarize(
         "by_verdict": dict(sorted(by_verdict.items())),
         "by_reason": dict(sorted(by_reason.items())),
     }
+
+
+def emission_records(emissions: Sequence[Emission], source: str) -> list[dict[str, Any]]:
+    """Ledger records for aggregated violations: a first occurrence is an ordinary
+    ``egress_violation`` (the verdict), a summary of repeats an ``egress_violation_repeat``."""
+    records: list[dict[str, Any]] = []
+    for emission in emissions:
+        if emission.kind == "first" and emission.verdict is not None:
+            body, kind = emission.verdict.to_json(), "egress_violation"
+        else:
+            body, kind = emission.to_json(), "egress_violation_repeat"
+        body["observed_by"] = source
+        records.append({"kind": kind, "data": body})
+    return records
 
 
 def audit_record(item: AuditEvent | Unparsed) -> dict[str, Any]:
@@ -104,16 +122,26 @@ class Recorder:
         end: datetime,
         dedup_prefix: str | None = None,
         cursors: Mapping[str, str] | None = None,
+        aggregator: Aggregator | None = None,
     ) -> AppendResult:
         """Append one ``egress_violation`` per violation and one ``egress_summary``.
 
         With ``dedup_prefix`` (e.g. the SHA-256 of a capture file) a second run over the same
-        input adds nothing. Metrics are counted only for a first recording.
+        input adds nothing. With ``aggregator`` (live capture) a repeated violation is folded
+        into its aggregate: the first occurrence is recorded, repeats become periodic
+        ``egress_violation_repeat`` records (``aggregator.drain(end)``). Metrics are counted
+        only for a first recording.
         """
         records: list[dict[str, Any]] = []
         keys: list[str | None] = []
+        if aggregator is not None:
+            for v in verdicts:
+                aggregator.add(v)
+            emissions = aggregator.drain(end)
+            records.extend(emission_records(emissions, source))
+            keys.extend(e.dedup_key for e in emissions)
         for index, v in enumerate(verdicts):
-            if v.verdict == "violation":
+            if v.verdict == "violation" and aggregator is None:
                 body = v.to_json()
                 body["observed_by"] = source
                 records.append({"kind": "egress_violation", "data": body})
@@ -131,6 +159,15 @@ class Recorder:
         result = self.ledger.append(records, dedup_keys=keys, cursors=cursors)
         if result.appended:
             self.metrics.count_verdicts(verdicts)
+        self._after_append(result, records)
+        return result
+
+    def record_emissions(self, emissions: Sequence[Emission], *, source: str) -> AppendResult:
+        """Append aggregated violations (``emission_records``), deduplicated by their keys."""
+        if not emissions:
+            return AppendResult(0, 0, None, None)
+        records = emission_records(emissions, source)
+        result = self.ledger.append(records, dedup_keys=[e.dedup_key for e in emissions])
         self._after_append(result, records)
         return result
 

@@ -57,3 +57,34 @@ def test_recorder_on_sqlite_file(tmp_path: Path) -> None:
     with Ledger.open(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
         result = Recorder(ledger, Metrics()).record_audit([])
         assert result.appended == 0
+
+
+def test_repeated_live_violations_are_aggregated(ledger_url: str) -> None:
+    from sentinel.policy.aggregate import Aggregator
+    from sentinel.records import Flow, Verdict
+
+    def violation(minute: int) -> Verdict:
+        t = T.replace(minute=minute)
+        flow = Flow(6, "10.20.0.5", 40000 + minute, "52.95.110.1", 443, 3, 2, 1000, 50, t, t)
+        return Verdict(flow, "violation", "foreign country", "US", "jurisdiction")
+
+    agg = Aggregator(interval=300)
+    with Ledger.open(ledger_url) as ledger:
+        recorder = Recorder(ledger, Metrics())
+        recorder.record_verdicts(
+            [violation(1), violation(2)],
+            source="capture:eth0",
+            start=T,
+            end=T.replace(minute=3),
+            aggregator=agg,
+        )
+        recorder.record_verdicts(
+            [violation(4)], source="capture:eth0", start=T, end=T.replace(minute=5), aggregator=agg
+        )
+        recorder.record_emissions(agg.drain(T.replace(minute=6), final=True), source="capture:eth0")
+        kinds = ledger.count_by_kind()
+        repeats = [r["data"] for r in ledger.query(kind="egress_violation_repeat")]
+        assert ledger.verify().ok
+    assert kinds["egress_violation"] == 1  # the first occurrence, as a full verdict
+    assert kinds["egress_summary"] == 2  # every window's per-country counts, all flows
+    assert sum(r["count"] for r in repeats) == 2 and repeats[-1]["total_count"] == 3
