@@ -168,6 +168,18 @@ def bad(
     return Unparsed(source, reason, raw, src_pos, raw_sha256=digest, raw_len=size)
 
 
+def json_object(raw: bytes, source: str, src_pos: str, what: str) -> dict[str, Any] | Unparsed:
+    """``raw`` as a JSON object (depth-limited ``loads_limited``), or the ``Unparsed`` saying
+    why not: ``not JSON: …`` or ``not <what> (not an object)``."""
+    try:
+        doc = loads_limited(raw)
+    except ValueError as exc:
+        return bad(source, f"not JSON: {exc}", raw, src_pos)
+    if not isinstance(doc, dict):
+        return bad(source, f"not {what} (not an object)", raw, src_pos)
+    return doc
+
+
 _SYSLOG_PRI = re.compile(rb"^<\d{1,3}>")
 
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sentinel.audit.parsers._common import DEFAULT_OPTIONS, ParserOptions, bad, d, i, s
+from sentinel.audit.parsers._common import DEFAULT_OPTIONS, ParserOptions, bad, d, i, json_object, s
 from sentinel.audit.parsers._distribution import split_addr
-from sentinel.audit.parsers.interface import ParseResult, loads_limited
+from sentinel.audit.parsers.interface import ParseResult
 from sentinel.audit.timeparse import parse_rfc3339
 from sentinel.records import Action, AuditEvent, Outcome, Unparsed, sha256_hex
 
@@ -63,12 +63,9 @@ class K8sAuditParser:
         """One line/payload → one record per event, or ``Unparsed``. Never raises."""
         if not raw.strip():
             return []
-        try:
-            doc = loads_limited(raw)
-        except ValueError as exc:
-            return [bad(source, f"not JSON: {exc}", raw, src_pos)]
-        if not isinstance(doc, dict):
-            return [bad(source, "not a Kubernetes audit Event (not an object)", raw, src_pos)]
+        doc = json_object(raw, source, src_pos, "a Kubernetes audit Event")
+        if isinstance(doc, Unparsed):
+            return [doc]
         digest = sha256_hex(raw)
         if doc.get("kind") == "EventList" and isinstance(doc.get("items"), list):
             return [

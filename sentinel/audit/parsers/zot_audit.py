@@ -22,11 +22,11 @@ its access log or a reverse proxy for those. Any other JSON line (zot's applicat
 
 from __future__ import annotations
 
-from sentinel.audit.parsers._common import DEFAULT_OPTIONS, ParserOptions, bad, i, s
+from sentinel.audit.parsers._common import DEFAULT_OPTIONS, ParserOptions, bad, i, json_object, s
 from sentinel.audit.parsers._distribution import classify, split_addr
-from sentinel.audit.parsers.interface import ParseResult, loads_limited
+from sentinel.audit.parsers.interface import ParseResult
 from sentinel.audit.timeparse import parse_rfc3339, parse_unix
-from sentinel.records import AuditEvent, sha256_hex
+from sentinel.records import AuditEvent, Unparsed, sha256_hex
 
 SOURCE_KIND = "zot"
 AUDIT_MESSAGE = "HTTP API Audit"
@@ -45,12 +45,9 @@ class ZotAuditParser:
         """One line → one event, or ``Unparsed``. Never raises."""
         if not raw.strip():
             return []
-        try:
-            doc = loads_limited(raw)
-        except ValueError as exc:
-            return [bad(source, f"not JSON: {exc}", raw, src_pos)]
-        if not isinstance(doc, dict):
-            return [bad(source, "not a zot audit record (not an object)", raw, src_pos)]
+        doc = json_object(raw, source, src_pos, "a zot audit record")
+        if isinstance(doc, Unparsed):
+            return [doc]
         message = s(doc, "message") or s(doc, "msg")
         method, obj = s(doc, "action"), s(doc, "object")
         if message != AUDIT_MESSAGE or method is None or obj is None:
