@@ -30,7 +30,13 @@ MAX_LISTED = 200
 
 
 def _event_time(kind: str, data: Mapping[str, Any], recorded_at: str) -> datetime:
-    key = {"audit_event": "ts", "egress_violation": "last_seen", "egress_summary": "period_end"}
+    key = {
+        "audit_event": "ts",
+        "egress_violation": "last_seen",
+        "egress_violation_repeat": "last_seen",
+        "egress_summary": "period_end",
+        "audit_finding": "last_seen",
+    }
     value = data.get(key.get(kind, ""), None) or recorded_at
     try:
         return parse_ts(str(value))
@@ -67,6 +73,8 @@ def build_report(
     records_in_period = 0
     egress_sources: set[str] = set()
     repeated = 0  # repeats of a recorded violation, aggregated (live capture)
+    findings: list[dict[str, Any]] = []
+    finding_hits = 0
 
     for rec in records:
         kind = str(rec.get("kind", ""))
@@ -104,6 +112,10 @@ def build_report(
                 violations.append(dict(data))
         elif kind == "egress_violation_repeat":
             repeated += int(data.get("count") or 0)
+        elif kind == "audit_finding":
+            finding_hits += int(data.get("count") or 1)
+            if len(findings) < MAX_LISTED:
+                findings.append(dict(data))
 
     criteria: dict[str, dict[str, Any]] = {}
     flows_seen = sum(by_verdict.values())
@@ -128,9 +140,13 @@ def build_report(
     total_events = sum(sum(c.values()) for c in events_by_source.values())
     if not total_events:
         status, summary = "no data", "no registry audit event recorded in this period"
-    elif failure_count:
+    elif failure_count or findings:
         status = "attention"
-        summary = f"{failure_count} failed or denied access attempt(s) out of {total_events}"
+        summary = (
+            f"{failure_count} failed or denied access record(s) and {finding_hits} audit-rule "
+            f"hit(s) among {total_events} event(s) from {len(events_by_source)} source(s) "
+            "(one request may be seen by several sources)"
+        )
     else:
         status, summary = "pass", f"{total_events} audited access(es), no failed access"
     criteria["access_control"] = {
@@ -150,6 +166,8 @@ def build_report(
         ],
         "failures": failures,
         "failure_count": failure_count,
+        "findings": findings,
+        "finding_hits": finding_hits,
         "artifacts": dict(artifacts.most_common(MAX_LISTED)),
         "header_sourced_addresses": header_sourced,
     }

@@ -113,6 +113,8 @@ def test_statuses_follow_the_evidence() -> None:
     assert status["data_residency"] == "fail"
     assert status["access_control"] == "attention"
     assert status["audit_logging"] == "fail"
+    access = bad["criteria"][1]
+    assert access["findings"] == [] and access["failure_count"] == 1
     residency = bad["criteria"][0]
     assert residency["by_country"]["US"]["violations"] == 1
     assert residency["violations"][0]["remote_ip"] == "52.95.110.1"
@@ -144,3 +146,27 @@ def test_write_report_json_and_override_template(tmp_path: Path) -> None:
     write_report(data, tmp_path / "r.html", template_dir=custom)
     assert (tmp_path / "r.html").read_text() == "custom 2026-11-29T00:00:00.000000Z"
     assert not list(tmp_path.glob(".r.html.*"))  # no temp file left behind
+
+
+def test_audit_findings_are_listed() -> None:
+    finding = {
+        "kind": "audit_finding",
+        "recorded_at": "2026-11-29T10:00:00.000000Z",
+        "data": {
+            "rule": "auth-failure-burst",
+            "severity": "high",
+            "status": "open",
+            "count": 5,
+            "message": "5 failed logins from 127.0.0.1",
+            "last_seen": "2026-11-29T10:00:00.000000Z",
+        },
+    }
+    data = build_report(
+        [_event("2026-11-29T09:00:00.000000Z", "push"), finding],
+        start=START,
+        end=END,
+        verification={"status": "valid"},
+    )
+    access = data["criteria"][1]
+    assert access["status"] == "attention" and access["finding_hits"] == 5
+    assert "5 failed logins from 127.0.0.1" in render_html(data)
