@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from sentinel.audit.cursor import HEAD_BYTES, Cursor, CursorStore, head_of
 from sentinel.audit.lines import DEFAULT_MAX_LINE, Line, Oversize, iter_lines
 from sentinel.audit.parsers.interface import Parser
+from sentinel.fswake import FileWake
 from sentinel.records import AuditEvent, Unparsed, sha256_hex
 
 log = logging.getLogger(__name__)
@@ -70,19 +70,6 @@ class TailStats:
     sink_errors: int = 0
     read_errors: int = 0
     last_error: str | None = field(default=None)
-
-
-class _Wake(FileSystemEventHandler):
-    def __init__(self, name: str, event: threading.Event) -> None:
-        self._name = name
-        self._event = event
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        for p in (event.src_path, getattr(event, "dest_path", "")):
-            text = p.decode() if isinstance(p, bytes) else p
-            if text and os.path.basename(text) == self._name:  # noqa: PTH119
-                self._event.set()
-                return
 
 
 class FileTailer:
@@ -136,7 +123,7 @@ class FileTailer:
         if self.use_watchdog:
             observer = Observer()
             try:
-                observer.schedule(_Wake(self.path.name, self._wake), str(self.path.parent))
+                observer.schedule(FileWake(self.path.name, self._wake), str(self.path.parent))
                 observer.start()
                 self._observer = observer
             except OSError as exc:

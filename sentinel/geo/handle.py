@@ -19,17 +19,16 @@ thread plus watchdog's observer, both joined by ``stop()``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from sentinel.errors import GeoIPError, SentinelError
+from sentinel.fswake import FileWake
 from sentinel.geo.database import PROBES, VERIFY_RECORDS, GeoDatabase, GeoResult, IPAddress
 from sentinel.records import GeoProvenance
 
@@ -63,19 +62,6 @@ class GeoStatus:
     last_error: str | None
     last_attempt: float | None
     last_success: float | None
-
-
-class _Wake(FileSystemEventHandler):
-    def __init__(self, name: str, event: threading.Event) -> None:
-        self._name = name
-        self._event = event
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        for p in (event.src_path, getattr(event, "dest_path", "")):
-            text = p.decode() if isinstance(p, bytes) else p
-            if text and os.path.basename(text) == self._name:  # noqa: PTH119
-                self._event.set()
-                return
 
 
 def _signature(path: Path) -> Signature | None:
@@ -274,7 +260,7 @@ class GeoHandle:
         self._stop.clear()
         observer = Observer()
         try:
-            observer.schedule(_Wake(self.path.name, self._wake), str(self.path.parent))
+            observer.schedule(FileWake(self.path.name, self._wake), str(self.path.parent))
             observer.start()
             self._observer = observer
         except OSError as exc:
