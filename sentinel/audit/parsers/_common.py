@@ -180,6 +180,19 @@ def json_object(raw: bytes, source: str, src_pos: str, what: str) -> dict[str, A
     return doc
 
 
+def load_delivery(raw: bytes, source: str, src_pos: str) -> Delivery | Unparsed:
+    """``raw`` as a webhook delivery: a bare JSON body or a captured ``{headers, body}`` record
+    (``unwrap_capture``); the ``Unparsed`` saying why not otherwise."""
+    try:
+        doc = loads_limited(raw)
+    except ValueError as exc:
+        return bad(source, f"not JSON: {exc}", raw, src_pos)
+    delivery = unwrap_capture(doc, raw)
+    if isinstance(delivery, str):
+        return bad(source, delivery, raw, src_pos)
+    return delivery
+
+
 _SYSLOG_PRI = re.compile(rb"^<\d{1,3}>")
 
 

@@ -35,13 +35,13 @@ from sentinel.audit.parsers._common import (
     ParserOptions,
     bad,
     d,
+    load_delivery,
     s,
-    unwrap_capture,
 )
 from sentinel.audit.parsers._distribution import is_digest
-from sentinel.audit.parsers.interface import ParseResult, loads_limited
+from sentinel.audit.parsers.interface import ParseResult
 from sentinel.audit.timeparse import parse_rfc3339, parse_unix
-from sentinel.records import Action, AuditEvent, Outcome, sha256_hex
+from sentinel.records import Action, AuditEvent, Outcome, Unparsed, sha256_hex
 
 SOURCE_KIND = "harbor"
 
@@ -71,13 +71,9 @@ class HarborWebhookParser:
         """One payload → one record per affected artifact, or one ``Unparsed``. Never raises."""
         if not raw.strip():
             return []
-        try:
-            doc = loads_limited(raw)
-        except ValueError as exc:
-            return [bad(source, f"not JSON: {exc}", raw, src_pos)]
-        delivery = unwrap_capture(doc, raw)
-        if isinstance(delivery, str):
-            return [bad(source, delivery, raw, src_pos)]
+        delivery = load_delivery(raw, source, src_pos)
+        if isinstance(delivery, Unparsed):
+            return [delivery]
         body = delivery.body
         if not isinstance(body, dict):
             return [bad(source, "not a Harbor webhook payload (not an object)", raw, src_pos)]

@@ -44,12 +44,12 @@ from sentinel.audit.parsers._common import (
     bad,
     d,
     header,
+    load_delivery,
     s,
-    unwrap_capture,
 )
-from sentinel.audit.parsers.interface import ParseResult, loads_limited
+from sentinel.audit.parsers.interface import ParseResult
 from sentinel.audit.timeparse import parse_rfc3339, parse_unix
-from sentinel.records import Action, AuditEvent, sha256_hex
+from sentinel.records import Action, AuditEvent, Unparsed, sha256_hex
 
 SOURCE_KIND = "mlflow"
 SIGNATURE_HEADER = "X-MLflow-Signature"
@@ -129,13 +129,9 @@ class MlflowWebhookParser:
         """One delivery → one event, or ``Unparsed``. Never raises."""
         if not raw.strip():
             return []
-        try:
-            doc = loads_limited(raw)
-        except ValueError as exc:
-            return [bad(source, f"not JSON: {exc}", raw, src_pos)]
-        delivery = unwrap_capture(doc, raw)
-        if isinstance(delivery, str):
-            return [bad(source, delivery, raw, src_pos)]
+        delivery = load_delivery(raw, source, src_pos)
+        if isinstance(delivery, Unparsed):
+            return [delivery]
         secret = self.options.webhook_secret
         if (
             secret is not None
