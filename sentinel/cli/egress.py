@@ -12,9 +12,8 @@ from sentinel.cli.common import EXIT_FINDINGS, EXIT_OK, CliState, handle_errors,
 from sentinel.errors import ConfigError
 from sentinel.flows import read_flows
 from sentinel.geo.database import GeoDatabase
-from sentinel.policy.egress import EgressPolicy, evaluate_all
+from sentinel.policy.egress import EgressPolicy
 from sentinel.records import Verdict, protocol_name
-from sentinel.runtime.egress import judge_flows
 from sentinel.timefmt import parse_ts
 
 #: verdict lines written per write
@@ -126,10 +125,8 @@ def check(
     try:
         started = time.perf_counter()
         flows, stats = read_flows(pcaps, rules.local_networks)
-        if when is None:  # a waiver covers a flow if it was valid when the flow was seen
-            verdicts = judge_flows(flows, rules, geo, second)
-        else:
-            verdicts = evaluate_all(flows, rules, geo, when, secondary=second)
+        # when is None: a waiver covers a flow if it was valid when the flow was seen
+        verdicts = rules.evaluate_many(flows, geo, when, secondary=second)
         elapsed = time.perf_counter() - started
     finally:
         for db in (geo, second):

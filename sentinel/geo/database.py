@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterable
@@ -35,7 +36,7 @@ import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 
 from sentinel.errors import GeoIPError
-from sentinel.geo.special import classify
+from sentinel.geo.special import classify_int
 from sentinel.records import GeoProvenance
 
 #: codes databases use for "no single country"
@@ -104,6 +105,54 @@ def embedded_ipv4(addr: IPAddress) -> IPAddress:
     if addr in _TEREDO:
         return ipaddress.IPv4Address(int.from_bytes(packed[12:], "big") ^ 0xFFFFFFFF)
     return addr
+
+
+_NAT64_HI = int(_NAT64.network_address) >> 32
+_V4_MASK = 0xFFFFFFFF
+
+
+def parse_address(text: str) -> tuple[int, int]:
+    """An address in text form → ``(version, integer value)``, as ``ipaddress.ip_address``
+    would parse it. Canonical text (what ``str`` of an ``ipaddress`` object gives, and what
+    every flow source writes) is parsed with ``socket.inet_pton``; anything else goes through
+    ``ipaddress``. Raises ``ValueError`` when ``text`` is not an IP address."""
+    try:
+        if ":" in text:
+            packed = socket.inet_pton(socket.AF_INET6, text)
+            if socket.inet_ntop(socket.AF_INET6, packed) == text:
+                return 6, int.from_bytes(packed, "big")
+        else:
+            packed = socket.inet_pton(socket.AF_INET, text)
+            if socket.inet_ntoa(packed) == text:
+                return 4, int.from_bytes(packed, "big")
+    except (OSError, TypeError):
+        pass
+    addr = ipaddress.ip_address(text)
+    return addr.version, int(addr)
+
+
+def embedded_ipv4_int(version: int, value: int) -> tuple[int, int]:
+    """``embedded_ipv4`` on ``(version, integer value)``: the same reduction, on integers."""
+    if version == 4:
+        return version, value
+    top = value >> 32
+    if top == 0xFFFF or (top == 0 and value > 1) or top == _NAT64_HI:
+        return 4, value & _V4_MASK
+    if value >> 112 == 0x2002:
+        return 4, (value >> 80) & _V4_MASK
+    if value >> 96 == 0x20010000:
+        return 4, (value & _V4_MASK) ^ _V4_MASK
+    return version, value
+
+
+def address_text(version: int, value: int) -> str:
+    """``str(ipaddress.ip_address(value))`` for an IPv4 (``version`` 4) or IPv6 integer."""
+    if version == 4:
+        return socket.inet_ntoa(value.to_bytes(4, "big"))
+    text = socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+    if "." in text:  # inet_ntop writes embedded IPv4 in dotted form, ipaddress in hex groups
+        return str(ipaddress.IPv6Address(value))
+    return text
 
 
 def clean_country(code: object) -> str | None:
@@ -228,29 +277,35 @@ class GeoDatabase:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        addr = embedded_ipv4(ipaddress.ip_address(ip))
-        special = classify(addr)
+        if isinstance(ip, str):
+            version, value = parse_address(ip)
+        else:
+            version, value = ip.version, int(ip)
+        version, value = embedded_ipv4_int(version, value)
+        special = classify_int(version, value)
         if special is not None and special.scope != "embedded":
             result = GeoResult(None, None, str(special.network), False, special.name)
         else:
-            result = self._lookup(addr)
+            result = self._lookup(version, value)
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
         self._cache[key] = result
         return result
 
-    def _lookup(self, addr: IPAddress) -> GeoResult:
-        if addr.version == 6 and self.ip_version == 4:
+    def _lookup(self, version: int, value: int) -> GeoResult:
+        if version == 6 and self.ip_version == 4:
             return NOT_FOUND
+        text = address_text(version, value)
         try:
-            record, prefix = self._reader.get_with_prefix_len(addr)
+            record, prefix = self._reader.get_with_prefix_len(text)
         except (InvalidDatabaseError, ValueError):
             self.lookup_errors += 1
             return LOOKUP_ERROR
         if record is None:
             return NOT_FOUND
         country, continent = _map_record(record)
-        network = str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+        host = (32 if version == 4 else 128) - prefix
+        network = f"{address_text(version, value >> host << host)}/{prefix}"
         return GeoResult(country, continent, network, True)
 
     def validate(

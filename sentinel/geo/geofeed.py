@@ -58,10 +58,13 @@ class PrefixTable(Generic[T]):
         self._size += 1
 
     def lookup(self, addr: IPAddress) -> tuple[Network, T] | None:
-        bits = 32 if addr.version == 4 else 128
-        value = int(addr)
-        tables = self._tables[addr.version]
-        for plen in self._lengths[addr.version]:
+        return self.lookup_int(addr.version, int(addr))
+
+    def lookup_int(self, version: int, value: int) -> tuple[Network, T] | None:
+        """``lookup`` for an address given as its IP version (4 or 6) and integer value."""
+        bits = 32 if version == 4 else 128
+        tables = self._tables[version]
+        for plen in self._lengths[version]:
             hit = tables[plen].get(value >> (bits - plen) << (bits - plen) if plen else 0)
             if hit is not None:
                 return hit

@@ -41,6 +41,7 @@ operator-chosen layout that cannot be decoded here.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal
@@ -230,6 +231,38 @@ def classify(addr: IPAddress) -> SpecialRange | None:
     if hit is None and _match(value, 128, _V6_ALLOCATED) is None:
         return UNASSIGNED_V6
     return hit
+
+
+def _flatten(version: int) -> tuple[list[int], list[SpecialRange | None]]:
+    """``classify`` as a step function: sorted interval starts and the answer on each interval.
+
+    Every range boundary starts an interval, so no range begins or ends inside one and
+    ``classify`` is constant on it; its value at the interval's first address is the answer
+    for the whole interval."""
+    bits = 32 if version == 4 else 128
+    ranges = IPV4_SPECIAL if version == 4 else IPV6_SPECIAL + IPV6_RESERVED
+    nets = [r.network for r in ranges]
+    if version == 6:
+        nets += [GLOBAL_UNICAST, *IPV6_ALLOCATED]
+    cuts = {0}
+    for n in nets:
+        cuts.add(int(n.network_address))
+        end = int(n.broadcast_address) + 1
+        if end < 1 << bits:
+            cuts.add(end)
+    starts = sorted(cuts)
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    return starts, [classify(make(s)) for s in starts]
+
+
+_STEPS = {4: _flatten(4), 6: _flatten(6)}
+
+
+def classify_int(version: int, value: int) -> SpecialRange | None:
+    """``classify`` for an address given as its IP version (4 or 6) and integer value: one
+    binary search over the ranges flattened at import."""
+    starts, answers = _STEPS[version]
+    return answers[bisect.bisect_right(starts, value) - 1]
 
 
 def is_internal(addr: IPAddress) -> bool:

@@ -72,10 +72,16 @@ from pydantic import (
 
 from sentinel.errors import ConfigError
 from sentinel.geo import GeoSource, current
-from sentinel.geo.database import GeoDatabase, clean_country, embedded_ipv4
+from sentinel.geo.database import (
+    GeoDatabase,
+    address_text,
+    clean_country,
+    embedded_ipv4_int,
+    parse_address,
+)
 from sentinel.geo.geofeed import Geofeed, GeofeedEntry, PrefixTable, load_geofeed
 from sentinel.geo.groups import GROUPS, expand
-from sentinel.geo.special import IPV4_SPECIAL, IPV6_SPECIAL
+from sentinel.geo.special import IPV4_SPECIAL, IPV6_SPECIAL, classify_int
 from sentinel.geo.special import is_internal as _special_internal
 from sentinel.records import Flow, GeoProvenance, GeoSecondOpinion, Verdict
 
@@ -238,11 +244,25 @@ FACTS_CACHE_MAX = 100_000
 
 #: a decision of steps 3–6: (reason when allowed, country, rule, provenance, allowed outright)
 _Fixed = tuple[str, str | None, str, GeoProvenance | None, bool]
+#: the fields of a ``Verdict`` after ``flow``, in order (verdict … secondary)
+_Fields = tuple[
+    Literal["allowed", "violation", "waived"],
+    str,
+    str | None,
+    str,
+    GeoProvenance | None,
+    str | None,
+    str | None,
+    GeoSecondOpinion | None,
+]
+#: a network as integers: (IP version, first address, last address)
+_Span = tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
 class _Facts:
-    remote: IPAddress
+    #: the normalized remote address (embedded IPv4 reduced), as text
+    remote: str
     denied: bool
     waivers: tuple[Waiver, ...]
     fixed: _Fixed | None
@@ -250,6 +270,14 @@ class _Facts:
 
 def _in_any(addr: IPAddress, networks: Iterable[Network]) -> bool:
     return any(addr.version == n.version and addr in n for n in networks)
+
+
+def _spans(networks: Iterable[Network]) -> tuple[_Span, ...]:
+    return tuple((n.version, int(n.network_address), int(n.broadcast_address)) for n in networks)
+
+
+def _in_spans(version: int, value: int, spans: tuple[_Span, ...]) -> bool:
+    return any(v == version and lo <= value <= hi for v, lo, hi in spans)
 
 
 class EgressPolicy:
@@ -286,6 +314,11 @@ class EgressPolicy:
                     path, f"{override.network} is listed twice", f"overrides.{n}.network"
                 ) from None
         self._facts_cache: dict[str, _Facts] = {}
+        jur = model.jurisdiction
+        self._allow_spans = _spans(jur.allow_networks)
+        self._deny_spans = _spans(jur.deny_networks)
+        self._local_spans = _spans(model.local_networks)
+        self._waiver_spans = tuple((w, *_spans([w.network])[0]) for w in model.waivers)
         base = base_dir or Path.cwd()
         self.geofeeds: tuple[Geofeed, ...] = tuple(
             load_geofeed(base / name) for name in model.geofeeds
@@ -371,35 +404,88 @@ class EgressPolicy:
     def _facts(self, ip: str) -> _Facts:
         """What the policy says about a remote address whatever the flow (cached per address
         string, bounded): the normalized address, deny, the waivers whose network holds it, and
-        the decision of steps 3–6 when one applies (``None``: ask GeoIP)."""
+        the decision of steps 3–6 when one applies (``None``: ask GeoIP). Addresses are
+        compared as integers against networks compiled at load."""
         facts = self._facts_cache.get(ip)
         if facts is not None:
             return facts
-        remote = embedded_ipv4(ipaddress.ip_address(ip))
-        jur = self.model.jurisdiction
-        waivers = tuple(w for w in self.model.waivers if w.holds(remote))
+        version, value = embedded_ipv4_int(*parse_address(ip))
+        waivers = tuple(
+            w for w, v, lo, hi in self._waiver_spans if v == version and lo <= value <= hi
+        )
         fixed: _Fixed | None = None
-        if _in_any(remote, jur.allow_networks):
+        special = classify_int(version, value)
+        if _in_spans(version, value, self._allow_spans):
             fixed = ("allowed network", None, "allow_networks", None, True)
-        elif _in_any(remote, self.model.local_networks):
+        elif _in_spans(version, value, self._local_spans):
             fixed = ("internal", None, "local_networks", None, True)
-        elif _special_internal(remote):
+        elif special is not None and special.scope == "internal":
             fixed = ("internal", None, "internal-ranges", None, True)
-        elif (hit := self._overrides.lookup(remote) if len(self._overrides) else None) is not None:
+        elif (
+            hit := self._overrides.lookup_int(version, value) if len(self._overrides) else None
+        ) is not None:
             net, override = hit
             if override.allow:
                 fixed = ("allowed network", None, f"override:{net}", None, True)
             else:
                 fixed = ("", override.country, f"override:{net}", None, False)
-        elif (fed := self._geofeed.lookup(remote) if len(self._geofeed) else None) is not None:
+        elif (
+            fed := self._geofeed.lookup_int(version, value) if len(self._geofeed) else None
+        ) is not None:
             feed, entry = fed[1]
             rule = f"geofeed:{feed.path.name}:{entry.line}"
             fixed = ("", entry.country, rule, feed.provenance, False)
-        facts = _Facts(remote, _in_any(remote, jur.deny_networks), waivers, fixed)
+        remote = address_text(version, value)
+        facts = _Facts(remote, _in_spans(version, value, self._deny_spans), waivers, fixed)
         if len(self._facts_cache) >= FACTS_CACHE_MAX:
             self._facts_cache.clear()
         self._facts_cache[ip] = facts
         return facts
+
+    def evaluate_many(
+        self,
+        flows: Iterable[Flow],
+        geo: GeoSource | None,
+        now: datetime | None = None,
+        *,
+        secondary: GeoSource | None = None,
+    ) -> list[Verdict]:
+        """Judge ``flows`` (same order) at ``now`` (aware UTC), or each flow at its own
+        ``last_seen`` when ``now`` is ``None``; every flow against the same database (a reload
+        during the call does not split the batch between two files).
+
+        The same verdicts as ``evaluate`` flow by flow, decided once per remote address: what
+        steps 1 and 3–7 say depends only on the remote address, so flows sharing one reuse
+        the decision; a remote address that a waiver's network holds is judged flow by flow
+        (ports and expiry differ).
+        """
+        if now is not None and now.tzinfo is None:
+            raise ValueError("now must be timezone-aware (UTC)")
+        db, second = current(geo), current(secondary)
+        sha = self.sha256 or None
+        decided: dict[str, _Fields | None] = {}
+        out: list[Verdict] = []
+        append = out.append
+        for flow in flows:
+            ip = flow.remote_ip
+            try:
+                fields = decided[ip]
+            except KeyError:
+                facts = self._facts(ip)
+                if facts.denied:
+                    country, prov = self._locate(facts.remote, db)
+                    fields = ("violation", "foreign country", country, "deny_networks", prov,
+                              None, sha, None)  # fmt: skip
+                elif facts.waivers:
+                    fields = None
+                else:
+                    fields = self._decide(facts, db, second, sha)
+                decided[ip] = fields
+            if fields is None:
+                append(self._evaluate(flow, db, now or flow.last_seen, second))
+            else:
+                append(Verdict(flow, *fields))
+        return out
 
     def _evaluate(
         self, flow: Flow, db: GeoDatabase | None, now: datetime, second: GeoDatabase | None
@@ -434,7 +520,7 @@ class EgressPolicy:
                     )
                 expired = expired or waiver
 
-        verdict = self._judge(flow, facts, db, second, sha)
+        verdict = Verdict(flow, *self._decide(facts, db, second, sha))
         if expired is not None and verdict.verdict == "violation":
             return Verdict(
                 flow,
@@ -449,65 +535,56 @@ class EgressPolicy:
             )
         return verdict
 
-    def _judge(
+    def _decide(
         self,
-        flow: Flow,
         facts: _Facts,
         db: GeoDatabase | None,
         second: GeoDatabase | None,
         sha: str | None,
-    ) -> Verdict:
+    ) -> _Fields:
+        """Steps 3–7 for a remote address: the verdict's fields after ``flow``."""
         fixed = facts.fixed
         if fixed is not None:
             reason, country, rule, prov, allowed = fixed
             if allowed:
-                return Verdict(flow, "allowed", reason, None, rule, policy_sha256=sha)
-            return self._by_country(flow, country, rule, prov, sha)
+                return ("allowed", reason, None, rule, None, None, sha, None)
+            return self._by_country(country, rule, prov, sha)
+        country, prov = None, None
         if db is not None:
             located = db.lookup(facts.remote)
             if located.error:
                 # a corrupt database is not "no country": fail closed whatever `unknown` says
-                return Verdict(
-                    flow, "violation", "unknown location", None, "geoip-lookup-error",
-                    geo=db.provenance, policy_sha256=sha,
-                )  # fmt: skip
-        country, prov = self._locate(facts.remote, db)
+                return ("violation", "unknown location", None, "geoip-lookup-error",
+                        db.provenance, None, sha, None)  # fmt: skip
+            country, prov = located.country, db.provenance
         opinion = None
         if second is not None:
             other = second.lookup(facts.remote).country
             disagrees = country is not None and other is not None and other != country
             opinion = GeoSecondOpinion(other, second.provenance, disagrees)
-        return self._by_country(flow, country, "jurisdiction", prov, sha, opinion)
+        return self._by_country(country, "jurisdiction", prov, sha, opinion)
 
     def _by_country(
         self,
-        flow: Flow,
         country: str | None,
         rule: str,
         prov: GeoProvenance | None,
         sha: str | None,
         opinion: GeoSecondOpinion | None = None,
-    ) -> Verdict:
+    ) -> _Fields:
         if country is None:
             kind: Literal["allowed", "violation"] = (
                 "allowed" if self.model.jurisdiction.unknown == "allow" else "violation"
             )
-            return Verdict(
-                flow, kind, "unknown location", None, rule, geo=prov, policy_sha256=sha,
-                secondary=opinion,
-            )  # fmt: skip
+            return (kind, "unknown location", None, rule, prov, None, sha, opinion)
         if country in self.allowed_countries:
             kind, reason = "allowed", "allowed country"
         else:
             kind, reason = "violation", "foreign country"
-        return Verdict(
-            flow, kind, reason, country, rule, geo=prov, policy_sha256=sha, secondary=opinion
-        )
+        return (kind, reason, country, rule, prov, None, sha, opinion)
 
     @staticmethod
-    def _locate(
-        remote: IPAddress, geo: GeoDatabase | None
-    ) -> tuple[str | None, GeoProvenance | None]:
+    def _locate(remote: str, geo: GeoDatabase | None) -> tuple[str | None, GeoProvenance | None]:
         if geo is None:
             return None, None
         return geo.lookup(remote).country, geo.provenance
@@ -525,6 +602,4 @@ def evaluate_all(
     (a reload during the call does not split the batch between two files)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
-    db, second = current(geo), current(secondary)
-    evaluate = policy._evaluate
-    return [evaluate(flow, db, now, second) for flow in flows]
+    return policy.evaluate_many(flows, geo, now, secondary=secondary)

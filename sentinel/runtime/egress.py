@@ -35,11 +35,12 @@ def judge_flows(
     geo: GeoSource | None,
     secondary: GeoSource | None = None,
 ) -> list[Verdict]:
-    """Judge each flow at its own ``last_seen`` time (waiver expiry is decided then).
+    """Judge each flow at its own ``last_seen`` time (waiver expiry is decided then), every
+    flow against the same database (``EgressPolicy.evaluate_many``).
 
     ``secondary`` is the optional second GeoIP database whose disagreement is flagged.
     """
-    return [policy.evaluate(f, geo, f.last_seen, secondary=secondary) for f in flows]
+    return policy.evaluate_many(flows, geo, None, secondary=secondary)
 
 
 def file_sha256(path: Path) -> str:
