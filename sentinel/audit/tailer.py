@@ -21,6 +21,16 @@ Cursor and rotation (as fail2ban ``FileContainer``; ``cursor.Cursor``):
   new generation (``Cursor.gen``); lines written between the last read and the truncation are
   lost — a limit of copytruncate itself.
 * the path missing: keep reading the open (renamed) file until a new one appears.
+* rotation to .gz (logrotate ``compress``, with or without ``delaycompress``): while running,
+  the renamed file is still open and is finished through its descriptor even after gzip has
+  unlinked it. At start, when the cursor's inode is gone, the directory's ``<name>*.gz``
+  files are searched for one whose *uncompressed* head hash matches the cursor and which is
+  at least ``offset`` bytes long uncompressed; it is read with ``gzip`` from the same
+  uncompressed offset (records keep the original file's ``src_pos``, so dedup keys match).
+  Then the rotated siblings written after it (``<name>.1``, ``<name>-20261129.gz``…, newer
+  modification time, plain or gzip) are read whole, oldest first — the files logrotate made
+  while Sentinel was down — and only then the new file. A damaged .gz is read up to the
+  damage, counted in ``read_errors`` and left.
 
 ``src_pos`` is ``"<path>@<dev>:<ino>.<gen>:<byte offset>"``. Wake-ups: watchdog file events on
 the directory, and a poll every ``poll_interval`` seconds as fallback. ``start()``/``stop()``
@@ -29,23 +39,37 @@ run one worker thread (plus watchdog's observer), both joined on ``stop()``.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from watchdog.observers import Observer
 
 from sentinel.audit.cursor import HEAD_BYTES, Cursor, CursorStore, head_of
-from sentinel.audit.lines import DEFAULT_MAX_LINE, Line, Oversize, iter_lines
+from sentinel.audit.lines import CHUNK, DEFAULT_MAX_LINE, KEEP, Line, Oversize, iter_lines
 from sentinel.audit.parsers.interface import Parser
 from sentinel.fswake import FileWake
 from sentinel.records import AuditEvent, Unparsed, sha256_hex
 
 log = logging.getLogger(__name__)
+
+#: what a compressed rotated file is called (only gzip is read)
+GZIP_SUFFIX = ".gz"
+#: at most this many rotated siblings are examined when finishing a rotation (bounds the work)
+MAX_SIBLINGS = 64
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _gzip_open(path: Path) -> BinaryIO:
+    """``path`` as a decompressing, seekable (forward) binary stream; the caller closes it."""
+    return cast("BinaryIO", gzip.open(path, "rb"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,45 +237,131 @@ class FileTailer:
         return consumed
 
     def _resume(self) -> int:
-        """First pass: position from the committed cursor (finishing a rotated file)."""
+        """First pass: position from the committed cursor (finishing a rotated file, plain or
+        gzip, and the rotated siblings written after it)."""
         text = self.cursor_store.get_cursor(self.cursor_key)
         saved = Cursor.loads(text) if text else None
         consumed = 0
-        if saved is not None:
-            old = self._find_inode(saved)
-            if old is not None and self._open_file(old, saved):
+        if saved is not None and not self._path_holds(saved):
+            found = self._open_rotated(saved)
+            if found is not None:
                 n = self._drain(final=True)
+                self.close()
                 if n < 0:
                     return 0
                 consumed += n
-                self.close()
                 self.stats.rotations += 1
+                for sibling in self._newer_siblings(found):
+                    self._open_whole(sibling)
+                    n = self._drain(final=True)
+                    self.close()
+                    if n < 0:
+                        return consumed
+                    consumed += n
                 saved = None
         if not self._open_path(saved):
             return consumed
         self._started = True
         return consumed
 
-    def _find_inode(self, saved: Cursor) -> Path | None:
-        """A file other than ``path`` in the same directory with the cursor's inode."""
+    def _path_holds(self, saved: Cursor) -> bool:
         try:
             st = self.path.stat()
-            if (st.st_dev, st.st_ino) == (saved.dev, saved.ino):
-                return None
         except FileNotFoundError:
-            pass
+            return False
+        return (st.st_dev, st.st_ino) == (saved.dev, saved.ino)
+
+    def _siblings(self) -> list[tuple[Path, os.stat_result]]:
+        """Regular files in the path's directory named ``<name>.…`` or ``<name>-…`` (rotated
+        copies), newest first, at most ``MAX_SIBLINGS``."""
+        name = self.path.name
+        out: list[tuple[Path, os.stat_result]] = []
         try:
             entries = list(os.scandir(self.path.parent))
         except OSError:
-            return None
+            return out
         for entry in entries:
+            if not entry.name.startswith((name + ".", name + "-")):
+                continue
             try:
-                est = entry.stat(follow_symlinks=False)
+                if entry.is_file(follow_symlinks=False):
+                    out.append((Path(entry.path), entry.stat(follow_symlinks=False)))
             except OSError:
                 continue
-            if (est.st_dev, est.st_ino) == (saved.dev, saved.ino) and entry.is_file():
-                return Path(entry.path)
+        out.sort(key=lambda item: item[1].st_mtime_ns, reverse=True)
+        return out[:MAX_SIBLINGS]
+
+    def _open_rotated(self, saved: Cursor) -> tuple[Path, os.stat_result] | None:
+        """Open the cursor's file under its rotated name (same inode), or its gzip copy (same
+        uncompressed head, at least ``offset`` bytes); ``self._cur`` is ``saved``."""
+        try:
+            entries = list(os.scandir(self.path.parent))
+        except OSError:
+            entries = []
+        for entry in entries:  # any name: the file may have been renamed to anything
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if (st.st_dev, st.st_ino) != (saved.dev, saved.ino) or not entry.is_file():
+                    continue
+                if self._open_file(Path(entry.path), saved):
+                    return Path(entry.path), st
+            except OSError:
+                continue
+        siblings = self._siblings()
+        if saved.head_len == 0:
+            return None  # nothing was read from it: nothing to finish, nothing to match
+        for path, st in siblings:
+            if path.name.endswith(GZIP_SUFFIX) and self._open_gzip(path, saved):
+                return path, st
         return None
+
+    def _open_gzip(self, path: Path, saved: Cursor) -> bool:
+        """Open ``path`` as gzip if its uncompressed head matches ``saved`` and it holds at
+        least ``saved.offset`` uncompressed bytes."""
+        fh = _gzip_open(path)
+        try:
+            head = fh.read(saved.head_len)
+            if len(head) != saved.head_len or sha256_hex(head) != saved.head_sha256:
+                fh.close()
+                return False
+            fh.seek(saved.offset)
+            if fh.tell() != saved.offset:
+                fh.close()
+                return False
+        except (*_GZIP_ERRORS, OSError) as exc:
+            log.warning("%s: unreadable gzip file while finishing a rotation: %s", path, exc)
+            fh.close()
+            return False
+        log.info("%s: finishing the rotated file from %s", self.path, path)
+        self._fh, self._cur = fh, saved
+        return True
+
+    def _newer_siblings(self, found: tuple[Path, os.stat_result]) -> list[Path]:
+        """Rotated siblings modified after ``found`` (unread: the cursor was on ``found``),
+        oldest first; the plain file when logrotate left both it and a .gz of it."""
+        path, st = found
+        out = [
+            p
+            for p, s in self._siblings()
+            if p != path
+            and (s.st_dev, s.st_ino) != (st.st_dev, st.st_ino)
+            and s.st_mtime_ns > st.st_mtime_ns
+        ]
+        out.reverse()
+        return out
+
+    def _open_whole(self, path: Path) -> None:
+        """Open a rotated sibling to read it from the start (gzip when named ``*.gz``)."""
+        fh: BinaryIO = path.open("rb")
+        st = os.fstat(fh.fileno())
+        if path.name.endswith(GZIP_SUFFIX):
+            fh.close()
+            fh = _gzip_open(path)
+        head = fh.read(HEAD_BYTES)
+        fh.seek(0)
+        log.info("%s: reading %s, rotated while Sentinel was not running", self.path, path)
+        self._fh = fh
+        self._cur = Cursor(st.st_dev, st.st_ino, sha256_hex(head), len(head), 0, 0)
 
     def _open_path(self, saved: Cursor | None) -> bool:
         try:
@@ -307,7 +417,11 @@ class FileTailer:
         pending: list[AuditEvent | Unparsed] = []
         count = 0
         end = self._cur.offset
-        for line in iter_lines(fh, self._cur.offset, max_line=self.max_line):
+        damaged = False
+        for line in self._lines(fh, self._cur.offset):
+            if line is None:
+                damaged = True
+                break
             pending += self._parse(line)
             count += 1
             end = line.end
@@ -318,22 +432,51 @@ class FileTailer:
                 pending, count = [], 0
                 if self._stop.is_set():  # stopping: the committed cursor resumes here later
                     return done
-        if final:
-            size = os.fstat(fh.fileno()).st_size
-            if size > end:
-                fh.seek(end)
-                rest = fh.read(min(size - end, self.max_line + 1))
-                data: bytes | Oversize = rest
-                if len(rest) > self.max_line:
-                    data = Oversize(rest[:1024], sha256_hex(rest), size - end)
-                pending += self._parse(Line(end, data, size))
+        if final and not damaged:
+            tail = self._read_rest(fh, end)
+            if tail is not None:
+                pending += self._parse(tail)
                 count += 1
-                end = size
+                end = tail.end
         if count or end != self._cur.offset:
             if not self._deliver(pending, end, count):
                 return -1
             done += count
         return done
+
+    def _lines(self, fh: BinaryIO, offset: int) -> Iterator[Line | None]:
+        """``iter_lines``, ending with ``None`` when a gzip file turns out damaged (counted)."""
+        try:
+            yield from iter_lines(fh, offset, max_line=self.max_line)
+        except _GZIP_ERRORS as exc:
+            self.stats.read_errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: damaged gzip file, read up to the damage: %s", self.path, exc)
+            yield None
+
+    def _read_rest(self, fh: BinaryIO, start: int) -> Line | None:
+        """The bytes after the last newline of a finished file, as one line (``None`` if
+        none). Reads to end of file (works for gzip streams too); memory O(``max_line``)."""
+        fh.seek(start)
+        kept = b""
+        digest = hashlib.sha256()
+        length = 0
+        try:
+            while data := fh.read(CHUNK):
+                digest.update(data)
+                if len(kept) <= self.max_line:
+                    kept += data[: self.max_line + 1 - len(kept)]
+                length += len(data)
+        except _GZIP_ERRORS as exc:
+            self.stats.read_errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: damaged gzip file, read up to the damage: %s", self.path, exc)
+        if not length:
+            return None
+        body: bytes | Oversize = kept
+        if length > self.max_line:
+            body = Oversize(kept[:KEEP], digest.hexdigest(), length)
+        return Line(start, body, start + length)
 
     def _parse(self, line: Line) -> list[AuditEvent | Unparsed]:
         assert self._cur is not None
