@@ -115,7 +115,7 @@ class AuditFile(_Section):
         "k8s-audit",
         "jsonmap",
     ]
-    #: file to tail
+    #: file to tail, or a glob (``*``, ``?``, ``[…]``, ``**``): every matching file, own cursor each
     path: Path
     #: IANA zone of times the source writes without one (syslog headers, uvicorn)
     zone: str = "UTC"
@@ -345,7 +345,7 @@ poll_interval = 1.0
 # [[audit.files]]
 # id = "registry"
 # format = "distribution-json"
-# path = "/var/log/docker-registry/app.log"
+# path = "/var/log/docker-registry/app.log"   # or a glob: "/var/log/registry/*.log"
 # zone = "UTC"              # zone of times written without one (syslog, uvicorn)
 # mapping = "jsonmap.yaml"  # jsonmap only: field mapping
 

@@ -175,6 +175,11 @@ class FileTailer:
             self._thread = None
         self.close()
 
+    def request_stop(self) -> None:
+        """Make a running ``poll_once`` return after the batch in flight (``stop`` does it too)."""
+        self._stop.set()
+        self._wake.set()
+
     def close(self) -> None:
         """Close the open file (the cursor stays committed in the store)."""
         if self._fh is not None:
@@ -243,6 +248,8 @@ class FileTailer:
         saved = Cursor.loads(text) if text else None
         consumed = 0
         if saved is not None and not self._path_holds(saved):
+            # the cursor's file was rotated (renamed, compressed, copied) — or the path's inode
+            # was freed and reused by the new file, which then must not take over its place
             found = self._open_rotated(saved)
             if found is not None:
                 n = self._drain(final=True)
@@ -258,18 +265,27 @@ class FileTailer:
                     if n < 0:
                         return consumed
                     consumed += n
-                saved = None
+                if not self._path_holds(saved, inode_only=True):
+                    saved = None  # else keep it: the reused inode gets the next generation
         if not self._open_path(saved):
             return consumed
         self._started = True
         return consumed
 
-    def _path_holds(self, saved: Cursor) -> bool:
+    def _path_holds(self, saved: Cursor, *, inode_only: bool = False) -> bool:
+        """Whether ``path`` is still the cursor's file: same inode and (unless
+        ``inode_only``) the same head, at least ``offset`` bytes long."""
         try:
-            st = self.path.stat()
+            with self.path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                if (st.st_dev, st.st_ino) != (saved.dev, saved.ino):
+                    return False
+                if inode_only:
+                    return True
+                sha, n = head_of(fh.fileno(), saved.head_len)
         except FileNotFoundError:
             return False
-        return (st.st_dev, st.st_ino) == (saved.dev, saved.ino)
+        return sha == saved.head_sha256 and n == saved.head_len and st.st_size >= saved.offset
 
     def _siblings(self) -> list[tuple[Path, os.stat_result]]:
         """Regular files in the path's directory named ``<name>.…`` or ``<name>-…`` (rotated
@@ -303,6 +319,8 @@ class FileTailer:
                 st = entry.stat(follow_symlinks=False)
                 if (st.st_dev, st.st_ino) != (saved.dev, saved.ino) or not entry.is_file():
                     continue
+                if Path(entry.path) == self.path:
+                    continue  # the path's inode reused by a new file
                 if self._open_file(Path(entry.path), saved):
                     return Path(entry.path), st
             except OSError:
@@ -310,10 +328,26 @@ class FileTailer:
         siblings = self._siblings()
         if saved.head_len == 0:
             return None  # nothing was read from it: nothing to finish, nothing to match
-        for path, st in siblings:
-            if path.name.endswith(GZIP_SUFFIX) and self._open_gzip(path, saved):
+        for path, st in siblings:  # a copy: compressed, or copied by copytruncate
+            if path.name.endswith(GZIP_SUFFIX):
+                if self._open_gzip(path, saved):
+                    return path, st
+            elif self._open_copy(path, saved):
                 return path, st
         return None
+
+    def _open_copy(self, path: Path, saved: Cursor) -> bool:
+        """Open the plain file ``path`` if it starts with the cursor's head and holds at least
+        ``saved.offset`` bytes (the cursor's lines, copied by copytruncate)."""
+        fh = path.open("rb")
+        st = os.fstat(fh.fileno())
+        sha, n = head_of(fh.fileno(), saved.head_len)
+        if sha != saved.head_sha256 or n != saved.head_len or st.st_size < saved.offset:
+            fh.close()
+            return False
+        log.info("%s: finishing the rotated file from its copy %s", self.path, path)
+        self._fh, self._cur = fh, saved
+        return True
 
     def _open_gzip(self, path: Path, saved: Cursor) -> bool:
         """Open ``path`` as gzip if its uncompressed head matches ``saved`` and it holds at
@@ -378,6 +412,9 @@ class FileTailer:
             if sha == saved.head_sha256 and n == saved.head_len and st.st_size >= saved.offset:
                 self._fh, self._cur = fh, saved
                 return True
+            if path != self.path:  # inode reused by another file: not the one to finish
+                fh.close()
+                return False
             gen = saved.gen + 1
         else:
             gen = 0

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from sentinel.audit.globtailer import GlobTailer, is_glob
 from sentinel.audit.parsers import build_parser, make_options
 from sentinel.audit.tailer import FileTailer, TailBatch
 from sentinel.audit.webhook import WebhookReceiver
@@ -229,8 +230,10 @@ class Service:
             raise ConfigError(
                 str(self.settings.path), f"{exc.problem}", key=f"audit.files[{spec.id}]"
             ) from exc
-        return FileTailer(
-            self.settings.resolve(spec.path),
+        path = self.settings.resolve(spec.path)
+        tailer = GlobTailer if is_glob(spec.path) else FileTailer  # one cursor per file
+        return tailer(
+            path,
             spec.id,
             parser,
             self.ledger,
