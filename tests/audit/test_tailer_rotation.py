@@ -114,7 +114,7 @@ def test_compressed_before_restart_is_read_from_the_gz_at_the_same_offset(
     run = Run(ledger_url, log)
     run.poll()
     run.close()  # Sentinel stops
-    append(log, lines[5:8] + [lines[8]], newline_last=False)  # last line never terminated
+    append(log, lines[5:9], newline_last=False)  # last line never terminated
     log.rename(tmp_path / "access.log.1")
     append(log, lines[9:12])
     gzip_like_logrotate(tmp_path / "access.log.1", tmp_path / "access.log.1.gz")
