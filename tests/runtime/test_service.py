@@ -186,3 +186,41 @@ def test_tailed_files_get_their_zone_and_bad_zones_are_named(tmp_path: Path, cor
     finally:
         service.stop()
     assert events and {e["ts_zone_assumed"] for e in events} == {"Europe/Berlin"}
+
+
+def test_glob_in_audit_files_tails_every_match(tmp_path: Path, corpus: Path) -> None:
+    """``path`` as a glob: each matching file is tailed with its own cursor in the ledger."""
+    sample = corpus / "registry-logs" / "mlflow-live" / "mlflow-3.17.2-uvicorn-access.log"
+    lines = sample.read_bytes().splitlines(keepends=True)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = lines[1:]  # the first line is a server message, not an access line
+    (logs / "a.log").write_bytes(b"".join(lines[:10]))
+    _settings(tmp_path, corpus)
+    text = (tmp_path / "sentinel.toml").read_text()
+    (tmp_path / "sentinel.toml").write_text(
+        text.replace(
+            "# [[audit.files]]\n",
+            '[[audit.files]]\nid = "mlflow"\nformat = "mlflow-access"\npath = "logs/*.log"\n\n'
+            "# [[audit.files]]\n",
+            1,
+        ).replace("poll_interval = 1.0", "poll_interval = 0.2")
+    )
+    service = Service(load_settings(tmp_path / "sentinel.toml"))
+    service.start()
+    try:
+        ledger = service.ledger
+        assert ledger is not None
+        _wait(lambda: ledger.count_by_kind().get("audit_event", 0) == 10)
+        (logs / "b.log").write_bytes(b"".join(lines[10:15]))  # matches later
+        _wait(lambda: ledger.count_by_kind().get("audit_event", 0) == 15)
+        cursors = [ledger.get_cursor(f"tail:mlflow:{logs / n}") for n in ("a.log", "b.log")]
+        events = [r["data"] for r in ledger.query(kind="audit_event")]
+    finally:
+        service.stop()
+    assert all(cursors)
+    assert [e["raw_sha256"] for e in events].count(events[0]["raw_sha256"]) == 1
+    assert {e["src_pos"].split("@")[0] for e in events} == {
+        str(logs / "a.log"),
+        str(logs / "b.log"),
+    }
