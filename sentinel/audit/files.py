@@ -9,23 +9,38 @@ pretty-printed), or one JSON document per line (envelopes, or Sentinel's capture
 
 ``src_pos`` is ``"<absolute path>@<dev>:<ino>.0:<byte offset>"``, the same scheme the tailer
 uses, so a file ingested by hand and later tailed gives the same dedup keys.
+
+A gzip file (RFC 1952 magic ``1f 8b``, e.g. a log rotated with logrotate ``compress``) is read
+decompressed: offsets are then offsets in the decompressed stream. ``-`` reads standard input
+(spooled to an anonymous temporary file first, since reading needs to seek); its positions are
+``<stdin>@stdin:0.0:<offset>``, which identify nothing durable — fine for a dry run, and the
+reason ``sentinel audit ingest`` refuses ``-``.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from sentinel.audit.cursor import Cursor
 from sentinel.audit.lines import DEFAULT_MAX_LINE, Line, Oversize, iter_lines
 from sentinel.audit.parsers import PAYLOAD_FORMATS, Parser
 from sentinel.audit.parsers.interface import loads_limited
 from sentinel.errors import InputError
-from sentinel.records import AuditEvent, Unparsed, sha256_hex
+from sentinel.records import AuditEvent, Unparsed
 
 MAX_PAYLOAD_FILE = 64 << 20
+#: the path that means standard input
+STDIN = Path("-")
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def parse_file(
@@ -36,28 +51,42 @@ def parse_file(
     max_line: int = DEFAULT_MAX_LINE,
     max_payload_file: int = MAX_PAYLOAD_FILE,
 ) -> Iterator[AuditEvent | Unparsed]:
-    """Every record in ``path``, in file order. Raises ``InputError`` if it cannot be read."""
-    try:
-        fh = path.open("rb")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
-    with fh:
-        st = os.fstat(fh.fileno())
-        if not os.path.isfile(path):  # noqa: PTH113 - after open, to report directories
-            raise InputError(f"{path}: not a regular file")
-        file_id = Cursor(st.st_dev, st.st_ino, "", 0, 0).file_id(str(path.absolute()))
+    """Every record in ``path`` (``-``: standard input), in file order.
+
+    Raises ``InputError`` if it cannot be read (missing, a directory, a damaged gzip stream).
+    """
+    with ExitStack() as stack:
+        if path == STDIN:
+            fh: BinaryIO = stack.enter_context(tempfile.TemporaryFile())
+            shutil.copyfileobj(sys.stdin.buffer, fh)
+            fh.seek(0)
+            file_id = "<stdin>@stdin:0.0"
+        else:
+            try:
+                fh = stack.enter_context(path.open("rb"))
+            except OSError as exc:
+                raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+            st = os.fstat(fh.fileno())
+            if not os.path.isfile(path):  # noqa: PTH113 - after open, to report directories
+                raise InputError(f"{path}: not a regular file")
+            file_id = Cursor(st.st_dev, st.st_ino, "", 0, 0).file_id(str(path.absolute()))
+        if fh.read(2) == _GZIP_MAGIC:
+            fh.seek(0)
+            fh = cast(BinaryIO, stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb")))
+        fh.seek(0)
         try:
             if parser.name in PAYLOAD_FORMATS:
-                if st.st_size > max_payload_file:
+                data = fh.read(max_payload_file + 1)
+                if len(data) > max_payload_file:
                     raise InputError(
-                        f"{path}: {st.st_size} bytes; payload files are limited to "
-                        f"{max_payload_file} bytes"
+                        f"{path}: more than {max_payload_file} bytes; payload files are "
+                        "limited to that"
                     )
-                yield from _payloads(fh.read(), parser, source, file_id)
+                yield from _payloads(data, parser, source, file_id)
             else:
                 yield from _lines(fh, parser, source, file_id, max_line)
-        except OSError as exc:
-            raise InputError(f"{path}: read error: {exc.strerror or exc}") from exc
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            raise InputError(f"{path}: read error: {exc}") from exc
 
 
 def _lines(
@@ -70,10 +99,14 @@ def _lines(
     fh.seek(end)
     rest = fh.read(max_line + 1)
     if rest:
-        size = os.fstat(fh.fileno()).st_size
         data: bytes | Oversize = rest
-        if len(rest) > max_line:
-            data = Oversize(rest[:1024], sha256_hex(rest), size - end)
+        size = end + len(rest)
+        if len(rest) > max_line:  # hash the whole unterminated tail, keep its first KiB
+            digest = hashlib.sha256(rest)
+            while chunk := fh.read(1 << 16):
+                digest.update(chunk)
+                size += len(chunk)
+            data = Oversize(rest[:1024], digest.hexdigest(), size - end)
         yield from _one(Line(end, data, size), parser, source, file_id, max_line)
 
 

@@ -26,12 +26,12 @@ from pathlib import Path
 import click
 
 from sentinel.audit.dedup import Deduplicator
-from sentinel.audit.files import parse_file
+from sentinel.audit.files import STDIN, parse_file
 from sentinel.audit.parsers import ParserOptions, build_parser, make_options
 from sentinel.audit.records import to_ledger_batch
 from sentinel.cli.common import EXIT_FINDINGS, EXIT_OK, CliState, handle_errors, pass_state
 from sentinel.config import AUDIT_FORMATS
-from sentinel.errors import ConfigError
+from sentinel.errors import ConfigError, InputError
 from sentinel.records import AuditEvent, Unparsed
 from sentinel.timefmt import format_ts
 
@@ -76,7 +76,10 @@ _secret_option = click.option(
     "signature does not verify become unparsed.",
 )
 _files_argument = click.argument(
-    "files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False)
+    "files",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
 )
 
 
@@ -94,20 +97,48 @@ def _source(state: CliState, source: str | None) -> str:
 
 
 class _Tally:
-    """Counts unparsed input and remembers the first reasons, for the stderr summary."""
+    """Counts unparsed input and remembers, per kind of reason, the first one in full and
+    where it was (file and byte offset), for the stderr summary."""
 
     def __init__(self) -> None:
         self.unparsed = 0
         self.reasons: Counter[str] = Counter()
+        self.first: dict[str, str] = {}
 
     def add(self, item: Unparsed) -> None:
         self.unparsed += 1
-        self.reasons[item.reason.split(": ", 1)[0]] += 1
+        kind = item.reason.split(": ", 1)[0]
+        self.reasons[kind] += 1
+        if kind not in self.first:
+            detail = f": {item.reason}" if item.reason != kind else ""
+            self.first[kind] = f"first at {_where(item.src_pos)}{detail}"
 
     def report(self) -> None:
         if self.unparsed:
-            top = "; ".join(f"{r} ({n})" for r, n in self.reasons.most_common(3))
-            click.echo(f"sentinel: {self.unparsed} unparsed input(s): {top}", err=True)
+            top = "; ".join(f"{r} ({n}, {self.first[r]})" for r, n in self.reasons.most_common(3))
+            click.echo(f"sentinel: {self.unparsed} unparsed input(s): {_safe(top)}", err=True)
+
+
+def _where(src_pos: str) -> str:
+    """``"<path> byte <offset>"`` from a file position ``<path>@<dev>:<ino>.<gen>:<offset>``."""
+    path, at, rest = src_pos.rpartition("@")
+    if at and rest.count(":") >= 2:
+        return f"{path} byte {rest.rsplit(':', 1)[1]}"
+    return src_pos
+
+
+#: C0 controls, DEL and C1 controls: a log field must never move the terminal's cursor (a
+#: ``\r`` in a claimed user name could print a forged line over a real one)
+_CONTROL = dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)])
+
+
+def _safe(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\r``, ``\x1b``), for a terminal."""
+    if not any(ord(c) in _CONTROL for c in text):
+        return text
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if ord(c) in _CONTROL else c for c in text
+    )
 
 
 def parser_options(
@@ -130,7 +161,12 @@ def _records(
 ) -> Iterator[AuditEvent | Unparsed]:
     parser = build_parser(fmt, options)
     for path in files:
-        yield from parse_file(path, parser, source)
+        n = 0
+        for n, item in enumerate(parse_file(path, parser, source), 1):  # noqa: B007
+            yield item
+        if n == 0:
+            name = "standard input" if path == STDIN else str(path)
+            click.echo(f"sentinel: {_safe(name)}: no audit records found", err=True)
 
 
 def _human(e: AuditEvent) -> str:
@@ -146,7 +182,11 @@ def _human(e: AuditEvent) -> str:
     if e.client_ip_source == "header":
         ip += "(header)"
     http = f"{e.http_method or '-'} {e.http_status or '-'}"
-    return f"{format_ts(e.ts)} {e.action:<13} {e.outcome:<7} {actor:<16} {what} client={ip} {http}"
+    zone = f" (zone assumed: {e.ts_zone_assumed})" if e.ts_zone_assumed else ""
+    return _safe(
+        f"{format_ts(e.ts)} {e.action:<13} {e.outcome:<7} {actor:<16} {what} client={ip} "
+        f"{http}{zone}"
+    )
 
 
 @audit.command("parse")
@@ -172,7 +212,9 @@ def parse(
     """Print the normalized, deduplicated events in FILE... (a dry run: nothing is stored).
 
     \b
-    Without --json: one readable line per event. With --json: one AuditEvent JSON object per
+    FILE may be gzip-compressed (read decompressed) or - for standard input.
+    Without --json: one readable line per event (control characters escaped; "zone
+    assumed: Z" when the source gave no zone). With --json: one AuditEvent JSON object per
     line, and {"unparsed": {...}} lines for input that could not be parsed.
     Exit codes: 0 all parsed; 1 some input unparsed; 2 error (missing file...).
     """
@@ -224,9 +266,17 @@ def ingest(
 
     \b
     Every event becomes an "audit_event" record, every unparsed input an "unparsed" record.
+    FILE may be gzip-compressed; not - (standard input has no position that would make a
+    re-run idempotent: save it to a file first).
     Exit codes: 0 all parsed; 1 some input unparsed (still recorded); 2 error.
     """
     from sentinel.ledger import Ledger
+
+    if STDIN in files:
+        raise InputError(
+            "-: ingest reads files, not standard input (a re-run could not be recognised); "
+            "save the input to a file, or use `sentinel audit parse -` for a dry run"
+        )
 
     src = _source(state, source)
     options = parser_options(zone, mapping_path, secret_path)

@@ -3,8 +3,9 @@
 ``sentinel rules check [PATH…]`` — every rule file under the paths (files or directories;
 default: ``[policy] audit_rules`` from the configuration, else the shipped ``rules/audit``):
 one ``ok`` line per good file on stdout, one ``sentinel: error: FILE: KEY: problem`` line per
-bad file on stderr. Exit 0 when all are valid, 1 when any is not, 2 when nothing could be
-checked. ``--schema`` prints the JSON Schema of a rule file instead.
+bad file on stderr (every validation problem of the file, not only the first). Exit 0 when
+all are valid, 1 when any is not, 2 when nothing could be checked (a path that does not exist,
+no rule files). ``--schema`` prints the JSON Schema of a rule file instead.
 
 ``sentinel rules test RULE SAMPLE [--format F]`` — evaluate one rule (a file, or the id of a
 rule in the default paths) on a sample: ``--format events`` (default) reads audit events as
@@ -12,7 +13,8 @@ JSON lines (the ``data`` of ledger ``audit_event`` records); any audit format (`
 parse --format``) parses a raw log or payload file first. Prints one JSON line per finding
 (aggregation periods are closed at the end, as at shutdown) and a summary on stderr. Exit 0
 (findings are output, not failure), 2 on bad input. ``--geoip``/``--policy`` default to the
-configuration's, else no database and the shipped egress policy.
+configuration's, else no database and the shipped egress policy; a ``foreign_client`` rule run
+without a database says so on stderr, since every public address is then an unknown location.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def rules() -> None:
 
 
 @rules.command("check")
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--schema", is_flag=True, help="Print the JSON Schema of a rule file and exit.")
 @pass_state
 @handle_errors
@@ -148,6 +150,12 @@ def test_cmd(
     if geoip is None and settings is not None and settings.geoip.database is not None:
         geoip = settings.resolve(settings.geoip.database)
     policy = EgressPolicy.load(policy_path)
+    if geoip is None and compiled.model.kind == "foreign_client":
+        click.echo(
+            f"sentinel: warning: {compiled.id} locates clients but no GeoIP database is given "
+            "(--geoip or config geoip.database): every public address is an unknown location",
+            err=True,
+        )
     events, unparsed = _read_sample(sample, fmt, source)
     geo = GeoDatabase.open(geoip) if geoip is not None else None
     try:

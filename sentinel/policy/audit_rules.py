@@ -507,14 +507,23 @@ def parse_rule(raw: bytes, *, path: str = "<memory>") -> CompiledRule:
     try:
         model = _ADAPTER.validate_python(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = [str(p) for p in first["loc"]]
-        if first["type"] == "union_tag_invalid":
-            loc = ["kind"]
-        if len(loc) > 1 and loc[0] in ("foreign_client", "actor_policy", "threshold"):
-            loc = loc[1:]  # drop the union tag pydantic puts first
-        raise ConfigError(path, first["msg"], ".".join(loc) or None) from exc
+        problems = [(_error_key(e), e["msg"]) for e in exc.errors()]
+        key, problem = problems[0]
+        if len(problems) > 1:  # every problem at once, not one per edit-and-retry
+            rest = "; ".join(f"{k or '(file)'}: {m}" for k, m in problems[1:])
+            problem = f"{problem} (and {len(problems) - 1} more: {rest})"
+        raise ConfigError(path, problem, key) from exc
     return CompiledRule(model, path)
+
+
+def _error_key(error: Any) -> str | None:
+    """The dotted rule-file key a pydantic error is about (without pydantic's union tag)."""
+    loc = [str(p) for p in error["loc"]]
+    if error["type"] == "union_tag_invalid":
+        loc = ["kind"]
+    if len(loc) > 1 and loc[0] in ("foreign_client", "actor_policy", "threshold"):
+        loc = loc[1:]  # drop the union tag pydantic puts first
+    return ".".join(loc) or None
 
 
 def load_rule_file(path: Path) -> CompiledRule:
@@ -530,13 +539,20 @@ def load_rule_file(path: Path) -> CompiledRule:
 
 def rule_files(paths: Iterable[Path]) -> list[Path]:
     """Files named by ``paths``: a file as is, a directory's ``*.yaml``/``*.yml`` (not
-    recursive, sorted). A missing path is kept so that loading reports it."""
+    recursive, sorted). A missing path is kept so that loading reports it. A file named twice
+    (``rules/audit rules/audit/x.yaml``) is listed once."""
     out: list[Path] = []
+    seen: set[Path] = set()
     for p in paths:
-        if p.is_dir():
-            out += sorted(c for c in p.iterdir() if c.is_file() and c.suffix in RULE_SUFFIXES)
-        else:
-            out.append(p)
+        found = (
+            sorted(c for c in p.iterdir() if c.is_file() and c.suffix in RULE_SUFFIXES)
+            if p.is_dir()
+            else [p]
+        )
+        for f in found:
+            if f.resolve() not in seen:
+                seen.add(f.resolve())
+                out.append(f)
     return out
 
 

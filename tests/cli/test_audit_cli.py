@@ -92,7 +92,9 @@ def test_parse_unparsed_exit_1_and_reported(corpus: Path, tmp_path: Path) -> Non
     rows = [json.loads(line) for line in out.splitlines()]
     assert [("unparsed" in r) for r in rows] == [False, True, False]
     assert rows[1]["unparsed"]["raw_kept"] == "garbage line"
-    assert "1 unparsed input(s): not a combined-log-format line (1)" in err
+    # the summary says where the first one is (file and byte offset), not only how many
+    where = f"{log} byte {len(lines[0]) + 1}"
+    assert f"1 unparsed input(s): not a combined-log-format line (1, first at {where})" in err
     code, out, err = run("audit", "parse", "--format", "distribution-access", str(log))
     assert code == 1 and len(out.splitlines()) == 2
 
@@ -137,3 +139,56 @@ def test_ingest_appends_once(corpus: Path, tmp_path: Path, ledger_url: str) -> N
         and r["data"]["actor_verified"]
     ]
     assert len(pushes) == 9 and {p["source"] for p in pushes} == {"reg-1"}
+
+
+def test_parse_reads_gzip_and_stdin_like_the_plain_file(corpus: Path, tmp_path: Path) -> None:
+    import gzip
+
+    plain = corpus / LIVE / "registry-app-json.log"
+    packed = tmp_path / "registry-app-json.log.1.gz"  # logrotate `compress`
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    expected = run("audit", "parse", "--format", "distribution-json", str(plain))
+    assert expected[0] == 0 and len(expected[1].splitlines()) == 63
+    assert run("audit", "parse", "--format", "distribution-json", str(packed))[:2] == expected[:2]
+    res = CliRunner().invoke(
+        cli, ["audit", "parse", "--format", "distribution-json", "-"], input=plain.read_bytes()
+    )
+    assert (res.exit_code, res.stdout) == expected[:2]
+    damaged = tmp_path / "cut.log.gz"
+    damaged.write_bytes(packed.read_bytes()[:-20])  # truncated gzip stream: a read error
+    code, _, err = run("audit", "parse", "--format", "distribution-json", str(damaged))
+    assert code == 2 and "read error" in err
+
+
+def test_ingest_refuses_stdin_and_reports_empty_files(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    res = CliRunner().invoke(
+        cli, ["audit", "ingest", "--ledger", url, "--format", "distribution-json", "-"], input=b"{}"
+    )
+    assert res.exit_code == 2 and "standard input" in res.stderr
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    code, out, err = run("audit", "parse", "--format", "distribution-json", str(empty))
+    assert code == 0 and out == "" and f"{empty}: no audit records found" in err
+
+
+def test_text_output_escapes_control_characters_and_shows_assumed_zone(
+    corpus: Path, tmp_path: Path
+) -> None:
+    line = next(
+        raw
+        for raw in (corpus / LIVE / "registry-app-json.log").read_text().splitlines()
+        if '"auth.user.name"' in raw
+    )
+    record = json.loads(line)
+    record["auth.user.name"] = "root\r\x1b[2JFAKE"  # would rewrite the terminal line
+    log = tmp_path / "forged.log"
+    log.write_text(json.dumps(record) + "\n")
+    code, out, _ = run("audit", "parse", "--format", "distribution-json", str(log))
+    assert code == 0 and "\r" not in out and "\x1b" not in out
+    assert "root\\r\\x1b[2JFAKE" in out
+    uvicorn = corpus / "registry-logs/mlflow-live/mlflow-3.17.2-uvicorn-access.log"
+    _, out, _ = run(
+        "audit", "parse", "--format", "mlflow-access", "--zone", "Europe/Berlin", str(uvicorn)
+    )
+    assert out and all(row.endswith("(zone assumed: Europe/Berlin)") for row in out.splitlines())

@@ -172,8 +172,43 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path: Path) -> None:
     assert result.stdout.count("ok  ") == len(SHIPPED)
     good = CliRunner().invoke(cli, ["rules", "check", *map(str, SHIPPED)])
     assert good.exit_code == 0 and "3 valid, 0 invalid" in good.stderr
-    empty = CliRunner().invoke(cli, ["rules", "check", str(tmp_path / "nothing-here")])
-    assert empty.exit_code == 1 and "No such file" in empty.stderr
+    missing = CliRunner().invoke(cli, ["rules", "check", str(tmp_path / "nothing-here")])
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr  # a bad argument
+    # a file named twice (directory + file) is checked once, not a duplicate of itself
+    twice = CliRunner().invoke(cli, ["rules", "check", str(RULES), str(SHIPPED[0])])
+    assert twice.exit_code == 0 and "3 valid, 0 invalid" in twice.stderr
+
+
+def test_every_validation_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "many.yaml"
+    path.write_text("id: 'X Y'\nseverity: urgent\nkind: threshold\ncount: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_rule_file(path)
+    text = info.value.diagnostics()
+    # the id pattern, the unknown severity and the missing window, in one message
+    assert "must match" in text and "severity" in text and "window_seconds" in text
+
+
+def test_rules_test_warns_when_a_location_rule_has_no_geoip(corpus: Path) -> None:
+    rule = RULES / "foreign-client-access.yaml"
+    sample = RULES / "samples" / "foreign-client-access.jsonl"
+    bare = CliRunner().invoke(cli, ["rules", "test", str(rule), str(sample)])
+    assert bare.exit_code == 0 and "no GeoIP database is given" in bare.stderr
+    geoip = corpus / "geoip" / "GeoIP2-City-Test.mmdb"
+    located = CliRunner().invoke(
+        cli, ["rules", "test", str(rule), str(sample), "--geoip", str(geoip)]
+    )
+    assert located.exit_code == 0 and "warning" not in located.stderr
+    other = CliRunner().invoke(
+        cli,
+        [
+            "rules",
+            "test",
+            str(RULES / "auth-failure-burst.yaml"),
+            str(RULES / "samples" / "auth-failure-burst.jsonl"),
+        ],
+    )
+    assert other.exit_code == 0 and "warning" not in other.stderr
 
 
 def test_default_paths_and_schema_export() -> None:
