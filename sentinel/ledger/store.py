@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -412,6 +413,7 @@ class Ledger:
         if backend == "sqlite":
             if not parsed.database or parsed.database == ":memory:":
                 raise LedgerError(f"ledger: {shown}: SQLite ledger needs a file path")
+            _create_private(Path(parsed.database))
             engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
             _install_sqlite_hooks(engine)
         elif backend == "postgresql":
@@ -1542,6 +1544,22 @@ def _record_time(record: Mapping[str, Any], by: str) -> datetime:
             except ValueError:
                 pass
     return parse_ts(str(record.get("recorded_at")))
+
+
+def _create_private(path: Path) -> None:
+    """Create a missing SQLite ledger file with mode 0600 (owner only) rather than 0644.
+
+    SQLite gives the ``-wal`` and ``-shm`` files it creates later the database file's
+    permissions, so the whole ledger stays private. An existing file is left as it is; a
+    directory that does not exist is left for SQLite to report.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (FileExistsError, FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise LedgerError(f"ledger: {path}: cannot create: {exc.strerror or exc}") from exc
+    os.close(fd)
 
 
 def _install_sqlite_hooks(engine: sa.Engine) -> None:

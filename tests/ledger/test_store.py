@@ -282,3 +282,25 @@ def test_postgres_statistics_refreshed_as_the_log_grows(pg_url: str) -> None:
         assert led.verify().ok
     with Ledger.open(pg_url) as again:  # a new process starts from the stored statistics
         assert again._analyze_at >= 2 * ANALYZE_MIN_ROWS
+
+
+def test_new_sqlite_ledger_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    path = tmp_path / "ledger.db"
+    old = os.umask(0o022)  # a login shell's umask: without care the file would be 0644
+    try:
+        with Ledger.open(f"sqlite:///{path}") as led:
+            led.append([audit_record(i) for i in range(3)])
+            files = sorted(tmp_path.glob("ledger.db*"))  # the database, its -wal and -shm
+            assert path in files and len(files) >= 2
+            modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files}
+    finally:
+        os.umask(old)
+    assert set(modes.values()) == {0o600}, modes
+    # an existing file keeps the permissions its owner gave it
+    path.chmod(0o640)
+    with Ledger.open(f"sqlite:///{path}") as led:
+        assert led.size() == 3
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
