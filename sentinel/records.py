@@ -12,10 +12,11 @@ with RFC 8785 and hashed into the ledger unchanged.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from sentinel.redact import redact_bytes
 from sentinel.timefmt import format_ts
 
 #: DESIGN.md "Normalized audit event": the closed set of actions.
@@ -177,11 +178,21 @@ class Unparsed:
     src_pos: str
     raw_sha256: str = ""
     raw_len: int = 0
+    #: the kept copy does not cover the whole input (``raw`` cut at ``MAX_KEPT`` or given partial)
+    raw_truncated: bool = field(default=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.raw_sha256:
             object.__setattr__(self, "raw_sha256", sha256_hex(self.raw))
             object.__setattr__(self, "raw_len", len(self.raw))
+        # The one place every kept copy passes: secrets (sentinel.redact) never reach
+        # ``raw`` — hence never the ledger, ``--json`` output or a log — while ``raw_sha256``
+        # still names the original bytes. Redaction runs on a bounded window (a secret cut
+        # at its end is still removed: the patterns accept a value cut short).
+        window = self.raw[: 2 * self.MAX_KEPT]
+        truncated = len(window) > self.MAX_KEPT or self.raw_len > len(self.raw)
+        object.__setattr__(self, "raw", redact_bytes(window)[: self.MAX_KEPT])
+        object.__setattr__(self, "raw_truncated", truncated)
 
     @property
     def dedup_key(self) -> str:
@@ -189,7 +200,7 @@ class Unparsed:
         return f"{self.source}:unparsed:{position_key(self.src_pos)}:{self.raw_sha256}"
 
     def to_json(self) -> dict[str, Any]:
-        kept = self.raw[: self.MAX_KEPT]
+        kept = self.raw
         return {
             "source": self.source,
             "reason": self.reason,
@@ -197,7 +208,7 @@ class Unparsed:
             "raw_sha256": self.raw_sha256,
             "raw_len": self.raw_len,
             "raw_kept": kept.decode("utf-8", errors="backslashreplace"),
-            "raw_truncated": len(kept) < self.raw_len,
+            "raw_truncated": self.raw_truncated,
         }
 
 
