@@ -5,7 +5,9 @@ finished), each capped at ``max_line`` bytes (longer → ``Unparsed`` keeping th
 Payload formats (``distribution-notifications``): a file holds one envelope (compact or
 pretty-printed), or one JSON document per line (envelopes, or Sentinel's capture records
 ``{"received_at", "path", "headers", "body"}``); the whole file is read, at most
-``max_payload_file`` bytes.
+``max_payload_file`` bytes (64 MiB). A larger file whose first line is a JSON document by
+itself (NDJSON, e.g. a day of MinIO audit log) is read line by line instead, each line at
+most ``max_payload_line`` bytes (16 MiB; longer → ``Unparsed``), in bounded memory.
 
 ``src_pos`` is ``"<absolute path>@<dev>:<ino>.0:<byte offset>"``, the same scheme the tailer
 uses, so a file ingested by hand and later tailed gives the same dedup keys.
@@ -33,11 +35,13 @@ from typing import BinaryIO, cast
 from sentinel.audit.cursor import Cursor
 from sentinel.audit.lines import DEFAULT_MAX_LINE, Line, Oversize, iter_lines
 from sentinel.audit.parsers import PAYLOAD_FORMATS, Parser
-from sentinel.audit.parsers.interface import loads_limited
+from sentinel.audit.parsers.interface import flush_parser, loads_limited
 from sentinel.errors import InputError
 from sentinel.records import AuditEvent, Unparsed
 
 MAX_PAYLOAD_FILE = 64 << 20
+#: a line of a payload file read line by line (NDJSON over ``MAX_PAYLOAD_FILE``), at most
+MAX_PAYLOAD_LINE = 16 << 20
 #: the path that means standard input
 STDIN = Path("-")
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -50,10 +54,16 @@ def parse_file(
     *,
     max_line: int = DEFAULT_MAX_LINE,
     max_payload_file: int = MAX_PAYLOAD_FILE,
+    max_payload_line: int = MAX_PAYLOAD_LINE,
+    finish: bool = True,
 ) -> Iterator[AuditEvent | Unparsed]:
     """Every record in ``path`` (``-``: standard input), in file order.
 
-    Raises ``InputError`` if it cannot be read (missing, a directory, a damaged gzip stream).
+    With ``finish`` (the default) what the parser still holds is flushed at the end
+    (``flush_parser``: ``k8s-audit`` requests seen only at a non-final stage); a caller reading
+    several files of one source passes ``False`` and flushes once after the last file.
+    Raises ``InputError`` if it cannot be read (missing, a directory, a damaged gzip stream,
+    a payload file over ``max_payload_file`` bytes that is not one JSON document per line).
     """
     with ExitStack() as stack:
         if path == STDIN:
@@ -77,16 +87,37 @@ def parse_file(
         try:
             if parser.name in PAYLOAD_FORMATS:
                 data = fh.read(max_payload_file + 1)
-                if len(data) > max_payload_file:
+                if len(data) <= max_payload_file:
+                    yield from _payloads(data, parser, source, file_id)
+                elif _is_ndjson(data, max_payload_line):
+                    del data  # one JSON document per line: read line by line, bounded
+                    fh.seek(0)
+                    yield from _lines(fh, parser, source, file_id, max_payload_line)
+                else:
                     raise InputError(
-                        f"{path}: more than {max_payload_file} bytes; payload files are "
-                        "limited to that"
+                        f"{path}: more than {max_payload_file} bytes and not one JSON "
+                        "document per line; a single payload is limited to that"
                     )
-                yield from _payloads(data, parser, source, file_id)
             else:
                 yield from _lines(fh, parser, source, file_id, max_line)
         except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
             raise InputError(f"{path}: read error: {exc}") from exc
+        if finish:
+            yield from flush_parser(parser, source)
+
+
+def _is_ndjson(data: bytes, max_line: int) -> bool:
+    """Whether ``data`` starts with a complete line (at most ``max_line`` bytes) that is a
+    JSON document by itself."""
+    first = data.lstrip()
+    nl = first.find(b"\n", 0, max_line + 1)
+    if nl < 0:
+        return False
+    try:
+        loads_limited(first[:nl])
+    except ValueError:
+        return False
+    return True
 
 
 def _lines(

@@ -54,7 +54,7 @@ from watchdog.observers import Observer
 
 from sentinel.audit.cursor import HEAD_BYTES, Cursor, CursorStore, head_of
 from sentinel.audit.lines import CHUNK, DEFAULT_MAX_LINE, KEEP, Line, Oversize, iter_lines
-from sentinel.audit.parsers.interface import Parser
+from sentinel.audit.parsers.interface import Parser, flush_parser
 from sentinel.fswake import FileWake
 from sentinel.records import AuditEvent, Unparsed, sha256_hex
 
@@ -191,6 +191,9 @@ class FileTailer:
             self.poll_once()
             self._wake.wait(self.poll_interval)
             self._wake.clear()
+        held = flush_parser(self.parser, self.source_id)  # k8s: stages with no final stage
+        if held and self._cur is not None:
+            self._deliver(held, self._cur.offset, 0)
 
     # -- one pass ----------------------------------------------------------------------------
 

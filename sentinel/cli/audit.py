@@ -28,6 +28,7 @@ import click
 from sentinel.audit.dedup import Deduplicator
 from sentinel.audit.files import STDIN, parse_file
 from sentinel.audit.parsers import ParserOptions, build_parser, make_options
+from sentinel.audit.parsers.interface import flush_parser
 from sentinel.audit.records import to_ledger_batch
 from sentinel.cli.common import EXIT_FINDINGS, EXIT_OK, CliState, handle_errors, pass_state
 from sentinel.config import AUDIT_FORMATS
@@ -162,11 +163,12 @@ def _records(
     parser = build_parser(fmt, options)
     for path in files:
         n = 0
-        for n, item in enumerate(parse_file(path, parser, source), 1):  # noqa: B007
+        for n, item in enumerate(parse_file(path, parser, source, finish=False), 1):  # noqa: B007
             yield item
         if n == 0:
             name = "standard input" if path == STDIN else str(path)
             click.echo(f"sentinel: {_safe(name)}: no audit records found", err=True)
+    yield from flush_parser(parser, source)  # k8s requests seen only at a non-final stage
 
 
 def _human(e: AuditEvent) -> str:

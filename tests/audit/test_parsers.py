@@ -326,3 +326,15 @@ def test_addresses_and_apache_time() -> None:
     assert split_addr("client.local") == ("client.local", "header")
     assert split_addr(None) == (None, None)
     assert parse_apache_ts("29/Nov/2026:20:01:02 +0130").isoformat() == "2026-11-29T18:31:02+00:00"
+
+
+@pytest.mark.parametrize("bad", [b"1e400", b'"abc"', b"true", b"99999", b"-1", b'"\xd9\xa3"'])
+def test_bad_response_status_is_unparsed_not_an_invented_event(corpus: Path, bad: bytes) -> None:
+    lines = (corpus / LIVE / "registry-app-json.log").read_bytes().splitlines()
+    line = next(x for x in lines if b'"http.response.status":200' in x)
+    (good,) = PARSERS["distribution-json"].parse(line, source="r", src_pos="p:0")
+    assert isinstance(good, AuditEvent) and good.http_status == 200
+    raw = line.replace(b'"http.response.status":200', b'"http.response.status":' + bad)
+    (item,) = PARSERS["distribution-json"].parse(raw, source="r", src_pos="p:0")
+    assert isinstance(item, Unparsed), item
+    assert "not an HTTP status code" in item.reason

@@ -53,14 +53,22 @@ def _str(fields: Mapping[str, Any], key: str) -> str | None:
 
 
 def _status(fields: Mapping[str, Any]) -> int | None:
+    """``http.response.status`` (RFC 9110 section 15: 100–599), ``None`` when absent.
+
+    Raises ``ValueError`` for a value that is there but no status code (``1e400``, ``"abc"``,
+    ``true``, ``99999``): such a line is ``Unparsed``, never an event with an invented meaning.
+    """
     value = fields.get("http.response.status")
-    if isinstance(value, bool):
+    if value is None or value == "":
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+    code: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        code = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        code = int(value)
+    if code is None or not 100 <= code <= 599:
+        raise ValueError(f"http.response.status is not an HTTP status code: {value!r}")
+    return code
 
 
 def events_from_fields(
@@ -80,7 +88,10 @@ def events_from_fields(
     msg = str(fields.get("msg", ""))
     method = _str(fields, "http.request.method")
     uri = _str(fields, "http.request.uri")
-    status = _status(fields)
+    try:
+        status = _status(fields)
+    except ValueError as exc:
+        return str(exc)
     actor = _str(fields, "auth.user.name")
     verified = actor is not None
     action: Action | None = None

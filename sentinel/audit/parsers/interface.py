@@ -74,6 +74,13 @@ def loads_limited(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     return value
 
 
+def flush_parser(parser: Parser, source: str) -> ParseResult:
+    """What a stateful parser still holds for ``source`` once its reader has finished (the
+    ``k8s-audit`` parser's requests seen only at a non-final stage); ``[]`` for the others."""
+    flush = getattr(parser, "flush", None)
+    return list(flush(source)) if callable(flush) else []
+
+
 def unparsed(source: str, reason: str, raw: bytes, src_pos: str) -> Unparsed:
     """Shorthand for an ``Unparsed`` record."""
     return Unparsed(source=source, reason=reason, raw=raw, src_pos=src_pos)

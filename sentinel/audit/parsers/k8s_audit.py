@@ -18,13 +18,30 @@ subresource → ``other`` with ``detail``. Status 401 → ``auth_failure``; 403 
 
 ``sourceIPs`` lists ``X-Forwarded-For`` entries first and the socket peer last (the API server
 appends the remote address when it differs): the *last* entry is taken, as ``socket``.
-``auditID:stage`` → ``event_id`` (one request logs up to four stages). The raw event may hold
-request/response objects (secrets at level ``RequestResponse``); only the fields above are
-copied into an event.
+One request, one event. The API server logs a request at up to four stages
+(``RequestReceived``, ``ResponseStarted`` for long-running requests such as exec and watch,
+``ResponseComplete``, ``Panic``). The event is taken from the *final* stage
+(``ResponseComplete`` or ``Panic``), with ``auditID`` → ``event_id``, so a redelivery or the
+same request seen twice is one event. A non-final stage is held by the parser (in memory, at
+most ``MAX_PENDING`` requests) and merged into its final stage when that arrives: it yields
+nothing itself and is counted in ``stages_merged``. A request whose final stage never arrives
+is still recorded, from its latest non-final stage with outcome ``unknown`` and ``detail``
+naming the stage: when the reader finishes (``flush``: end of the files of ``sentinel audit
+parse|ingest``, a file tailer stopping), or when more than ``MAX_PENDING`` requests are
+pending (the oldest is recorded). An event without ``auditID`` is recorded as it comes.
+Limit: a held stage lives only in memory, so a daemon that is killed (not stopped) between a
+request's first and final stage loses the non-final stage; the final stage, when it arrives,
+is recorded as usual.
+
+The raw event may hold request/response objects (secrets at level ``RequestResponse``); only
+the fields above are copied into an event, and an ``Unparsed`` copy is redacted
+(``sentinel.redact``: the Secret's ``data``/``stringData`` values).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
 from typing import Any
 
 from sentinel.audit.parsers._common import DEFAULT_OPTIONS, ParserOptions, bad, d, i, json_object, s
@@ -36,6 +53,10 @@ from sentinel.records import Action, AuditEvent, Outcome, Unparsed, sha256_hex
 SOURCE_KIND = "k8s"
 API_VERSIONS = frozenset({"audit.k8s.io/v1", "audit.k8s.io/v1beta1"})
 _READS = frozenset({"get", "list", "watch"})
+#: stages after which the API server logs nothing more for a request (audit/v1 ``Stage``)
+FINAL_STAGES = frozenset({"ResponseComplete", "Panic"})
+#: requests held at a non-final stage, at most (memory: one ``AuditEvent`` each)
+MAX_PENDING = 10_000
 
 
 def _action(verb: str, resource: str | None, sub: str | None) -> Action:
@@ -58,9 +79,19 @@ class K8sAuditParser:
 
     def __init__(self, options: ParserOptions = DEFAULT_OPTIONS) -> None:
         self.options = options
+        #: (source, auditID) → the event of its latest non-final stage, oldest first
+        self._pending: OrderedDict[tuple[str, str], tuple[AuditEvent, str]] = OrderedDict()
+        #: non-final stages merged into their request's final stage (they yield no event)
+        self.stages_merged = 0
+
+    @property
+    def pending(self) -> int:
+        """Requests seen only at a non-final stage so far (held, not yet recorded)."""
+        return len(self._pending)
 
     def parse(self, raw: bytes, *, source: str, src_pos: str) -> ParseResult:
-        """One line/payload → one record per event, or ``Unparsed``. Never raises."""
+        """One line/payload → one record per request at its final stage, or ``Unparsed``;
+        non-final stages are held (module docstring). Never raises."""
         if not raw.strip():
             return []
         doc = json_object(raw, source, src_pos, "a Kubernetes audit Event")
@@ -68,11 +99,39 @@ class K8sAuditParser:
             return [doc]
         digest = sha256_hex(raw)
         if doc.get("kind") == "EventList" and isinstance(doc.get("items"), list):
-            return [
-                self._event(item, raw, digest, source, f"{src_pos}#{n}")
-                for n, item in enumerate(doc["items"])
-            ]
-        return [self._event(doc, raw, digest, source, src_pos)]
+            items = [(item, f"{src_pos}#{n}") for n, item in enumerate(doc["items"])]
+        else:
+            items = [(doc, src_pos)]
+        out: ParseResult = []
+        for item, pos in items:
+            rec = self._event(item, raw, digest, source, pos)
+            out.extend(self._stage(rec, item, source))
+        return out
+
+    def flush(self, source: str | None = None) -> ParseResult:
+        """Record every held request (of ``source``, or all) from its latest non-final stage,
+        outcome ``unknown``: the reader has finished. Never raises."""
+        keys = [k for k in self._pending if source is None or k[0] == source]
+        return [_unfinished(*self._pending.pop(k)) for k in keys]
+
+    def _stage(self, rec: AuditEvent | Unparsed, ev: Any, source: str) -> ParseResult:
+        if isinstance(rec, Unparsed) or rec.event_id is None:
+            return [rec]
+        key = (source, rec.event_id)
+        stage = s(ev, "stage") or "ResponseComplete"  # v1beta1 events without a stage are final
+        if stage in FINAL_STAGES:
+            if self._pending.pop(key, None) is not None:
+                self.stages_merged += 1
+            return [rec]
+        if key in self._pending:
+            self.stages_merged += 1  # RequestReceived then ResponseStarted: keep the later
+        self._pending[key] = (rec, stage)
+        self._pending.move_to_end(key)
+        out: ParseResult = []
+        while len(self._pending) > MAX_PENDING:
+            _, (old, old_stage) = self._pending.popitem(last=False)
+            out.append(_unfinished(old, old_stage))
+        return out
 
     def _event(
         self, ev: Any, raw: bytes, digest: str, source: str, src_pos: str
@@ -111,7 +170,6 @@ class K8sAuditParser:
         imp = s(d(ev, "impersonatedUser"), "username")
         ips = [ip for ip in ev.get("sourceIPs") or [] if isinstance(ip, str) and ip]
         client_ip, _ = split_addr(ips[-1]) if ips else (None, None)
-        stage = s(ev, "stage")
         audit_id = s(ev, "auditID")
         detail = f"{verb} {sub}" if sub else None
         if imp:
@@ -130,7 +188,13 @@ class K8sAuditParser:
             client_ip=client_ip,
             client_ip_source="socket" if client_ip else None,
             user_agent=s(ev, "userAgent"),
-            event_id=f"{audit_id}:{stage}" if audit_id else None,
+            event_id=audit_id,
             http_status=code,
             detail=detail,
         )
+
+
+def _unfinished(ev: AuditEvent, stage: str) -> AuditEvent:
+    note = f"seen only at stage {stage} (no final stage)"
+    detail = f"{ev.detail}; {note}" if ev.detail else note
+    return dataclasses.replace(ev, outcome="unknown", detail=detail)

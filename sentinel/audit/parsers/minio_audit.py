@@ -112,6 +112,10 @@ def _event_id(entry: dict[str, Any], api_name: str, artifact: str | None) -> str
     return f"{s(entry, 'deploymentid') or '-'}/{request_id}/{api_name}/{artifact or '-'}"
 
 
+#: marks an entry already reported as ``Unparsed`` (a JSON ``null`` entry is still parsed)
+_FAILED = object()
+
+
 class MinioAuditParser:
     """Parser for one MinIO audit payload (entry, array or NDJSON batch)."""
 
@@ -131,14 +135,17 @@ class MinioAuditParser:
         for doc in docs:
             if isinstance(doc, JsonError):
                 out.append(self._bad(source, doc.reason, doc.raw, src_pos, len(entries)))
-                entries.append((None, doc.raw))
-            elif isinstance(doc.value, list):
+                entries.append((_FAILED, doc.raw))
+            elif isinstance(doc.value, list) and doc.value:
                 entries.extend((v, doc.raw) for v in doc.value)
+            elif isinstance(doc.value, list):  # ``[]``: counted, never silently dropped
+                out.append(self._bad(source, "empty MinIO audit batch", doc.raw, src_pos, 0))
+                entries.append((_FAILED, doc.raw))
             else:
                 entries.append((doc.value, doc.raw))
         many = len(entries) > 1
         for n, (entry, entry_raw) in enumerate(entries):
-            if entry is None:
+            if entry is _FAILED:
                 continue
             pos = f"{src_pos}#{n}" if many else src_pos
             out.append(self._entry(entry, entry_raw, source, pos))

@@ -48,7 +48,7 @@ def test_k8s_fixtures(corpus: Path) -> None:
             ev.client_ip,
             ev.http_status,
         )
-        assert ev.event_id and ev.event_id.endswith((":ResponseComplete", ":ResponseStarted"))
+        assert ev.event_id and ":" not in ev.event_id  # the auditID: one event per request
     assert rows == {
         "k8s-audit-create-secret": (
             "config_change",
@@ -68,9 +68,9 @@ def test_k8s_fixtures(corpus: Path) -> None:
             "192.168.99.1",
             200,
         ),
-        "k8s-audit-exec-pod-responsestarted": (
+        "k8s-audit-exec-pod-responsestarted": (  # only a non-final stage: outcome unknown
             "other",
-            "success",
+            "unknown",
             "minikube-user",
             True,
             "default/pods/exec/nginx-deployment-7998647bdf-phvq7",
@@ -91,6 +91,94 @@ def test_k8s_fixtures(corpus: Path) -> None:
     assert format_ts(secret.ts) == "2019-11-18T04:40:56.741993Z"  # stageTimestamp
     # the secret's data is in the raw event but in no event field
     assert "MzFiNGQ0" not in json.dumps(secret.to_json())
+
+
+def _stages(corpus: Path, name: str) -> dict[str, bytes]:
+    """The fixture's event at its own stage and at the stages the API server also logs for
+    the same request (same auditID), as the default audit policy (no ``omitStages``) does."""
+    line = (corpus / K / name).read_bytes().strip()
+    ev = json.loads(line)
+    received = {k: v for k, v in ev.items() if k not in ("responseStatus", "responseObject")}
+    received.update(stage="RequestReceived", stageTimestamp=ev["requestReceivedTimestamp"])
+    complete = {**ev, "stage": "ResponseComplete"}
+    complete["stageTimestamp"] = "2030-01-01T00:00:00Z" if "exec" in name else ev["stageTimestamp"]
+    return {
+        ev["stage"]: line,
+        "RequestReceived": json.dumps(received).encode(),
+        "ResponseComplete": json.dumps(complete).encode(),
+    }
+
+
+def test_k8s_one_event_per_request_from_its_final_stage(corpus: Path, tmp_path: Path) -> None:
+    secret = _stages(corpus, "k8s-audit-create-secret-falco-fixture.jsonl")
+    exec_ = _stages(corpus, "k8s-audit-exec-pod-responsestarted-falco-fixture.jsonl")
+    delete = _stages(corpus, "k8s-audit-delete-deployment-falco-fixture.jsonl")
+    log = tmp_path / "audit.log"
+    log.write_bytes(
+        b"\n".join(
+            [
+                secret["RequestReceived"],
+                exec_["RequestReceived"],
+                delete["RequestReceived"],
+                secret["ResponseComplete"],
+                exec_["ResponseStarted"],
+                delete["ResponseComplete"],
+                exec_["ResponseComplete"],
+                delete["ResponseComplete"],  # the same final stage again: one event still
+            ]
+        )
+        + b"\n"
+    )
+    parser = build_parser("k8s-audit", ParserOptions())
+    from sentinel.audit.files import parse_file
+
+    items = list(parse_file(log, parser, "k8s"))
+    evs = [e for e in items if isinstance(e, AuditEvent)]
+    assert len(items) == len(evs) == 4  # 3 requests, the repeated final stage deduped later
+    assert parser.stages_merged == 4 and parser.pending == 0  # type: ignore[attr-defined]
+    by_id = {e.event_id: e for e in evs}
+    assert len(by_id) == 3
+    assert [(e.action, e.outcome, e.http_status) for e in by_id.values()] == [
+        ("config_change", "success", 201),
+        ("delete", "success", 200),
+        ("other", "success", 101),
+    ]
+    assert format_ts(by_id[json.loads(exec_["ResponseComplete"])["auditID"]].ts) == (
+        "2030-01-01T00:00:00.000000Z"  # the final stage's time: the exec session ended then
+    )
+    # through the CLI (and its dedup): 3 events, the delete counted once
+    res = CliRunner().invoke(cli, ["audit", "parse", "--format", "k8s-audit", "--json", str(log)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    assert sorted(r["action"] for r in rows) == ["config_change", "delete", "other"]
+
+
+def test_k8s_request_seen_only_at_a_non_final_stage_is_kept(corpus: Path, tmp_path: Path) -> None:
+    secret = _stages(corpus, "k8s-audit-create-secret-falco-fixture.jsonl")
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    first.write_bytes(secret["RequestReceived"] + b"\n")
+    second.write_bytes(secret["ResponseComplete"] + b"\n")
+    evs, bad = read(first, "k8s-audit")  # the file ends: the held stage is recorded
+    assert not bad and len(evs) == 1
+    assert (evs[0].action, evs[0].outcome) == ("config_change", "unknown")
+    assert evs[0].detail == "seen only at stage RequestReceived (no final stage)"
+    # stages split over two files of one run are merged (the CLI flushes after the last)
+    res = CliRunner().invoke(
+        cli, ["audit", "parse", "--format", "k8s-audit", "--json", str(first), str(second)]
+    )
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [(r["outcome"], r["http_status"]) for r in rows] == [("success", 201)]
+    # more requests pending than the bound: the oldest is recorded, nothing is lost
+    parser = build_parser("k8s-audit", ParserOptions())
+    import sentinel.audit.parsers.k8s_audit as k8s
+
+    base = json.loads(secret["RequestReceived"])
+    out: list[AuditEvent | Unparsed] = []
+    for n in range(k8s.MAX_PENDING + 3):
+        raw = json.dumps({**base, "auditID": f"id-{n}"}).encode()
+        out += parser.parse(raw, source="k8s", src_pos=f"f:{n}")
+    assert [e.event_id for e in out] == ["id-0", "id-1", "id-2"]  # type: ignore[union-attr]
+    assert len(parser.flush("k8s")) == k8s.MAX_PENDING  # type: ignore[attr-defined]
 
 
 def test_k8s_eventlist_forwarded_ips_and_denials() -> None:

@@ -11,6 +11,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sentinel.audit.parsers._redact import REDACTED, redact_bytes, redact_json
@@ -245,3 +246,40 @@ def test_notification_actions_and_errors() -> None:
     assert evs[0].artifact == "m/a b/c.bin"  # type: ignore[union-attr]
     (u,) = parse_one("minio-notification", b'{"Records": "no"}')
     assert isinstance(u, Unparsed) and "no Records list" in u.reason
+
+
+def test_ndjson_over_the_payload_limit_is_read_line_by_line(corpus: Path, tmp_path: Path) -> None:
+    from sentinel.audit.files import parse_file
+    from sentinel.audit.parsers import ParserOptions, build_parser
+    from sentinel.errors import InputError
+
+    line = (corpus / M / "minio-audit-kafka-docs-2024.jsonl").read_bytes().strip()
+    entry = json.loads(line)
+    big = tmp_path / "audit.jsonl"
+    with big.open("wb") as f:
+        for n in range(200):
+            f.write(json.dumps({**entry, "requestID": f"R{n:05d}"}).encode() + b"\n")
+            if n == 100:
+                f.write(b"[]\nnull\n")  # finding 13: counted, never dropped
+    limit = 64 * 1024
+    assert big.stat().st_size > 4 * limit
+    parser = build_parser("minio-audit", ParserOptions())
+    items = list(parse_file(big, parser, "m", max_payload_file=limit))
+    evs = [i for i in items if isinstance(i, AuditEvent)]
+    bad = [i for i in items if isinstance(i, Unparsed)]
+    assert len(evs) == 200 and len({e.event_id for e in evs}) == 200
+    assert sorted(b.reason for b in bad) == [
+        "MinIO audit entry is not a JSON object",
+        "empty MinIO audit batch",
+    ]
+    # a line longer than the per-line bound is one Unparsed, and reading goes on
+    with big.open("ab") as f:
+        f.write(b'{"pad": "' + b"x" * 5000 + b'"}\n' + line + b"\n")
+    items = list(parse_file(big, parser, "m", max_payload_file=limit, max_payload_line=4096))
+    assert sum(isinstance(i, AuditEvent) for i in items) == 201
+    assert any(isinstance(i, Unparsed) and "longer than 4096" in i.reason for i in items)
+    # one JSON document (an array, pretty-printed) over the limit is still refused
+    doc = tmp_path / "one.json"
+    doc.write_text(json.dumps([entry] * 100, indent=2))
+    with pytest.raises(InputError, match="not one JSON document per line"):
+        list(parse_file(doc, parser, "m", max_payload_file=limit))
