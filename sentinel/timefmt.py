@@ -15,7 +15,12 @@ def format_ts(ts: datetime) -> str:
     """
     if ts.tzinfo is None:
         raise ValueError("naive datetime: attach a zone before formatting")
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    if ts.year < 1000:  # strftime writes such a year without leading zeros; keep its bytes
+        return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # the same text as strftime above, about twice as fast: "…+00:00" → "…Z"
+    return ts.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_ts(text: str) -> datetime:

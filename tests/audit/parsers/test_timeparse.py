@@ -198,3 +198,12 @@ def test_zones() -> None:
     assert zone_name(get_zone("Europe/Berlin")) == "Europe/Berlin"
     with pytest.raises(ValueError, match="unknown time zone"):
         get_zone("Mars/Olympus")
+
+
+@given(
+    st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31)),
+    st.sampled_from([UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("America/St_Johns")]),
+)
+def test_format_ts_is_strftime_in_utc(naive: datetime, zone: ZoneInfo) -> None:
+    ts = naive.replace(tzinfo=zone)
+    assert format_ts(ts) == ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
