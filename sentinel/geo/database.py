@@ -282,20 +282,34 @@ class GeoDatabase:
         else:
             version, value = ip.version, int(ip)
         version, value = embedded_ipv4_int(version, value)
+        return self._locate(key, version, value, address_text(version, value))
+
+    def lookup_normalized(self, text: str, version: int, value: int) -> GeoResult:
+        """``lookup`` of an address already reduced by ``embedded_ipv4``, given as its
+        canonical ``text`` (``address_text``), IP version (4 or 6) and integer value: the
+        policy's fast path, nothing parsed again."""
+        hit = self._cache.get(text)
+        if hit is not None:
+            return hit
+        return self._locate(text, version, value, text)
+
+    def _locate(self, key: str, version: int, value: int, text: str) -> GeoResult:
+        """Classify, look up and cache (under ``key``) a normalized address; ``text`` is its
+        canonical form."""
         special = classify_int(version, value)
         if special is not None and special.scope != "embedded":
             result = GeoResult(None, None, str(special.network), False, special.name)
         else:
-            result = self._lookup(version, value)
+            result = self._lookup(version, value, text)
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
         self._cache[key] = result
         return result
 
-    def _lookup(self, version: int, value: int) -> GeoResult:
+    def _lookup(self, version: int, value: int, text: str) -> GeoResult:
+        """The database's answer for a normalized address (``text`` is its canonical form)."""
         if version == 6 and self.ip_version == 4:
             return NOT_FOUND
-        text = address_text(version, value)
         try:
             record, prefix = self._reader.get_with_prefix_len(text)
         except (InvalidDatabaseError, ValueError):

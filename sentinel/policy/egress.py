@@ -261,8 +261,10 @@ _Span = tuple[int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class _Facts:
-    #: the normalized remote address (embedded IPv4 reduced), as text
+    #: the normalized remote address (embedded IPv4 reduced), as text, IP version and integer
     remote: str
+    version: int
+    value: int
     denied: bool
     waivers: tuple[Waiver, ...]
     fixed: _Fixed | None
@@ -436,7 +438,8 @@ class EgressPolicy:
             rule = f"geofeed:{feed.path.name}:{entry.line}"
             fixed = ("", entry.country, rule, feed.provenance, False)
         remote = address_text(version, value)
-        facts = _Facts(remote, _in_spans(version, value, self._deny_spans), waivers, fixed)
+        denied = _in_spans(version, value, self._deny_spans)
+        facts = _Facts(remote, version, value, denied, waivers, fixed)
         if len(self._facts_cache) >= FACTS_CACHE_MAX:
             self._facts_cache.clear()
         self._facts_cache[ip] = facts
@@ -473,7 +476,7 @@ class EgressPolicy:
             except KeyError:
                 facts = self._facts(ip)
                 if facts.denied:
-                    country, prov = self._locate(facts.remote, db)
+                    country, prov = self._locate(facts, db)
                     fields = ("violation", "foreign country", country, "deny_networks", prov,
                               None, sha, None)  # fmt: skip
                 elif facts.waivers:
@@ -494,7 +497,7 @@ class EgressPolicy:
         sha = self.sha256 or None
 
         if facts.denied:
-            country, prov = self._locate(facts.remote, db)
+            country, prov = self._locate(facts, db)
             return Verdict(
                 flow,
                 "violation",
@@ -551,7 +554,7 @@ class EgressPolicy:
             return self._by_country(country, rule, prov, sha)
         country, prov = None, None
         if db is not None:
-            located = db.lookup(facts.remote)
+            located = db.lookup_normalized(facts.remote, facts.version, facts.value)
             if located.error:
                 # a corrupt database is not "no country": fail closed whatever `unknown` says
                 return ("violation", "unknown location", None, "geoip-lookup-error",
@@ -559,7 +562,7 @@ class EgressPolicy:
             country, prov = located.country, db.provenance
         opinion = None
         if second is not None:
-            other = second.lookup(facts.remote).country
+            other = second.lookup_normalized(facts.remote, facts.version, facts.value).country
             disagrees = country is not None and other is not None and other != country
             opinion = GeoSecondOpinion(other, second.provenance, disagrees)
         return self._by_country(country, "jurisdiction", prov, sha, opinion)
@@ -584,10 +587,11 @@ class EgressPolicy:
         return (kind, reason, country, rule, prov, None, sha, opinion)
 
     @staticmethod
-    def _locate(remote: str, geo: GeoDatabase | None) -> tuple[str | None, GeoProvenance | None]:
+    def _locate(facts: _Facts, geo: GeoDatabase | None) -> tuple[str | None, GeoProvenance | None]:
         if geo is None:
             return None, None
-        return geo.lookup(remote).country, geo.provenance
+        located = geo.lookup_normalized(facts.remote, facts.version, facts.value)
+        return located.country, geo.provenance
 
 
 def evaluate_all(
