@@ -21,13 +21,15 @@ RFC 3056: bits 16–47) and Teredo (``2001::/32``, RFC 4380: the *client* addres
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
+import mmap
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -221,6 +223,9 @@ class GeoDatabase:
         self.record_size = record_size
         self.lookup_errors = 0
         self._cache: dict[str, GeoResult] = {}
+        #: the file's bytes, mapped read-only (``lookup_many`` walks the search tree in them)
+        self._map: mmap.mmap | None = None
+        self._ipv4_start: int | None = None
 
     @classmethod
     def open(
@@ -262,13 +267,19 @@ class GeoDatabase:
             sha256=digest,
             path=str(shown.absolute()),
         )
-        return cls(
+        db = cls(
             reader,
             provenance,
             int(meta.ip_version),
             node_count=int(meta.node_count),
             record_size=int(meta.record_size),
         )
+        try:
+            with source.open("rb") as fh:
+                db._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            db._map = None  # lookup_many then asks the reader address by address
+        return db
 
     def lookup(self, ip: str | IPAddress) -> GeoResult:
         """Locate ``ip`` (string or ``ipaddress`` object). Raises ``ValueError`` only for a
@@ -293,6 +304,162 @@ class GeoDatabase:
             return hit
         return self._locate(text, version, value, text)
 
+    def lookup_many(self, addresses: Sequence[tuple[str, int, int]]) -> list[GeoResult]:
+        """``lookup_normalized`` for many ``(text, version, value)`` addresses at once (same
+        answers, same order, same cache, same error count): ``prefetch``, then the cache."""
+        self.prefetch(addresses)
+        return [self.lookup_normalized(*a) for a in addresses]
+
+    def prefetch(self, addresses: Iterable[tuple[str, int, int]]) -> None:
+        """Answer and cache ``(text, version, value)`` addresses (as ``lookup_normalized``
+        takes them) all at once, so that their lookups that follow are cache hits.
+
+        The search tree (MaxMind DB File Format Specification 2.0, "Search Tree Section") is
+        walked for every uncached address together with numpy, and the reader decodes each
+        distinct data record once — for one address of the group that reaches it, whose
+        prefix length must equal the walk's. An address the walk cannot settle (a corrupt
+        tree, a record size other than 24/28/32 bits, no mapped file) is asked of the reader
+        alone, as ``lookup_normalized`` does.
+        """
+        todo: dict[str, tuple[int, int]] = {}
+        for text, version, value in addresses:
+            if text in self._cache or text in todo:
+                continue
+            special = classify_int(version, value)
+            if special is not None and special.scope != "embedded":
+                self._locate(text, version, value, text)
+            elif version == 6 and self.ip_version == 4:
+                self._store(text, NOT_FOUND)
+            else:
+                todo[text] = (version, value)
+        for version in (4, 6):
+            batch = [(t, v) for t, (ver, v) in todo.items() if ver == version]
+            if batch:
+                self._walk_and_decode(version, batch)
+
+    def _walk_and_decode(self, version: int, batch: list[tuple[str, int]]) -> None:
+        walked = self._walk(version, [v for _t, v in batch])
+        if walked is None:
+            for text, value in batch:
+                self._locate(text, version, value, text)
+            return
+        records, depths = walked
+        groups: dict[int, list[int]] = {}
+        for i, record in enumerate(records):
+            groups.setdefault(record, []).append(i)
+        for record, members in groups.items():
+            if record < 0:  # not settled by the walk
+                for i in members:
+                    self._locate(batch[i][0], version, batch[i][1], batch[i][0])
+                continue
+            if record == self.node_count:  # an empty branch: no data
+                for i in members:
+                    self._store(batch[i][0], NOT_FOUND)
+                continue
+            first = members[0]
+            text, value = batch[first]
+            try:
+                data, prefix = self._reader.get_with_prefix_len(text)
+            except (InvalidDatabaseError, ValueError):
+                self.lookup_errors += len(members)
+                for i in members:
+                    self._store(batch[i][0], LOOKUP_ERROR)
+                continue
+            if data is None or prefix != depths[first]:  # the walk disagrees: trust the reader
+                for i in members:
+                    self._locate(batch[i][0], version, batch[i][1], batch[i][0])
+                continue
+            country, continent = _map_record(data)
+            bits = 32 if version == 4 else 128
+            for i in members:
+                text, value = batch[i]
+                host = bits - depths[i]
+                network = f"{address_text(version, value >> host << host)}/{depths[i]}"
+                self._store(text, GeoResult(country, continent, network, True))
+
+    def _walk(self, version: int, values: list[int]) -> tuple[list[int], list[int]] | None:
+        """Walk the search tree for ``values`` together: per address the record value where
+        the walk left the tree (``node_count``: empty; more: a data pointer; -1: not settled)
+        and the depth there (the prefix length). ``None`` when the tree cannot be walked."""
+        if self._map is None or self.record_size not in (24, 28, 32) or self.node_count <= 0:
+            return None
+        import numpy as np
+
+        tree = np.frombuffer(self._map, dtype=np.uint8)
+        node_bytes = self.record_size // 4
+        if tree.size < self.node_count * node_bytes:
+            return None
+        bits = 32 if version == 4 else 128
+        start = 0
+        if version == 4 and self.ip_version == 6:
+            start = self._ipv4_start_node(tree)
+            if start >= self.node_count:
+                return None
+        n = len(values)
+        hi = np.array([v >> 64 for v in values], dtype=np.uint64)
+        lo = np.array([v & 0xFFFFFFFFFFFFFFFF for v in values], dtype=np.uint64)
+        node = np.full(n, start, dtype=np.int64)
+        depth = np.full(n, -1, dtype=np.int64)
+        active = np.arange(n)
+        one = np.uint64(1)
+        for i in range(bits):
+            # bit i counted from the most significant: IPv4 in ``lo``; IPv6 ``hi`` then ``lo``
+            if version == 6 and i < 64:
+                bit = (hi[active] >> np.uint64(63 - i)) & one
+            else:
+                bit = (lo[active] >> np.uint64(bits - 1 - i)) & one
+            bit = bit.astype(np.int64)
+            record = self._records(tree, node[active], bit, node_bytes)
+            node[active] = record
+            done = record >= self.node_count
+            depth[active[done]] = i + 1
+            active = active[~done]
+            if not active.size:
+                break
+        node[active] = -1  # still inside the tree after every bit: a malformed tree
+        return node.tolist(), depth.tolist()
+
+    def _records(self, tree: Any, node: Any, bit: Any, node_bytes: int) -> Any:
+        """The left (``bit`` 0) or right record of each ``node``, as integers."""
+        import numpy as np
+
+        base = node * node_bytes
+        if self.record_size == 28:
+            mid = tree[base + 3].astype(np.int64)
+            off = base + 4 * bit
+            nibble = np.where(bit == 1, mid & 0x0F, mid >> 4)
+            return (
+                (nibble << 24)
+                | (tree[off].astype(np.int64) << 16)
+                | (tree[off + 1].astype(np.int64) << 8)
+                | tree[off + 2].astype(np.int64)
+            )
+        width = node_bytes // 2
+        off = base + width * bit
+        out = np.zeros(node.size, dtype=np.int64)
+        for k in range(width):
+            out = (out << 8) | tree[off + k].astype(np.int64)
+        return out
+
+    def _ipv4_start_node(self, tree: Any) -> int:
+        """The node reached from the root by 96 zero bits (``::/96``): where IPv4 starts."""
+        import numpy as np
+
+        if self._ipv4_start is None:
+            node = 0
+            zero = np.zeros(1, dtype=np.int64)
+            for _ in range(96):
+                if node >= self.node_count:
+                    break
+                node = int(self._records(tree, np.array([node]), zero, self.record_size // 4)[0])
+            self._ipv4_start = node
+        return self._ipv4_start
+
+    def _store(self, key: str, result: GeoResult) -> None:
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = result
+
     def _locate(self, key: str, version: int, value: int, text: str) -> GeoResult:
         """Classify, look up and cache (under ``key``) a normalized address; ``text`` is its
         canonical form."""
@@ -301,9 +468,7 @@ class GeoDatabase:
             result = GeoResult(None, None, str(special.network), False, special.name)
         else:
             result = self._lookup(version, value, text)
-        if len(self._cache) >= CACHE_MAX:
-            self._cache.clear()
-        self._cache[key] = result
+        self._store(key, result)
         return result
 
     def _lookup(self, version: int, value: int, text: str) -> GeoResult:
@@ -378,6 +543,10 @@ class GeoDatabase:
     def close(self) -> None:
         """Close the underlying reader (safe to call twice)."""
         self._reader.close()
+        if self._map is not None:
+            with contextlib.suppress(BufferError):  # a walk holds a view: freed with it
+                self._map.close()
+            self._map = None
 
     def __enter__(self) -> GeoDatabase:
         return self

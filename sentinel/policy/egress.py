@@ -241,6 +241,8 @@ class PolicyModel(_Model):
 
 #: bound on the per-policy cache of address facts (addresses)
 FACTS_CACHE_MAX = 100_000
+#: flows whose GeoIP lookups ``evaluate_many`` makes at once (below the caches' bounds)
+PREFETCH_FLOWS = 40_000
 
 #: a decision of steps 3–6: (reason when allowed, country, rule, provenance, allowed outright)
 _Fixed = tuple[str, str | None, str, GeoProvenance | None, bool]
@@ -469,26 +471,52 @@ class EgressPolicy:
         decided: dict[str, _Fields | None] = {}
         out: list[Verdict] = []
         append = out.append
+        todo = flows if isinstance(flows, list) else list(flows)
+        for start in range(0, len(todo), PREFETCH_FLOWS):
+            chunk = todo[start : start + PREFETCH_FLOWS]
+            if db is not None or second is not None:
+                self._prefetch(chunk, db, second, decided)
+            for flow in chunk:
+                ip = flow.remote_ip
+                try:
+                    fields = decided[ip]
+                except KeyError:
+                    facts = self._facts(ip)
+                    if facts.denied:
+                        country, prov = self._locate(facts, db)
+                        fields = ("violation", "foreign country", country, "deny_networks",
+                                  prov, None, sha, None)  # fmt: skip
+                    elif facts.waivers:
+                        fields = None
+                    else:
+                        fields = self._decide(facts, db, second, sha)
+                    decided[ip] = fields
+                if fields is None:
+                    append(self._evaluate(flow, db, now or flow.last_seen, second))
+                else:
+                    append(Verdict(flow, *fields))
+        return out
+
+    def _prefetch(
+        self,
+        flows: list[Flow],
+        db: GeoDatabase | None,
+        second: GeoDatabase | None,
+        decided: dict[str, _Fields | None],
+    ) -> None:
+        """Look up, all at once, every remote address of ``flows`` that GeoIP will be asked
+        about (``GeoDatabase.prefetch``): not yet decided, and not settled by steps 3–6."""
+        need: dict[str, tuple[str, int, int]] = {}
         for flow in flows:
             ip = flow.remote_ip
-            try:
-                fields = decided[ip]
-            except KeyError:
-                facts = self._facts(ip)
-                if facts.denied:
-                    country, prov = self._locate(facts, db)
-                    fields = ("violation", "foreign country", country, "deny_networks", prov,
-                              None, sha, None)  # fmt: skip
-                elif facts.waivers:
-                    fields = None
-                else:
-                    fields = self._decide(facts, db, second, sha)
-                decided[ip] = fields
-            if fields is None:
-                append(self._evaluate(flow, db, now or flow.last_seen, second))
-            else:
-                append(Verdict(flow, *fields))
-        return out
+            if ip in decided or ip in need:
+                continue
+            facts = self._facts(ip)
+            if facts.fixed is None or facts.denied:
+                need[ip] = (facts.remote, facts.version, facts.value)
+        for source in (db, second):
+            if source is not None and need:
+                source.prefetch(need.values())
 
     def _evaluate(
         self, flow: Flow, db: GeoDatabase | None, now: datetime, second: GeoDatabase | None
