@@ -12,6 +12,7 @@ with RFC 8785 and hashed into the ledger unchanged.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -121,6 +122,26 @@ class AuditEvent:
             raise ValueError(f"unknown outcome {self.outcome!r}")
         if self.ts.tzinfo is None:
             raise ValueError("AuditEvent.ts must be timezone-aware (UTC)")
+        if self.client_ip is not None:
+            self._check_client_ip(self.client_ip)
+
+    def _check_client_ip(self, given: str) -> None:
+        """``client_ip`` is an IP address or ``None``: a logged value that is not one (a
+        forged ``X-Forwarded-For: not-an-ip``, a host name) is kept in ``detail`` and
+        ``client_ip`` left empty with its source still set (``header`` when none was given),
+        which location rules treat as an unknown location (fail closed)."""
+        ip = normalize_ip(given)
+        if ip is not None:
+            if ip != given:
+                object.__setattr__(self, "client_ip", ip)
+            return
+        object.__setattr__(self, "client_ip", None)
+        if not given.strip():
+            return
+        note = f"client address {given!r} is not an IP address"
+        object.__setattr__(self, "detail", f"{self.detail}; {note}" if self.detail else note)
+        if self.client_ip_source is None:
+            object.__setattr__(self, "client_ip_source", "header")
 
     @property
     def dedup_key(self) -> str:
@@ -210,6 +231,18 @@ class Unparsed:
             "raw_kept": kept.decode("utf-8", errors="backslashreplace"),
             "raw_truncated": self.raw_truncated,
         }
+
+
+def normalize_ip(text: str) -> str | None:
+    """``text`` as a canonical IP address (RFC 5952 for IPv6; IPv4-mapped IPv6
+    ``::ffff:a.b.c.d`` as the IPv4 address), or ``None`` if it is not one."""
+    try:
+        addr = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
 
 
 PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 47: "gre", 50: "esp"}

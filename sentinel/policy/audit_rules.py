@@ -22,7 +22,9 @@ closed unless the policy says ``unknown: allow``); ``allow_countries: [EEA, CH]`
 GeoIP country alone instead. A ``socket`` address is evidence; a ``header`` address
 (``X-Forwarded-For``) is forgeable: it is reported with ``address_source: header``,
 ``proof: false`` and ``header_severity`` (default ``low``), or not at all with
-``header_addresses: ignore``. Events without ``client_ip`` are skipped. Subject: the address.
+``header_addresses: ignore``. Events whose source logs no client address are skipped; a
+logged address that is not an IP address (``client_ip`` empty, ``client_ip_source`` set, the
+value in ``detail``) is an unknown location and fails closed. Subject: the address.
 
 ``kind: actor_policy`` — for matching events (typically ``actions: [delete, untag]``): the
 actor must be in ``allowed_actors`` or a member of one of ``allowed_groups`` (``groups:``
@@ -371,6 +373,33 @@ class CompiledRule:
         base.update(details)
         return Hit(m.id, m.kind, severity or m.severity, subject, message, e.ts, e.dedup_key, base)
 
+    def _no_ip(
+        self, m: ForeignClientRule, e: AuditEvent, policy: EgressPolicy | None, header: bool
+    ) -> Hit | None:
+        """A client address was logged but is not an IP address (``AuditEvent`` kept it in
+        ``detail``): its location is unknown, which fails closed like an address GeoIP cannot
+        place — unless the egress policy (without ``allow_countries``) says ``unknown:
+        allow``."""
+        if not m.allow_countries:
+            if policy is None:
+                raise ConfigError(self.path, "needs the egress policy (or allow_countries)")
+            if policy.model.jurisdiction.unknown == "allow":
+                return None
+        message = (
+            f"{e.action} by a client whose logged address is not an IP address "
+            f"(an unknown location): {e.detail or '-'}"
+        )
+        return self._hit(
+            e,
+            "(not an IP address)",
+            message,
+            m.header_severity if header else None,
+            country=None,
+            reason="unknown location (not an IP address)",
+            address_source="header" if header else "socket",
+            proof=not header,
+        )
+
     def _foreign(
         self,
         m: ForeignClientRule,
@@ -378,15 +407,15 @@ class CompiledRule:
         geo: GeoSource | None,
         policy: EgressPolicy | None,
     ) -> Hit | None:
-        if not e.client_ip:
-            return None
+        if not e.client_ip and e.client_ip_source is None:
+            return None  # the source logs no client address at all (webhooks)
         header = e.client_ip_source != "socket"
         if header and m.header_addresses == "ignore":
             return None
         try:
-            addr = ipaddress.ip_address(e.client_ip)
+            addr = ipaddress.ip_address(e.client_ip or "")
         except ValueError:
-            return None
+            return self._no_ip(m, e, policy, header)
         if m.allow_countries:
             if policy is not None and policy.is_internal(addr):
                 return None
@@ -416,7 +445,7 @@ class CompiledRule:
             message = f"{e.action} by a client in {where} ({e.client_ip}, socket address)"
         return self._hit(
             e,
-            e.client_ip,
+            str(addr),
             message,
             m.header_severity if header else None,
             country=country,

@@ -327,11 +327,15 @@ def test_foreign_client_with_explicit_countries_and_internal_addresses(corpus: P
     ]
     with GeoDatabase.open(corpus / GEOIP) as geo:
         findings, _ = AuditRuleEngine([rule], geo=geo).observe(events)
-    # SE is in the EU; GB is not; the header address is ignored; private is never foreign
+    # SE is in the EU; GB is not; the header address is ignored; private is never foreign;
+    # IPv4-mapped IPv6 is the IPv4 address (the same subject: aggregated); a logged address
+    # that is not an IP address is an unknown location: fail closed
+    assert events[4].client_ip == "81.2.69.142"
     assert [(f.subject, f.details["country"]) for f in findings] == [
         ("81.2.69.142", "GB"),
-        ("::ffff:81.2.69.142", "GB"),
+        ("(not an IP address)", None),
     ]
+    assert "'not-an-ip' is not an IP address" in findings[1].message
 
 
 def test_foreign_client_without_policy_or_countries_is_a_config_error() -> None:

@@ -34,13 +34,12 @@ Digest references (``sha256:…``) go to ``digest``, tags to ``reference``.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sentinel.records import Action, ClientIPSource, Outcome
+from sentinel.records import Action, ClientIPSource, Outcome, normalize_ip
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _NAME = rf"{_COMPONENT}(?:/{_COMPONENT})*"
@@ -128,24 +127,40 @@ def classify(method: str, uri: str, status: int | None) -> RequestMeaning:
     return RequestMeaning(action, outcome, artifact, reference, digest)
 
 
-def split_addr(addr: str | None) -> tuple[str | None, ClientIPSource | None]:
+def split_addr(
+    addr: str | None, *, with_port: bool = False
+) -> tuple[str | None, ClientIPSource | None]:
     """A logged client address → (IP without port, ``"socket"`` | ``"header"``).
 
     Go's ``net/http`` always gives the socket peer as ``host:port`` (``[v6]:port``).
     distribution's ``context.RemoteAddr`` (``context/http.go``) replaces it with the first
     ``X-Forwarded-For`` entry, or ``X-Real-Ip``, when the client sent one — and those carry no
     port. So an address *with* a port is socket-sourced, one *without* came from a header
-    (forgeable). A header value that is not an IP address is kept verbatim.
+    (forgeable). A bare IPv6 address (``2001:db8::1:5000``) is only split at its last colon
+    when ``with_port`` says the logger always appends a port (uvicorn writes ``%s:%d`` with no
+    brackets); otherwise it is taken whole. An ``X-Forwarded-For`` list (``a, b``) gives its
+    first entry, the client it names, as ``header``. IPv4-mapped IPv6 (``::ffff:a.b.c.d``)
+    becomes the IPv4 address. A value that is not an IP address is returned verbatim (the
+    whole list, for a list): ``AuditEvent`` then moves it to ``detail`` and leaves
+    ``client_ip`` empty with its source set, which location rules treat as an unknown
+    location (fail closed).
     """
     if not addr:
         return None, None
     text = addr.strip()
+    if "," in text:  # an X-Forwarded-For list
+        first, _ = split_addr(text.split(",", 1)[0])
+        return (first if first and normalize_ip(first) else text), "header"
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         if rest.startswith(":") and rest[1:].isdigit():
             return _norm_ip(host), "socket"
         return _norm_ip(host), "header"
-    if text.count(":") == 1:
+    if with_port:
+        host, sep, port = text.rpartition(":")
+        if sep and port.isdigit() and host:
+            return _norm_ip(host.removeprefix("[").removesuffix("]")), "socket"
+    elif text.count(":") == 1:
         host, _, port = text.partition(":")
         if port.isdigit():
             return _norm_ip(host), "socket"
@@ -153,10 +168,7 @@ def split_addr(addr: str | None) -> tuple[str | None, ClientIPSource | None]:
 
 
 def _norm_ip(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return text
+    return normalize_ip(text) or text
 
 
 _MONTHS = {

@@ -141,7 +141,7 @@ class MlflowAccessParser:
                 stamp = parse_local(m["ts"], "%Y/%m/%d %H:%M:%S", zone=self.options.zone)
             except ValueError as exc:
                 return [bad(source, f"bad time: {exc}", raw, src_pos)]
-            client_ip, ip_source = split_addr(m["client"])
+            client_ip, ip_source = split_addr(m["client"], with_port=True)  # uvicorn: %s:%d
             if m["client"].endswith(":0"):
                 ip_source = "header"
         elif m := _GUNICORN.match(text):
