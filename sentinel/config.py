@@ -15,7 +15,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sentinel.errors import ConfigError
 
@@ -96,6 +103,44 @@ class CaptureSection(_Section):
     max_flows: Annotated[int, Field(gt=0)] = 200_000
 
 
+class MlflowRest(_Section):
+    """``[audit.files.mlflow_rest]``: where an ``mlflow-access`` line does not name its model,
+    ask the tracking server (sentinel.audit.mlflow_rest). Secrets come from a file or an
+    environment variable, never from this file."""
+
+    #: the tracking server's base URL, http(s), without credentials (e.g. http://127.0.0.1:5000)
+    url: Annotated[str, Field(pattern=r"^https?://[^/@?#\s]+(/[^?#\s]*)?$")]
+    #: basic auth (MLflow's basic-auth app): user name; password from password_file/password_env
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    #: bearer token instead (``Authorization: Bearer …``), from a file or a variable
+    token_file: Path | None = None
+    token_env: str | None = None
+    #: seconds per request; after a failure no request for ``retry_after`` seconds
+    timeout: Annotated[float, Field(gt=0, le=30)] = 2.0
+    retry_after: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    #: seconds either side of the line's second within which a change is matched
+    match_window: Annotated[float, Field(ge=0, le=300)] = 2.0
+    #: entries per cache, and seconds a lookup is reused
+    cache_size: Annotated[int, Field(ge=16, le=1_000_000)] = 1024
+    cache_ttl: Annotated[float, Field(ge=0, le=3600)] = 60.0
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> MlflowRest:
+        password = (self.password_file, self.password_env)
+        token = (self.token_file, self.token_env)
+        if all(p is not None for p in password) or all(t is not None for t in token):
+            raise ValueError("give the secret as a file or as a variable, not both")
+        if any(p is not None for p in password) and self.username is None:
+            raise ValueError("a password needs a username")
+        if self.username is not None and not any(p is not None for p in password):
+            raise ValueError("username needs password_file or password_env")
+        if self.username is not None and any(t is not None for t in token):
+            raise ValueError("basic auth (username) or a token, not both")
+        return self
+
+
 class AuditFile(_Section):
     #: source id written into each event's ``source``
     id: str
@@ -121,6 +166,14 @@ class AuditFile(_Section):
     zone: str = "UTC"
     #: ``jsonmap`` only: the field-mapping file (YAML/JSON; sentinel.audit.parsers.jsonmap)
     mapping: Path | None = None
+    #: ``mlflow-access`` only: reconstruct unnamed models/versions from the REST API
+    mlflow_rest: MlflowRest | None = None
+
+    @model_validator(mode="after")
+    def _rest_for_mlflow(self) -> AuditFile:
+        if self.mlflow_rest is not None and self.format != "mlflow-access":
+            raise ValueError("mlflow_rest applies to format mlflow-access only")
+        return self
 
 
 class WebhookRoute(_Section):
@@ -348,6 +401,13 @@ poll_interval = 1.0
 # path = "/var/log/docker-registry/app.log"   # or a glob: "/var/log/registry/*.log"
 # zone = "UTC"              # zone of times written without one (syslog, uvicorn)
 # mapping = "jsonmap.yaml"  # jsonmap only: field mapping
+# mlflow-access only: ask the tracking server which model/version a line was about
+# [audit.files.mlflow_rest]
+# url = "http://127.0.0.1:5000"
+# username = "sentinel"                      # basic auth; or token_file / token_env
+# password_file = "keys/mlflow-rest.password"  # or password_env = "MLFLOW_TRACKING_PASSWORD"
+# timeout = 2.0
+# match_window = 2.0
 
 [webhook]
 # Receives the registry's notifications (CNCF distribution `notifications.endpoints`).

@@ -114,6 +114,9 @@ class AuditEvent:
     #: lines that do not name the model); serialized only when set, so older records keep
     #: their canonical bytes
     detail: str | None = None
+    #: where Sentinel found what the source did not say (``"mlflow-rest"``: the MLflow
+    #: tracking server's REST API; ``detail`` says what matched); serialized only when set
+    reconstructed_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -180,6 +183,8 @@ class AuditEvent:
         }
         if self.detail is not None:
             body["detail"] = self.detail
+        if self.reconstructed_from is not None:
+            body["reconstructed_from"] = self.reconstructed_from
         return body
 
 

@@ -39,6 +39,7 @@ from sentinel.policy.audit_rules import AuditRuleEngine
 from sentinel.policy.egress import EgressPolicy
 from sentinel.records import AuditEvent, Unparsed
 from sentinel.runtime.egress import FlowJudge, judge_capture_file
+from sentinel.runtime.mlflow_wiring import reconstructing_parser
 from sentinel.runtime.rules_wiring import (
     RulesRecorder,
     load_audit_rules,
@@ -230,6 +231,14 @@ class Service:
             raise ConfigError(
                 str(self.settings.path), f"{exc.problem}", key=f"audit.files[{spec.id}]"
             ) from exc
+        if spec.mlflow_rest is not None:
+            parser = reconstructing_parser(
+                parser,
+                spec.mlflow_rest,
+                self.settings.resolve,
+                config_path=str(self.settings.path),
+                key=f"audit.files[{spec.id}].mlflow_rest",
+            )
         path = self.settings.resolve(spec.path)
         tailer = GlobTailer if is_glob(spec.path) else FileTailer  # one cursor per file
         return tailer(

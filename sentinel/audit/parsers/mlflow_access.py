@@ -38,7 +38,9 @@ anything else (reads, runs, experiments, UI)       other           query ``name`
 =================================================  ==============  ===========================
 
 Where the line does not name the model, ``artifact`` is ``None`` (or the artifact file path)
-and ``detail`` says so; MLflow's REST API can fill it in, the line cannot. Status 401 →
+and ``detail`` says so; MLflow's REST API can fill it in, the line cannot:
+``sentinel.audit.mlflow_rest.ReconstructingParser`` wraps this parser and does
+(``[audit.files.mlflow_rest]``). Status 401 →
 ``auth_failure`` (``access_denied`` when no user was sent), 403 → ``access_denied``.
 """
 
@@ -115,6 +117,20 @@ def classify(method: str, uri: str) -> tuple[Action, str | None, str | None, str
     if rest.startswith(_CONFIG_PREFIXES) and method in ("POST", "PATCH", "PUT", "DELETE"):
         return "config_change", None, None, None
     return "other", name, version, None
+
+
+def request_of(raw: bytes) -> tuple[str, str] | None:
+    """(method, request URI) of an access-log line in either layout, ``None`` if it is not one."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    m = _UVICORN.match(text) or _GUNICORN.match(text)
+    return (m["method"], m["uri"]) if m else None
+
+
+def api_route(uri: str) -> str | None:
+    """The REST route of ``uri`` without the API prefix and query (``"mlflow/model-versions/
+    create"``, ``"mlflow-artifacts/artifacts/1/…"``), ``None`` outside ``/api``/``/ajax-api``."""
+    m = _API.match(unquote(urlsplit(uri).path))
+    return m["rest"].rstrip("/") if m else None
 
 
 class MlflowAccessParser:
