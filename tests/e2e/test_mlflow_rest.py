@@ -225,3 +225,95 @@ def test_api_that_never_answers_times_out(corpus: Path) -> None:
     unnamed = [r for r in records if getattr(r, "detail", None) and "not reconstructed" in r.detail]
     assert unnamed and "timed out" in unnamed[0].detail
     assert reconstructor.requests == 1
+
+
+BASIC_AUTH_CLIENT = r"""
+import sys
+from mlflow import MlflowClient
+c = MlflowClient(sys.argv[1])
+c.create_registered_model("llama")
+c.create_model_version("llama", "s3://bucket/llama/weights", run_id=None)
+"""
+
+
+def test_basic_auth_password_from_a_file_reaches_only_the_header(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MLflow's basic-auth app: the right password (from a file) reconstructs; a wrong one is
+    an unavailable API (HTTP 401), said in the event; the password is in no record or log."""
+    import logging
+    import secrets
+
+    from sentinel.config import MlflowRest
+    from sentinel.runtime.mlflow_wiring import reconstructing_parser
+
+    password = "pw-" + secrets.token_urlsafe(16)
+    workdir = tmp_path / "mlflow"
+    workdir.mkdir()
+    ini = workdir / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{workdir / 'auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    server = MlflowServer(
+        workdir,
+        app_name="basic-auth",
+        env={
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        },
+    )
+    server.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", BASIC_AUTH_CLIENT, server.url],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=workdir,
+            env={
+                **os.environ,
+                "MLFLOW_TRACKING_USERNAME": "admin",
+                "MLFLOW_TRACKING_PASSWORD": password,
+            },
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        (tmp_path / "right.password").write_text(password + "\n")
+        (tmp_path / "wrong.password").write_text("not-the-password\n")
+
+        def parser(secret_file: str) -> ReconstructingParser:
+            section = MlflowRest(url=server.url, username="admin", password_file=Path(secret_file))
+            return reconstructing_parser(
+                PARSERS["mlflow-access"], section, lambda p: tmp_path / p, config_path="t", key="k"
+            )
+
+        caplog.set_level(logging.DEBUG)
+        lines = server.access_log.read_bytes().splitlines()
+        right, wrong = parser("right.password"), parser("wrong.password")
+        got = [
+            r
+            for i, line in enumerate(lines)
+            for r in right.parse(line, source="m", src_pos=f"x:{i}")
+        ]
+        bad = [
+            r
+            for i, line in enumerate(lines)
+            for r in wrong.parse(line, source="m", src_pos=f"x:{i}")
+        ]
+    finally:
+        server.stop()
+
+    regs = [
+        (r.artifact, r.reference, r.reconstructed_from)
+        for r in got
+        if getattr(r, "action", "") == "register"
+    ]
+    assert regs == [("llama", None, "mlflow-rest"), ("llama", "1", "mlflow-rest")]
+    refused = [r for r in bad if getattr(r, "action", "") == "register"]
+    assert refused and all(
+        r.reconstructed_from is None and "HTTP 401" in (r.detail or "") for r in refused
+    )
+    text = "\n".join(str(r.to_json()) for r in got + bad) + caplog.text
+    assert password not in text and "not-the-password" not in text
