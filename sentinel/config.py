@@ -391,14 +391,15 @@ max_flows = 200000
 [audit]
 # Seconds between polls of tailed files (file-system events wake the tailer sooner).
 poll_interval = 1.0
-# Registry logs to tail; one [[audit.files]] table per file. Formats:
+# Registry logs to tail; one [[audit.files]] table per file (or per glob: path = "logs/*.log"
+# tails every match, each with its own cursor). Formats:
 #   distribution-json | distribution-text | distribution-access | distribution-notifications
 #   harbor-audit-syslog | harbor-audit-file | harbor-webhook | minio-audit | minio-notification
 #   mlflow-access | mlflow-webhook | zot-audit | k8s-audit | jsonmap
 # [[audit.files]]
 # id = "registry"
 # format = "distribution-json"
-# path = "/var/log/docker-registry/app.log"   # or a glob: "/var/log/registry/*.log"
+# path = "/var/log/docker-registry/app.log"
 # zone = "UTC"              # zone of times written without one (syslog, uvicorn)
 # mapping = "jsonmap.yaml"  # jsonmap only: field mapping
 # mlflow-access only: ask the tracking server which model/version a line was about
