@@ -19,7 +19,8 @@ only claimed on a failed login).
 ``resource`` ``project/repo:tag``, ``project/repo@sha256:…`` or ``project/repo:sha256:…`` →
 ``artifact``/``reference``/``digest``. ``action``: ``pull`` → ``pull``; ``create`` of an
 artifact or tag → ``push``; ``delete`` of an artifact/repository → ``delete``, of a tag →
-``untag``; ``login``/``logout`` → ``login`` (``…fail…`` → ``auth_failure``); any action on
+``untag``; ``login``/``logout`` → ``login`` (``…fail…``, or a ``login`` whose
+``operation_result`` is false, → ``auth_failure`` with the user name only claimed); any action on
 a project, user, robot, configuration, policy… (``resourceType`` not artifact/repository/tag,
 or a bare number as resource) → ``config_change``; anything else → ``other``.
 
@@ -166,13 +167,18 @@ class HarborAuditParser:
         )
         operator = fields.get("operator") or pairs.get("operator") or None
         action = _action(op, rtype, reference, digest, resource)
+        outcome = _outcome(pairs)
+        if action == "login" and outcome == "failure":
+            action = "auth_failure"  # 2.13+: "action:login, … operation_result:false"
+        if action == "auth_failure":
+            outcome = "failure"
         return [
             AuditEvent(
                 ts=stamp.ts,
                 source=source,
                 source_kind=SOURCE_KIND,
                 action=action,
-                outcome=_outcome(pairs),
+                outcome=outcome,
                 raw_sha256=sha256_hex(raw),
                 src_pos=src_pos,
                 actor=operator,

@@ -16,13 +16,27 @@ CloudEvents samples with ``//`` comments — are one ``Unparsed`` ("not JSON: �
 Mapping: ``PUSH_ARTIFACT``/``harbor.artifact.pushed`` → ``push``, ``PULL_ARTIFACT``/``…pulled``
 → ``pull``, ``DELETE_ARTIFACT``/``…deleted`` → ``delete`` — one event per resource;
 ``TAG_RETENTION``/``harbor.tag_retention.finished`` → one ``delete`` per successfully deleted
-artifact; every other type (scanning, quota, replication, …) → one ``other`` event whose
-``detail`` names the type. Outcome ``success`` (Harbor notifies completed operations) except a
-retention/replication whose status is not success. ``operator`` → ``actor``, verified (Harbor
-authenticated it; system operators such as ``harbor-jobservice``, ``auto``, ``MANUAL`` are kept
-verbatim). A ``tag`` equal to the digest (pull by digest) is not a reference. No client address
-is sent. CloudEvents ``id`` → ``event_id`` (``#<n>`` appended for the n-th resource after the
-first) and ``requestid`` → ``request_id``; the default format has no id (dedup by position).
+artifact; ``QUOTA_EXCEED``/``harbor.quota.exceeded`` → ``push`` with outcome ``failure`` (Harbor
+refused the push; ``detail`` carries its reason); ``REPLICATION``/
+``harbor.replication.status.changed`` → one ``other`` event per replicated artifact
+(``successful_artifact``, ``failed_artifact``; one event if neither is listed) whose
+``artifact`` is the *source* repository (``<src namespace>/<name>``) and whose ``detail``
+names both ends — ``replication <src endpoint> (<type>, <namespace>) -> <dest endpoint>
+(<type>, <namespace>)``, the destination repository, the trigger and the policy's creator —
+because a replication moves model data between registries, possibly across a border; every
+other type (scanning, quota warning, …) → one ``other`` event whose ``detail`` names the type.
+Outcome ``success`` (Harbor notifies completed operations) except: a retention or replication
+(job or artifact) whose status is not success, ``SCANNING_FAILED``/``harbor.scan.failed`` and
+a quota refusal → ``failure``.
+
+``operator`` → ``actor``, verified (Harbor authenticated it; system users such as
+``harbor-jobservice`` and robot accounts are kept). A *trigger type* in ``operator``
+(``MANUAL``, ``SCHEDULE``/``scheduled``, ``EVENT_BASED``, ``auto``: Harbor writes the trigger,
+not a user, for replication, retention and scan events) is no actor: ``actor`` is ``None`` and
+``detail`` says ``trigger <name>``. A ``tag`` equal to the digest (pull by digest) is not a
+reference. No client address is sent. CloudEvents ``id`` → ``event_id`` (``#<n>`` appended for
+the n-th event after the first) and ``requestid`` → ``request_id``; the default format has no
+id (dedup by position).
 """
 
 from __future__ import annotations
@@ -51,6 +65,18 @@ _DEFAULT_TYPES: dict[str, str] = {
     "DELETE_ARTIFACT": "artifact.deleted",
     "TAG_RETENTION": "tag_retention.finished",
 }
+#: what Harbor writes in ``operator`` when a trigger, not a user, started the job
+TRIGGERS = frozenset({"manual", "schedule", "scheduled", "event_based", "eventbased", "auto"})
+_DEFAULT_TYPES.update(
+    {
+        "REPLICATION": "replication.status.changed",
+        "QUOTA_EXCEED": "quota.exceeded",
+        "QUOTA_WARNING": "quota.warned",
+        "SCANNING_FAILED": "scan.failed",
+        "SCANNING_COMPLETED": "scan.completed",
+        "SCANNING_STOPPED": "scan.stopped",
+    }
+)
 _ARTIFACT_ACTIONS: dict[str, Action] = {
     "artifact.pushed": "push",
     "artifact.pulled": "pull",
@@ -112,6 +138,9 @@ class HarborWebhookParser:
             ts = parse_unix(occur)
             data = d(body, "event_data")
         operator = s(body, "operator")
+        trigger = operator if operator and operator.lower() in TRIGGERS else None
+        if trigger:
+            operator = None
         event_id = s(body, "id")
         digest = sha256_hex(raw)
         base: dict[str, Any] = {
@@ -132,6 +161,9 @@ class HarborWebhookParser:
         def add(n: int, action: Action, outcome: Outcome, **extra: Any) -> None:
             eid = event_id if n == 0 or event_id is None else f"{event_id}#{n}"
             pos = src_pos if n == 0 else f"{src_pos}#{n}"
+            if trigger:
+                note = f"trigger {trigger}"
+                extra["detail"] = f"{extra['detail']}; {note}" if extra.get("detail") else note
             out.append(
                 AuditEvent(
                     **base, action=action, outcome=outcome, src_pos=pos, event_id=eid, **extra
@@ -170,17 +202,70 @@ class HarborWebhookParser:
             if not deleted:
                 add(0, "other", _status_outcome(s(ret, "result")), detail=f"harbor {kind}")
             return out
+        if kind == "replication.status.changed":
+            _replication(d(data, "replication"), add)
+            return out
         first = next((r for r in data.get("resources") or [] if isinstance(r, dict)), {})
-        status = s(d(data, "replication"), "job_status")
+        if kind == "quota.exceeded":
+            why = s(d(data, "custom_attributes"), "Details")
+            add(
+                0,
+                "push",
+                "failure",
+                artifact=repo_name,
+                digest=s(first, "digest"),
+                detail=f"harbor {kind}: {why}" if why else f"harbor {kind}",
+            )
+            return out
         add(
             0,
             "other",
-            _status_outcome(status) if status else "success",
+            "failure" if kind == "scan.failed" else "success",
             artifact=repo_name,
             digest=s(first, "digest"),
             detail=f"harbor {kind}",
         )
         return out
+
+
+def _end(res: dict[str, Any]) -> str:
+    """``<endpoint> (<registry type>, <namespace>)`` of a replication end."""
+    inner = ", ".join(x for x in (s(res, "registry_type"), s(res, "namespace")) if x)
+    return f"{s(res, 'endpoint') or '?'} ({inner})" if inner else s(res, "endpoint") or "?"
+
+
+def _replication(rep: dict[str, Any], add: Any) -> None:
+    """One event per replicated artifact (module docstring)."""
+    src, dest = d(rep, "src_resource"), d(rep, "dest_resource")
+    where = f"replication {_end(src)} -> {_end(dest)}"
+    creator = s(rep, "policy_creator")
+    job_ok = _status_outcome(s(rep, "job_status")) if s(rep, "job_status") else "success"
+    arts = [
+        (a, ok)
+        for key, ok in (("successful_artifact", True), ("failed_artifact", False))
+        for a in rep.get(key) or []
+        if isinstance(a, dict)
+    ]
+    for n, (art, listed_ok) in enumerate(arts or [({}, job_ok == "success")]):
+        # name_tag: "alpine [1 item(s) in total]" or "alpine:v1"
+        name_tag = (s(art, "name_tag") or "").split(" [", 1)[0].strip()
+        name, _, tag = name_tag.partition(":")
+        status = s(art, "status")
+        ok = listed_ok and (status is None or _status_outcome(status) == "success")
+        parts = [where]
+        if name and s(dest, "namespace"):
+            parts.append(f"to {s(dest, 'namespace')}/{name}")
+        if creator:
+            parts.append(f"policy by {creator}")
+        src_ns = s(src, "namespace")
+        add(
+            n,
+            "other",
+            ("success" if ok else "failure") if art else job_ok,
+            artifact=(f"{src_ns}/{name}" if src_ns else name) if name else None,
+            reference=tag or None,
+            detail="; ".join(parts),
+        )
 
 
 def _status_outcome(status: str | None) -> Outcome:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,7 +82,10 @@ def test_audit_syslog_wire_forms() -> None:
         b"action:delete, resource:models/bert:v2, resourceType:tag",
         b"action:login, resource:alice, resourceType:user",
     )
-    assert parse_one("harbor-audit-file", login)[0].action == "login"  # type: ignore[union-attr]
+    # (operation_result:false carried over: a failed login, sweep finding 10)
+    assert parse_one("harbor-audit-file", login)[0].action == "auth_failure"  # type: ignore[union-attr]
+    ok = login.replace(b"operation_result:false", b"operation_result:true")
+    assert parse_one("harbor-audit-file", ok)[0].action == "login"  # type: ignore[union-attr]
 
 
 def test_audit_time_falls_back_to_syslog_header_with_zone() -> None:
@@ -132,11 +137,14 @@ def test_webhooks_default_and_cloudevents(corpus: Path) -> None:
             None,
         ),
         "artifact-pushed": ("push", "harbor-jobservice", None),
-        "tag-retention-finished": ("delete", "MANUAL", "3.8"),
-        "quota-exceeded": ("other", None, None),
-        "scanning-completed": ("other", "auto", None),
-        "replication-status-changed": ("other", "MANUAL", None),
+        # a trigger type (MANUAL, auto) in "operator" is no actor: it goes to detail
+        "tag-retention-finished": ("delete", None, "3.8"),
+        "quota-exceeded": ("push", None, None),
+        "scanning-completed": ("other", None, None),
+        "scanning-failed": ("other", None, None),
+        "replication-status-changed": ("other", None, None),
     }
+    failures = {"quota-exceeded", "scanning-failed"}
     for kind, (action, actor, ref) in pairs.items():
         formats = ["default"] if kind == "artifact-pushed" else ["default", "cloudevents"]
         if kind == "artifact-pulled":
@@ -149,7 +157,7 @@ def test_webhooks_default_and_cloudevents(corpus: Path) -> None:
                 action,
                 actor,
                 ref,
-                "success",
+                "failure" if kind in failures else "success",
             )
             assert ev.actor_verified is (actor is not None)
             if fmt == "cloudevents":
@@ -218,3 +226,63 @@ def test_audit_2_13_description_login_failure_and_redaction() -> None:
     assert isinstance(ev, AuditEvent)
     assert (ev.action, ev.actor, ev.actor_verified) == ("auth_failure", "mallory", False)
     assert ev.detail == "login with password=REDACTED"
+
+
+def test_webhook_replication_keeps_artifact_and_both_endpoints(corpus: Path) -> None:
+    for fmt in ("default", "cloudevents"):
+        path = corpus / H / f"webhook-replication-status-changed-{fmt}-docs.json"
+        (ev,) = read(path, "harbor-webhook")[0]
+        assert (ev.action, ev.outcome, ev.artifact, ev.actor, ev.actor_verified) == (
+            "other",
+            "success",
+            "library/alpine",
+            None,
+            False,
+        )
+        assert ev.detail == (
+            "replication https://hub.docker.com (docker-hub, library) -> "
+            "http://localhost (harbor, harbor); to harbor/alpine; policy by admin; "
+            "trigger MANUAL"
+        )
+    # a failed artifact of the same job (derived from the docs sample) is a failure event
+    doc = json.loads(
+        (corpus / H / "webhook-replication-status-changed-default-docs.json").read_text()
+    )
+    rep = doc["event_data"]["replication"]
+    rep["job_status"] = "Failed"
+    rep["failed_artifact"] = [{"type": "image", "status": "Failed", "name_tag": "bert:v2"}]
+    rep["operator"] = "scheduled"
+    evs = parse_one("harbor-webhook", json.dumps(doc).encode())
+    assert [(e.artifact, e.reference, e.outcome) for e in evs if isinstance(e, AuditEvent)] == [
+        ("library/alpine", None, "success"),
+        ("library/bert", "v2", "failure"),
+    ]
+
+
+def test_scanning_operator_auto_is_a_trigger_and_a_robot_stays_an_actor(corpus: Path) -> None:
+    (scan,) = read(corpus / H / "webhook-scanning-failed-default-docs.json", "harbor-webhook")[0]
+    assert (scan.actor, scan.outcome) == (None, "failure")
+    assert scan.detail == "harbor scan.failed; trigger auto"
+    (pull,) = read(corpus / H / "webhook-artifact-pulled-default-docs.json", "harbor-webhook")[0]
+    assert pull.actor and pull.actor.startswith("robot$") and pull.actor_verified
+
+
+def test_audit_2_13_login_with_result_false_is_an_auth_failure() -> None:
+    line = (
+        b"<134>2026-01-01T00:00:00Z core audit[1]: 2026-01-01T00:00:00Z [INFO] "
+        b'[/pkg/auditext/manager.go:82][operator="mallory" resourceType="user_login" '
+        b'time="2026-01-01 00:00:00 +0000 UTC"]: action:login, resource:mallory, '
+        b"operation_description:user login, operation_result:false"
+    )
+    (ev,) = parse_one("harbor-audit-syslog", line)
+    assert isinstance(ev, AuditEvent)
+    assert (ev.action, ev.outcome, ev.actor, ev.actor_verified) == (
+        "auth_failure",
+        "failure",
+        "mallory",
+        False,
+    )
+    ok = line.replace(b"operation_result:false", b"operation_result:true")
+    (ev,) = parse_one("harbor-audit-syslog", ok)
+    assert isinstance(ev, AuditEvent)
+    assert (ev.action, ev.outcome, ev.actor_verified) == ("login", "success", True)
