@@ -152,6 +152,59 @@ class Metrics:
             ["rule", "severity"],
             registry=r,
         )
+        # conntrack (sentinel.flows.conntrack) and sensor health (sentinel.runtime.health)
+        self.conntrack_events = Counter(
+            "sentinel_conntrack_events",
+            "Conntrack events read from netlink, by event (new, destroy).",
+            ["event"],
+            registry=r,
+        )
+        self.conntrack_overruns = Counter(
+            "sentinel_conntrack_overruns",
+            "Times the kernel dropped conntrack events because Sentinel's socket buffer was full "
+            "(ENOBUFS); each is followed by a resync from a full dump.",
+            registry=r,
+        )
+        self.conntrack_lost_destroys = Counter(
+            "sentinel_conntrack_lost_destroys",
+            "Connections whose destroy event was lost in an overrun, reported with their last "
+            "known counters.",
+            registry=r,
+        )
+        self.conntrack_accounting = Gauge(
+            "sentinel_conntrack_accounting",
+            "1 when conntrack events carry packet and byte counters "
+            "(net.netfilter.nf_conntrack_acct=1), 0 when they do not, by source.",
+            ["source"],
+            registry=r,
+        )
+        self.source_silent = Gauge(
+            "sentinel_source_silent",
+            "1 while a source (audit, capture, conntrack, netflow) has shown no event or packet "
+            "for longer than its configured silence, else 0.",
+            ["source"],
+            registry=r,
+        )
+        self.source_silences = Counter(
+            "sentinel_source_silences",
+            "Times a source went silent.",
+            ["source"],
+            registry=r,
+        )
+        self.source_last_activity = Gauge(
+            "sentinel_source_last_activity_timestamp_seconds",
+            "Unix time Sentinel last saw an event or packet from a source.",
+            ["source"],
+            registry=r,
+        )
+        self.source_losses = Counter(
+            "sentinel_source_losses",
+            "Evidence a source lost, by source and loss: drops (kernel capture drops), overruns "
+            "(conntrack ENOBUFS), lost_destroys (conntrack ends missed in an overrun), "
+            "sequence_gaps and missing_templates (NetFlow/IPFIX).",
+            ["source", "loss"],
+            registry=r,
+        )
         self._lock = threading.Lock()
 
     def count_verdicts(self, verdicts: Iterable[Verdict]) -> None:

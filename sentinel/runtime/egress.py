@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from sentinel.flows import ReadStats, read_flows
 from sentinel.flows.live import LiveCapture
@@ -103,8 +104,22 @@ def judge_capture_file(
     return CaptureOutcome(path, digest, stats, verdicts, result)
 
 
+class FlowSource(Protocol):
+    """What ``FlowJudge`` drives: a live capture, or conntrack events
+    (``sentinel.flows.conntrack.ConntrackSource``)."""
+
+    def start(self) -> None: ...
+
+    def collect(
+        self, now_ns: int, idle_timeout_s: float, active_timeout_s: float
+    ) -> list[Flow]: ...
+
+    def stop(self) -> list[Flow]: ...
+
+
 class FlowJudge:
-    """Live path: a ``LiveCapture`` feeds its flow table; ``flush`` judges and records.
+    """Live path: a ``LiveCapture`` (or another ``FlowSource``) feeds its flows; ``flush``
+    judges and records.
 
     ``flush`` runs on the scheduler: it takes the flows that went idle (``idle_timeout``
     seconds) or ran too long (``active_timeout``), judges them and appends the violations and
@@ -115,7 +130,7 @@ class FlowJudge:
 
     def __init__(
         self,
-        capture: LiveCapture,
+        capture: FlowSource,
         policy: EgressPolicy,
         geo: GeoSource | None,
         recorder: Recorder,
@@ -123,13 +138,15 @@ class FlowJudge:
         idle_timeout: float,
         active_timeout: float,
         secondary: GeoSource | None = None,
+        source: str | None = None,
     ) -> None:
         self.capture = capture
         self.policy = policy
         self.geo = geo
         self.secondary = secondary
         self.recorder = recorder
-        self.source = f"capture:{capture.interface}"
+        #: ``observed_by`` of the records: ``capture:<interface>`` unless given
+        self.source = source or f"capture:{getattr(capture, 'interface', '?')}"
         self.idle_timeout = idle_timeout
         self.active_timeout = active_timeout
         self._lock = threading.Lock()
@@ -164,11 +181,7 @@ class FlowJudge:
 
     def _record(self, flows: list[Flow], now: datetime) -> list[Verdict]:
         with self._lock:
-            metrics = self.recorder.metrics
-            packets, drops = self.capture.packets, self.capture.kernel_drops or 0
-            metrics.capture_packets.inc(max(0, packets - self._packets_seen))
-            metrics.capture_drops.inc(max(0, drops - self._drops_seen))
-            self._packets_seen, self._drops_seen = packets, drops
+            self._account()
             start, self._window_start = self._window_start, now
             if not flows:
                 return []
@@ -177,3 +190,14 @@ class FlowJudge:
                 verdicts, source=self.source, start=start, end=now, aggregator=self.aggregator
             )
             return verdicts
+
+    def _account(self) -> None:
+        """Count what the source saw since the last flush (live capture: packets, kernel
+        drops). Called under the lock."""
+        if not isinstance(self.capture, LiveCapture):
+            return
+        metrics = self.recorder.metrics
+        packets, drops = self.capture.packets, self.capture.kernel_drops or 0
+        metrics.capture_packets.inc(max(0, packets - self._packets_seen))
+        metrics.capture_drops.inc(max(0, drops - self._drops_seen))
+        self._packets_seen, self._drops_seen = packets, drops

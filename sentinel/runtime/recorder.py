@@ -15,6 +15,8 @@ Ledger record kinds written here:
 * ``egress_violation_repeat`` — live capture only: repeated violations of one (remote, port,
   protocol, reason) aggregated over an interval (``sentinel.policy.aggregate``); the first
   occurrence is an ``egress_violation`` as above
+* ``sensor_health`` — built by ``sentinel.runtime.health`` (a source went silent, came back,
+  or a periodic summary of its activity and losses) and appended with ``record_records``
 """
 
 from __future__ import annotations
@@ -168,6 +170,17 @@ class Recorder:
             return AppendResult(0, 0, None, None)
         records = emission_records(emissions, source)
         result = self.ledger.append(records, dedup_keys=[e.dedup_key for e in emissions])
+        self._after_append(result, records)
+        return result
+
+    def record_records(
+        self, records: Sequence[Mapping[str, Any]], *, dedup_keys: Sequence[str | None]
+    ) -> AppendResult:
+        """Append records built elsewhere (``{"kind": ..., "data": ...}``), deduplicated by
+        ``dedup_keys`` (one per record). Raises the ledger's errors unchanged."""
+        if not records:
+            return AppendResult(0, 0, None, None)
+        result = self.ledger.append(list(records), dedup_keys=list(dedup_keys))
         self._after_append(result, records)
         return result
 
