@@ -141,6 +141,32 @@ class MlflowRest(_Section):
         return self
 
 
+class ConntrackSection(_Section):
+    """Flows from the Linux connection tracker (``sentinel.flows.conntrack``)."""
+
+    enabled: bool = False
+    #: a named network namespace (``ip netns``) to watch; "" = Sentinel's own
+    netns: str = ""
+    #: seconds after which a long connection is judged (with its counters so far) while open
+    active_timeout: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    #: upper bound on open connections held in memory (oldest reported early when reached)
+    max_entries: Annotated[int, Field(gt=0)] = 262_144
+    #: receive buffer of the event socket, bytes (an overrun loses events: counted, resynced)
+    rcvbuf_bytes: Annotated[int, Field(ge=4096, le=1 << 30)] = 8 << 20
+
+
+class HealthSection(_Section):
+    """Sensor health (``sentinel.runtime.health``): silences, drops and gaps as evidence."""
+
+    #: seconds without a packet or event after which a capture, conntrack or NetFlow source
+    #: is recorded as silent
+    silence_after: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    #: the same for audit sources (tailed logs, webhook, syslog), which are quiet at night
+    audit_silence_after: Annotated[float, Field(gt=0, le=7 * 86400)] = 3600.0
+    #: seconds between sensor_health summary records of each source
+    summary_interval: Annotated[float, Field(ge=60, le=86400)] = 3600.0
+
+
 class AuditFile(_Section):
     #: source id written into each event's ``source``
     id: str
@@ -269,6 +295,8 @@ class Settings(_Section):
     geoip: GeoIPSection = GeoIPSection()
     policy: PolicySection = PolicySection()
     capture: CaptureSection = CaptureSection()
+    conntrack: ConntrackSection = ConntrackSection()
+    health: HealthSection = HealthSection()
     audit: AuditSection = AuditSection()
     webhook: WebhookSection = WebhookSection()
     syslog: SyslogSection = SyslogSection()
@@ -387,6 +415,27 @@ idle_timeout = 30.0
 # Seconds after which a long-running flow is judged even if still active.
 active_timeout = 300.0
 max_flows = 200000
+
+[conntrack]
+# Flows from the Linux connection tracker (new/destroy events over netlink; CAP_NET_ADMIN).
+# Byte counts need `sysctl -w net.netfilter.nf_conntrack_acct=1` (per network namespace).
+enabled = false
+# A named network namespace (ip netns) to watch; "" = Sentinel's own.
+netns = ""
+# Seconds after which a long connection is judged with its counters so far.
+active_timeout = 300.0
+max_entries = 262144
+# Event socket receive buffer (bytes); an overrun (ENOBUFS) is counted and resynced by a dump.
+rcvbuf_bytes = 8388608
+
+[health]
+# Seconds without a packet or event after which a capture, conntrack or NetFlow source is
+# recorded as silent (ledger record sensor_health, metric sentinel_source_silent).
+silence_after = 300.0
+# The same for audit sources (tailed logs, webhook, syslog).
+audit_silence_after = 3600.0
+# Seconds between sensor_health summaries (activity, silences, drops, gaps) per source.
+summary_interval = 3600.0
 
 [audit]
 # Seconds between polls of tailed files (file-system events wake the tailer sooner).

@@ -3,7 +3,12 @@
 ``build_report`` streams the ledger once (constant memory apart from the aggregates) and returns
 a JSON-ready ``dict``; ``sentinel.report.render`` turns it into HTML. A record belongs to the
 period ``[start, end)`` by its *event* time: ``data.ts`` for audit events, ``data.last_seen``
-for egress verdicts, ``data.period_end`` for egress summaries, ``recorded_at`` otherwise.
+for egress verdicts, ``data.period_end`` for egress summaries and sensor-health records,
+``recorded_at`` otherwise.
+
+``coverage`` (from ``sensor_health`` records, ``sentinel.runtime.health``) says how complete
+the evidence of the period is: per source, its activity, silences (with their times) and what
+it lost (kernel drops, conntrack overruns, NetFlow sequence gaps and missing templates).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def _event_time(kind: str, data: Mapping[str, Any], recorded_at: str) -> datetim
         "egress_violation_repeat": "last_seen",
         "egress_summary": "period_end",
         "audit_finding": "last_seen",
+        "sensor_health": "period_end",
     }
     value = data.get(key.get(kind, ""), None) or recorded_at
     try:
@@ -75,6 +81,7 @@ def build_report(
     repeated = 0  # repeats of a recorded violation, aggregated (live capture)
     findings: list[dict[str, Any]] = []
     finding_hits = 0
+    coverage = _Coverage()
 
     for rec in records:
         kind = str(rec.get("kind", ""))
@@ -112,6 +119,8 @@ def build_report(
                 violations.append(dict(data))
         elif kind == "egress_violation_repeat":
             repeated += int(data.get("count") or 0)
+        elif kind == "sensor_health":
+            coverage.add(data)
         elif kind == "audit_finding":
             finding_hits += int(data.get("count") or 1)
             if len(findings) < MAX_LISTED:
@@ -213,5 +222,97 @@ def build_report(
         "generated_at": format_ts(generated_at or utcnow()),
         "sentinel_version": __version__,
         "records_in_period": records_in_period,
+        "coverage": coverage.result(),
         "criteria": [{"key": key, "title": title, **criteria[key]} for key, title in CRITERIA],
     }
+
+
+#: loss counters of ``sensor_health`` records, with the words the report uses for them
+LOSS_WORDS = {
+    "drops": "packet(s) dropped by the kernel before capture",
+    "overruns": "conntrack event overrun(s) (events lost, resynced)",
+    "lost_destroys": "connection end(s) missed in an overrun",
+    "sequence_gaps": "NetFlow/IPFIX record(s) missing by sequence number",
+    "missing_templates": "NetFlow/IPFIX record(s) without their template",
+}
+
+
+class _Coverage:
+    """Per-source aggregation of ``sensor_health`` records for the report's coverage."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, dict[str, Any]] = {}
+
+    def add(self, data: Mapping[str, Any]) -> None:
+        name = str(data.get("source"))
+        src = self.sources.setdefault(
+            name,
+            {
+                "source": name,
+                "source_kind": str(data.get("source_kind") or "?"),
+                "activity": 0,
+                "silences": [],
+                "silence_count": 0,
+                "silent_seconds": 0,
+                "losses": Counter(),
+                "observed_from": None,
+                "observed_to": None,
+            },
+        )
+        counts = data.get("counts") or {}
+        event = data.get("event")
+        start, end = str(data.get("period_start")), str(data.get("period_end"))
+        if event == "summary":
+            src["activity"] += int(counts.get("activity") or 0)
+            src["silent_seconds"] += int(counts.get("silent_seconds") or 0)
+            for loss in LOSS_WORDS:
+                if counts.get(loss):
+                    src["losses"][loss] += int(counts[loss])
+            if src["observed_from"] is None or start < src["observed_from"]:
+                src["observed_from"] = start
+            if src["observed_to"] is None or end > src["observed_to"]:
+                src["observed_to"] = end
+        elif event == "silent":
+            src["silence_count"] += 1
+            if len(src["silences"]) < MAX_LISTED:
+                src["silences"].append({"from": start, "noticed": end, "to": None})
+        elif event == "resumed":
+            for silence in reversed(src["silences"]):
+                if silence["from"] == start and silence["to"] is None:
+                    silence["to"] = end
+                    break
+            else:  # went silent before the period
+                src["silence_count"] += 1
+                if len(src["silences"]) < MAX_LISTED:
+                    src["silences"].append({"from": start, "noticed": None, "to": end})
+
+    def result(self) -> dict[str, Any]:
+        sources = []
+        silences = lost = 0
+        for name in sorted(self.sources):
+            src = self.sources[name]
+            losses = dict(sorted(src["losses"].items()))
+            complete = not src["silence_count"] and not any(losses.values())
+            silences += src["silence_count"]
+            lost += sum(losses.values())
+            sources.append(
+                {
+                    **src,
+                    "losses": losses,
+                    "loss_text": [f"{n} {LOSS_WORDS[k]}" for k, n in losses.items() if n],
+                    "status": "complete" if complete else "gaps",
+                }
+            )
+        if not sources:
+            status = "no data"
+            summary = "no sensor-health record in this period: its coverage is not known"
+        elif silences or lost:
+            status = "gaps"
+            summary = (
+                f"{len(sources)} source(s) watched; {silences} silence(s) and {lost} lost "
+                "event(s) or packet(s): the evidence of this period is incomplete where listed"
+            )
+        else:
+            status = "complete"
+            summary = f"{len(sources)} source(s) watched, no silence, nothing lost"
+        return {"status": status, "summary": summary, "sources": sources}

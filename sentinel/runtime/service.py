@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -25,6 +26,7 @@ from sentinel.audit.tailer import FileTailer, TailBatch
 from sentinel.audit.webhook import WebhookReceiver
 from sentinel.config import AuditFile, Settings
 from sentinel.errors import CaptureError, ConfigError, SentinelError
+from sentinel.flows.conntrack import ConntrackSource
 from sentinel.flows.live import LiveCapture
 from sentinel.geo.handle import GeoHandle, ReloadResult
 from sentinel.ledger import Ledger
@@ -38,7 +40,9 @@ from sentinel.metrics import Metrics, MetricsServer
 from sentinel.policy.audit_rules import AuditRuleEngine
 from sentinel.policy.egress import EgressPolicy
 from sentinel.records import AuditEvent, Unparsed
+from sentinel.runtime.conntrack import ConntrackJudge, conntrack_probe
 from sentinel.runtime.egress import FlowJudge, judge_capture_file
+from sentinel.runtime.health import HealthMonitor, SensorReading
 from sentinel.runtime.mlflow_wiring import reconstructing_parser
 from sentinel.runtime.rules_wiring import (
     RulesRecorder,
@@ -76,6 +80,9 @@ class Service:
         self._metrics_server: MetricsServer | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._judge: FlowJudge | None = None
+        self._conntrack: ConntrackJudge | None = None
+        #: sensor health (silences, drops, gaps) of every source; set by ``start``
+        self.health: HealthMonitor | None = None
         self._webhook: WebhookReceiver | None = None
         self._seen_captures: dict[Path, tuple[int, float]] = {}
         self.ledger: Ledger | None = None
@@ -106,6 +113,12 @@ class Service:
             ruleset = load_audit_rules(s)
             engine = AuditRuleEngine(ruleset.rules, geo=self.geo, policy=self.policy)
             self.recorder = RulesRecorder(self.ledger, self.metrics, engine)
+            self.health = HealthMonitor(
+                self.recorder,
+                self.metrics,
+                silence_after=s.health.silence_after,
+                summary_interval=s.health.summary_interval,
+            )
             if s.metrics.enabled:
                 host, port = _split(s.metrics.listen)
                 self._metrics_server = self.metrics.serve(host, port)
@@ -187,6 +200,19 @@ class Service:
                 seconds=max(1.0, min(s.capture.idle_timeout, 10.0)),
                 id="flow-flush",
             )
+        if s.conntrack.enabled:
+            sched.add_job(
+                self._guard("conntrack", self._flush_conntrack),
+                "interval",
+                seconds=max(1.0, min(s.conntrack.active_timeout, 10.0)),
+                id="conntrack-flush",
+            )
+        sched.add_job(
+            self._guard("health", self.check_health),
+            "interval",
+            seconds=max(1.0, min(30.0, s.health.silence_after / 4)),
+            id="sensor-health",
+        )
         sched.start()
         self._scheduler = sched
 
@@ -209,12 +235,49 @@ class Service:
                 secondary=self.geo_secondary,
             )
             self._add_worker(self._judge)
+            self._watch(self._judge.source, "capture", _capture_probe(self._judge))
+        if s.conntrack.enabled:
+            ct = ConntrackSource(
+                self.policy.local_networks,
+                netns=s.conntrack.netns,
+                max_entries=s.conntrack.max_entries,
+                rcvbuf_bytes=s.conntrack.rcvbuf_bytes,
+            )
+            self._conntrack = ConntrackJudge(
+                ct,
+                self.policy,
+                self.geo,
+                self.recorder,
+                active_timeout=s.conntrack.active_timeout,
+                secondary=self.geo_secondary,
+            )
+            self._add_worker(self._conntrack)
+            self._watch(ct.name, "conntrack", lambda: conntrack_probe(ct))
         for spec in s.audit.files:
             self._add_worker(self._make_tailer(spec))
+            self._watch(f"file:{spec.id}", "audit")
         if s.webhook.enabled:
             self._add_worker(self._make_webhook())
+            sources = {s.webhook.source, *(r.source for r in s.webhook.routes)}
+            if s.webhook.mlflow_secret_file is not None:
+                sources.add(s.webhook.mlflow_source)
+            for source in sorted(sources):
+                self._watch(f"webhook:{source}", "audit")
         if s.syslog.enabled:
-            self._add_worker(syslog_from_settings(s, self._deliver_webhook))
+            self._add_worker(syslog_from_settings(s, self._deliver_syslog))
+            self._watch(f"syslog:{s.syslog.source}", "audit")
+
+    def _watch(
+        self,
+        source: str,
+        kind: Literal["audit", "capture", "conntrack", "netflow"],
+        probe: Callable[[], SensorReading] | None = None,
+    ) -> None:
+        """Let the health monitor watch ``source`` (audit sources get the audit silence)."""
+        if self.health is None or source in self.health.sources:
+            return
+        silence = self.settings.health.audit_silence_after if kind == "audit" else None
+        self.health.add_source(source, kind, probe, silence_after=silence)
 
     def _add_worker(self, worker: Worker) -> None:
         worker.start()
@@ -239,6 +302,14 @@ class Service:
                 config_path=str(self.settings.path),
                 key=f"audit.files[{spec.id}].mlflow_rest",
             )
+
+        health_id = f"file:{spec.id}"
+
+        def deliver(batch: TailBatch) -> None:
+            self._deliver_tailed(batch)
+            if self.health is not None:
+                self.health.touch(health_id, batch.lines)
+
         path = self.settings.resolve(spec.path)
         tailer = GlobTailer if is_glob(spec.path) else FileTailer  # one cursor per file
         return tailer(
@@ -246,7 +317,7 @@ class Service:
             spec.id,
             parser,
             self.ledger,
-            self._deliver_tailed,
+            deliver,
             poll_interval=self.settings.audit.poll_interval,
         )
 
@@ -279,6 +350,17 @@ class Service:
     def _deliver_webhook(self, items: list[AuditEvent | Unparsed]) -> None:
         assert self.recorder is not None
         self.recorder.record_audit(items)
+        self._touch_audit("webhook", items)
+
+    def _deliver_syslog(self, items: list[AuditEvent | Unparsed]) -> None:
+        assert self.recorder is not None
+        self.recorder.record_audit(items)
+        self._touch_audit("syslog", items)
+
+    def _touch_audit(self, channel: str, items: list[AuditEvent | Unparsed]) -> None:
+        if self.health is not None:
+            for source, n in Counter(i.source for i in items).items():
+                self.health.touch(f"{channel}:{source}", n)
 
     def stop(self) -> None:
         """Stop intake, drain, stop the scheduler and metrics, close the ledger. Idempotent."""
@@ -301,6 +383,11 @@ class Service:
             if self._scheduler is not None:
                 self._scheduler.shutdown(wait=True)
                 self._scheduler = None
+            if self.health is not None and self._started:
+                try:  # a last summary of every source, up to the stop
+                    self.health.close()
+                except SentinelError as exc:
+                    log.error("last sensor-health summary: %s", exc.diagnostics())
             if self.ledger is not None and self._started:
                 try:  # pin everything recorded up to the stop
                     self.sign_checkpoint()
@@ -424,6 +511,21 @@ class Service:
     def _flush_flows(self) -> None:
         if self._judge is not None:
             self._judge.flush()
+
+    def _flush_conntrack(self) -> None:
+        if self._conntrack is not None:
+            self._conntrack.flush()
+
+    def check_health(self) -> int:
+        """Record sensor-health transitions and due summaries now (``HealthMonitor.check``);
+        returns the number of ``sensor_health`` records appended."""
+        return self.health.check() if self.health is not None else 0
+
+
+def _capture_probe(judge: FlowJudge) -> Callable[[], SensorReading]:
+    capture = judge.capture
+    assert isinstance(capture, LiveCapture)
+    return lambda: SensorReading(capture.packets, {"drops": capture.kernel_drops or 0})
 
 
 def _split(hostport: str) -> tuple[str, int]:
