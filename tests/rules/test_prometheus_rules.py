@@ -30,7 +30,7 @@ def test_alert_rules_are_valid() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 13 rules found" in done.stdout
+    assert "SUCCESS: 16 rules found" in done.stdout
 
 
 def test_alert_rules_unit_tests_pass() -> None:
@@ -93,6 +93,9 @@ def test_every_metric_an_alert_uses_is_exported() -> None:
         "sentinel_geoip_reloads_total",
         "sentinel_ledger_checkpoint_refusals_total",
         "sentinel_ledger_last_checkpoint_timestamp_seconds",
+        "sentinel_source_silent",
+        "sentinel_conntrack_overruns_total",
+        "sentinel_source_losses_total",
     ):
         assert name in rules
         assert f"# TYPE {name.removesuffix('_total')}" in exported, name
