@@ -212,3 +212,37 @@ def test_missing_namespace_is_a_conntrack_error() -> None:
     with pytest.raises(ConntrackError, match="sentinel-no-such-netns"):
         src.start()
     assert src.stop() == []
+
+
+_BURST = r"""
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+    u.bind(("0.0.0.0", 40777))
+    for _ in range(n):
+        u.sendto(b"a" * 72, (host, port))
+"""
+
+
+def test_long_connection_is_reported_while_open_then_only_the_rest(ns: NetNs) -> None:
+    _ns_ready(ns)
+    src = ConntrackSource([f"{ns.ns_ip}/32"], netns=ns.name)
+    src.start()
+    flows: list[Flow] = []
+    try:
+        ns.exec(sys.executable, "-c", _BURST, ns.host_ip, "45000", "3")
+        _wait(lambda: src.stats.new >= 1, "the new event")
+        now_ns = int(datetime.now(UTC).timestamp() * 1e9)
+        interim = src.collect(now_ns, 30.0, 0.0)  # everything open is overdue
+        ns.exec(sys.executable, "-c", _BURST, ns.host_ip, "45000", "4")  # same 5-tuple
+        _flush(ns)
+        _wait(lambda: src.stats.destroy >= 1, "the destroy event")
+        now_ns = int(datetime.now(UTC).timestamp() * 1e9)
+        flows = src.collect(now_ns, 30.0, 3600.0)
+    finally:
+        flows += src.stop()
+    (first,) = [f for f in interim if f.local_port == 40777]
+    (rest,) = [f for f in flows if f.local_port == 40777]
+    assert (first.packets_out, first.bytes_out) == (3, 3 * 100)
+    assert (rest.packets_out, rest.bytes_out) == (4, 4 * 100)
+    assert first.last_seen <= rest.first_seen <= rest.last_seen
