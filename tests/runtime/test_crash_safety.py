@@ -438,6 +438,9 @@ def test_webhook_acknowledged_deliveries_survive_sigkill(
     assert not repeated, f"events recorded more than once: {sorted(repeated)[:10]}"
     assert set(stored) == sender.acked
     with Ledger.open(ledger_url) as led:
-        assert led.count_by_kind() == {"audit_event": len(sender.acked)}
+        kinds = led.count_by_kind()
+        # the last, cleanly stopped run adds a sensor_health summary of the webhook source
+        assert kinds.pop("audit_event") == len(sender.acked)
+        assert set(kinds) <= {"sensor_health"}
         result = led.verify()
         assert result.ok, result
