@@ -16,6 +16,8 @@ NEEDED=(
   psql:postgresql-client
   pg_isready:postgresql-client
   unshare:util-linux
+  iptables:iptables
+  sysctl:procps
   systemd-analyze:systemd
 )
 
