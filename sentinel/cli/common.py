@@ -7,12 +7,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from sentinel.config import Settings, find_config, load_settings
 from sentinel.errors import SentinelError
+
+if TYPE_CHECKING:  # imported when settings are first needed: not every command reads them
+    from sentinel.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +34,8 @@ class CliState:
     def settings(self) -> Settings:
         """Load (once) and return the validated settings; raises ``ConfigError``."""
         if self._settings is None:
+            from sentinel.config import find_config, load_settings
+
             self._settings = load_settings(find_config(self.config_path))
         return self._settings
 
