@@ -258,6 +258,11 @@ def _flatten(version: int) -> tuple[list[int], list[SpecialRange | None]]:
 _STEPS = {4: _flatten(4), 6: _flatten(6)}
 
 
+def special_starts(version: int) -> list[int]:
+    """The first addresses of the intervals on which ``classify`` is constant (sorted)."""
+    return list(_STEPS[version][0])
+
+
 def classify_int(version: int, value: int) -> SpecialRange | None:
     """``classify`` for an address given as its IP version (4 or 6) and integer value: one
     binary search over the ranges flattened at import."""

@@ -50,6 +50,7 @@ with ``yaml.safe_load`` only.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import ipaddress
 from collections.abc import Iterable
@@ -81,7 +82,7 @@ from sentinel.geo.database import (
 )
 from sentinel.geo.geofeed import Geofeed, GeofeedEntry, PrefixTable, load_geofeed
 from sentinel.geo.groups import GROUPS, expand
-from sentinel.geo.special import IPV4_SPECIAL, IPV6_SPECIAL, classify_int
+from sentinel.geo.special import IPV4_SPECIAL, IPV6_SPECIAL, classify_int, special_starts
 from sentinel.geo.special import is_internal as _special_internal
 from sentinel.records import Flow, GeoProvenance, GeoSecondOpinion, Verdict
 
@@ -259,6 +260,8 @@ _Fields = tuple[
 ]
 #: a network as integers: (IP version, first address, last address)
 _Span = tuple[int, int, int]
+#: what the policy says about an address whatever the flow: (denied, waivers, steps 3–6)
+_Answer = tuple[bool, tuple["Waiver", ...], _Fixed | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +341,7 @@ class EgressPolicy:
                         f"{entry.network} is also listed in another geofeed",
                         f"line {entry.line}",
                     ) from None
+        self._compiled = {4: self._compile(4), 6: self._compile(6)}
 
     @property
     def name(self) -> str:
@@ -408,12 +412,44 @@ class EgressPolicy:
     def _facts(self, ip: str) -> _Facts:
         """What the policy says about a remote address whatever the flow (cached per address
         string, bounded): the normalized address, deny, the waivers whose network holds it, and
-        the decision of steps 3–6 when one applies (``None``: ask GeoIP). Addresses are
-        compared as integers against networks compiled at load."""
+        the decision of steps 3–6 when one applies (``None``: ask GeoIP). One binary search in
+        the policy compiled at load (``_compile``)."""
         facts = self._facts_cache.get(ip)
         if facts is not None:
             return facts
         version, value = embedded_ipv4_int(*parse_address(ip))
+        starts, answers = self._compiled[version]
+        denied, waivers, fixed = answers[bisect.bisect_right(starts, value) - 1]
+        facts = _Facts(address_text(version, value), version, value, denied, waivers, fixed)
+        if len(self._facts_cache) >= FACTS_CACHE_MAX:
+            self._facts_cache.clear()
+        self._facts_cache[ip] = facts
+        return facts
+
+    def _compile(self, version: int) -> tuple[list[int], list[_Answer]]:
+        """The policy as a step function over the address space of one IP version: sorted
+        interval starts and, per interval, (denied, waivers, steps 3–6 decision).
+
+        Every network of the policy, of its overrides and geofeeds and of the IANA registries
+        (``classify_int``) starts an interval at its first address and ends one after its
+        last, so membership in each of them — hence the answer — is the same for every address
+        of an interval: it is computed once, at the interval's first address."""
+        bits = 32 if version == 4 else 128
+        m = self.model
+        nets: list[Network] = [*m.jurisdiction.allow_networks, *m.jurisdiction.deny_networks]
+        nets += [*m.local_networks, *(w.network for w in m.waivers)]
+        nets += [o.network for o in m.overrides]
+        nets += [e.network for feed in self.geofeeds for e in feed.entries]
+        cuts = set(special_starts(version))
+        for n in nets:
+            if n.version == version:
+                cuts.add(int(n.network_address))
+                cuts.add(int(n.broadcast_address) + 1)
+        starts = sorted(c for c in cuts if c < 1 << bits)
+        return starts, [self._answer(version, start) for start in starts]
+
+    def _answer(self, version: int, value: int) -> _Answer:
+        """Deny, waivers and the decision of steps 3–6 for one (normalized) address."""
         waivers = tuple(
             w for w, v, lo, hi in self._waiver_spans if v == version and lo <= value <= hi
         )
@@ -425,27 +461,17 @@ class EgressPolicy:
             fixed = ("internal", None, "local_networks", None, True)
         elif special is not None and special.scope == "internal":
             fixed = ("internal", None, "internal-ranges", None, True)
-        elif (
-            hit := self._overrides.lookup_int(version, value) if len(self._overrides) else None
-        ) is not None:
+        elif (hit := self._overrides.lookup_int(version, value)) is not None:
             net, override = hit
             if override.allow:
                 fixed = ("allowed network", None, f"override:{net}", None, True)
             else:
                 fixed = ("", override.country, f"override:{net}", None, False)
-        elif (
-            fed := self._geofeed.lookup_int(version, value) if len(self._geofeed) else None
-        ) is not None:
+        elif (fed := self._geofeed.lookup_int(version, value)) is not None:
             feed, entry = fed[1]
             rule = f"geofeed:{feed.path.name}:{entry.line}"
             fixed = ("", entry.country, rule, feed.provenance, False)
-        remote = address_text(version, value)
-        denied = _in_spans(version, value, self._deny_spans)
-        facts = _Facts(remote, version, value, denied, waivers, fixed)
-        if len(self._facts_cache) >= FACTS_CACHE_MAX:
-            self._facts_cache.clear()
-        self._facts_cache[ip] = facts
-        return facts
+        return _in_spans(version, value, self._deny_spans), waivers, fixed
 
     def evaluate_many(
         self,
