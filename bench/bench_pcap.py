@@ -42,6 +42,7 @@ import csv
 import json
 import os
 import re
+import resource
 import secrets
 import signal
 import subprocess
@@ -94,7 +95,7 @@ def timed(tool: str, argv: list[str], *, stdout: Path | None = None) -> tuple[Ru
 
 def run_sentinel(capture: Path, geoip: Path, tmp: Path) -> tuple[Run, Path]:
     out = tmp / "sentinel.jsonl"
-    argv = [str(REPO / ".venv" / "bin" / "sentinel"), "egress", "check", "--pcap", str(capture)]
+    argv = [sys.executable, "-m", "sentinel", "egress", "check", "--pcap", str(capture)]
     argv += ["--geoip", str(geoip), "--policy", str(POLICY), "--json", "--now", NOW]
     run, err = timed("sentinel egress check --json", argv, stdout=out)
     rate = re.search(r"(\d+) packets/s", err)
@@ -216,14 +217,59 @@ def in_process(capture: Path) -> int:
     return packets
 
 
+def stages(capture: Path, geoip: Path) -> None:
+    """Where the CPU time of ``sentinel egress check --json`` goes: its steps run here one by
+    one, as ``sentinel.cli.egress.check`` runs them (CPU seconds of this process)."""
+    from sentinel.geo.database import GeoDatabase
+    from sentinel.policy.egress import EgressPolicy
+    from sentinel.timefmt import parse_ts
+
+    code = "import sentinel.cli.main, sentinel.cli.egress, sentinel.flows.vector"
+    argv = [sys.executable, "-c", code]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(argv, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    rows = [("interpreter start-up and imports (separate process)", start)]
+    clock = time.process_time
+    c = clock()
+    policy = EgressPolicy.load(POLICY)
+    db = GeoDatabase.open(geoip)
+    rows.append(("policy load, GeoIP open (snapshot copy + SHA-256)", clock() - c))
+    c = clock()
+    db.validate()  # as the CLI does (_open_checked)
+    rows.append(("GeoIP validate (50,000 records decoded)", clock() - c))
+    c = clock()
+    flows, stats = read_flows([capture], policy.local_networks)
+    rows.append(("read + decode + flow table (read_flows)", clock() - c))
+    c = clock()
+    verdicts = policy.evaluate_many(flows, db, parse_ts(NOW))
+    rows.append(("policy + GeoIP: evaluate_many (once per remote)", clock() - c))
+    c = clock()
+    dumps = json.JSONEncoder(sort_keys=True).encode
+    text = "\n".join(dumps(v.to_json()) for v in verdicts)
+    rows.append(("JSON lines (to_json + encode)", clock() - c))
+    db.close()
+    total = sum(cpu for _, cpu in rows)
+    remotes = len({f.remote_ip for f in flows})
+    print(
+        f"\n  where the CPU goes ({stats.packets:,} packets, {len(flows):,} flows, "
+        f"{remotes:,} distinct remote addresses, {len(text) / 1e6:.0f} MB of JSON):"
+    )
+    for name, cpu in rows:
+        print(f"    {name:<55} {cpu:6.2f} s  {100 * cpu / total:4.0f} %")
+    print(f"    {'total':<55} {total:6.2f} s  {stats.packets / total:,.0f} packets per CPU second")
+
+
 def table(runs: list[Run], packets: int) -> None:
     print(
-        f"\n  {'tool':<32} {'wall s':>8} {'CPU s':>8} {'packets/s':>12} {'peak RSS MB':>12}  note"
+        f"\n  {'tool':<32} {'wall s':>8} {'CPU s':>8} {'packets/s':>12} {'packets/CPU-s':>14} "
+        f"{'peak RSS MB':>12}  note"
     )
     for r in runs:
         print(
             f"  {r.tool:<32} {r.wall:8.2f} {r.cpu:8.2f} {packets / r.wall:12,.0f} "
-            f"{r.rss_mb:12.0f}  {r.note}"
+            f"{packets / r.cpu if r.cpu else 0:14,.0f} {r.rss_mb:12.0f}  {r.note}"
         )
 
 
@@ -330,6 +376,7 @@ def main() -> None:
         print(f"capture {capture} ({capture.stat().st_size / 1e6:.0f} MB); "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")  # fmt: skip
         packets = in_process(capture)
+        stages(capture, args.geoip)
         runs: list[Run] = []
         sentinel, out = run_sentinel(capture, args.geoip, tmp)
         runs.append(sentinel)
