@@ -310,3 +310,27 @@ def test_broken_database_fails_closed_the_same_way(corpus: Path) -> None:
     ]
     seen = _compare(flows, flows, EgressPolicy.load(DEMO / "policy.yaml"), broken)
     assert ("unknown location", "geoip-lookup-error") in seen
+
+
+def test_addresses_at_every_network_edge(tmp_path: Path, dbip_path: Path) -> None:
+    """The compiled policy changes answers exactly at network boundaries: the first and last
+    address of every network of the policy, overrides and geofeed, and their neighbours."""
+    policy = _policy(tmp_path)
+    m = policy.model
+    nets = [*m.jurisdiction.allow_networks, *m.jurisdiction.deny_networks, *m.local_networks]
+    nets += [w.network for w in m.waivers] + [o.network for o in m.overrides]
+    nets += [e.network for feed in policy.geofeeds for e in feed.entries]
+    seen_at = datetime(2026, 5, 1, tzinfo=UTC)
+    remotes = set()
+    for n in nets:
+        top = (1 << n.max_prefixlen) - 1
+        for value in (int(n.network_address), int(n.broadcast_address)):
+            for edge in (value - 1, value, value + 1):
+                if 0 <= edge <= top:
+                    remotes.add(str(ipaddress.ip_address(edge) if n.version == 4 else
+                                    ipaddress.IPv6Address(edge)))  # fmt: skip
+    flows = [Flow(6, "10.20.0.5", 40000, r, 443, 1, 1, 60, 60, seen_at, seen_at)
+             for r in sorted(remotes)]  # fmt: skip
+    assert len(flows) > 90
+    seen = _compare(flows, flows, policy, dbip_path)
+    assert {"override", "geofeed", "deny_networks", "W-live", "W-old"} <= {r for _, r in seen}
