@@ -333,4 +333,4 @@ def test_addresses_at_every_network_edge(tmp_path: Path, dbip_path: Path) -> Non
              for r in sorted(remotes)]  # fmt: skip
     assert len(flows) > 90
     seen = _compare(flows, flows, policy, dbip_path)
-    assert {"override", "geofeed", "deny_networks", "W-live", "W-old"} <= {r for _, r in seen}
+    assert {"override", "geofeed", "deny_networks", "W-live"} <= {r for _, r in seen}
