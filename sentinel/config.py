@@ -72,6 +72,30 @@ class LedgerSection(_Section):
     checkpoint_interval: Annotated[float, Field(gt=0, le=86400)] = 300.0
     #: checkpoint origin line and key name ("" = ``sentinel/<log_id>``)
     origin: str = ""
+    #: RFC 3161 time-stamping authority (http:// or https:// URL; "" = off), see
+    #: ``sentinel.ledger.tsa``; needs ``tsa_ca_file``
+    tsa_url: str = ""
+    #: PEM certificates the TSA's certificate must chain to (root, and intermediates)
+    tsa_ca_file: Path | None = None
+    #: PEM certificate the TSA must sign with (pinned; unset: any TSA certificate under the CA)
+    tsa_cert: Path | None = None
+    #: seconds to wait for the TSA
+    tsa_timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    #: digest of the checkpoint sent to the TSA
+    tsa_hash: Literal["sha256", "sha512"] = "sha256"
+
+    @field_validator("tsa_url")
+    @classmethod
+    def _tsa_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError('expected an http:// or https:// URL, or "" (off)')
+        return value
+
+    @model_validator(mode="after")
+    def _tsa_needs_ca(self) -> LedgerSection:
+        if self.tsa_url and self.tsa_ca_file is None:
+            raise ValueError("tsa_url needs tsa_ca_file (the CA its certificate chains to)")
+        return self
 
 
 class GeoIPSection(_Section):
@@ -390,6 +414,14 @@ log_id = "sentinel"
 checkpoint_dir = "checkpoints"
 checkpoint_interval = 300.0
 origin = ""
+# RFC 3161 time-stamp of each checkpoint from a time-stamping authority (TSA); "" = off. The
+# token is stored beside the checkpoint log (<checkpoint_dir>/<log_id>.timestamps/); a TSA
+# that is down or answers wrongly never stops the checkpoint. Example:
+# tsa_url = "http://127.0.0.1:3180/tsa"
+# tsa_ca_file = "keys/tsa-ca.pem"      # required with tsa_url: the CA of the TSA's certificate
+# tsa_cert = "keys/tsa.pem"            # optional: pin the TSA's own certificate
+tsa_timeout = 10.0
+tsa_hash = "sha256"                   # sha256 | sha512
 
 [geoip]
 # A MaxMind-format database (MaxMind GeoIP2/GeoLite2, DB-IP, IPinfo). Example:

@@ -115,6 +115,14 @@ class Metrics:
             "truncated or rolled back).",
             registry=r,
         )
+        self.ledger_timestamps = Counter(
+            "sentinel_ledger_timestamps",
+            "RFC 3161 time-stamps of ledger checkpoints, by result (ok: verified and stored; "
+            "unreachable, rejected, invalid: the TSA was down, refused or answered wrongly, "
+            "the checkpoint is kept without a token and retried; error: a local problem).",
+            ["result"],
+            registry=r,
+        )
         self.geoip_build_time = Gauge(
             "sentinel_geoip_database_build_timestamp_seconds",
             "Build time (Unix seconds) of the loaded GeoIP database.",

@@ -5,7 +5,8 @@ external checkpoint log and trusted keys come from ``[ledger] checkpoint_dir``,
 ``signing_key`` (its ``.pub.pem`` and ``.history`` files) and ``origin``.
 
 Exit codes of ``verify``: 0 valid or valid-unpinned (the status line / JSON tells them
-apart), 1 invalid, 2 error, 4 unverifiable.
+apart), 1 invalid, 2 error, 4 unverifiable. RFC 3161 time-stamps of checkpoints (``[ledger]
+tsa_url``, ``tsa_ca_file``) are reported beside the status; they do not change it.
 """
 
 from __future__ import annotations
@@ -25,9 +26,17 @@ from sentinel.cli.common import (
     handle_errors,
     pass_state,
 )
-from sentinel.ledger import Ledger, VerifyStatus, merkle
-from sentinel.ledger.checkpoint import anchor_from_settings, make_checkpoint, rotate_key
-from sentinel.timefmt import parse_ts
+from sentinel.config import Settings
+from sentinel.errors import SentinelError
+from sentinel.ledger import Ledger, VerifyStatus, merkle, tsa
+from sentinel.ledger.checkpoint import (
+    CheckpointLog,
+    LoggedCheckpoint,
+    anchor_from_settings,
+    make_checkpoint,
+    rotate_key,
+)
+from sentinel.timefmt import format_ts, parse_ts
 
 #: ``sentinel ledger verify``: a checkpoint is signed by no trusted key, or keys are missing
 EXIT_UNVERIFIABLE = 4
@@ -45,6 +54,39 @@ def _open(state: CliState) -> tuple[Ledger, str]:
     shown = sa.make_url(url).render_as_string(hide_password=True) if "://" in url else url
     anchor = anchor_from_settings(settings)
     return Ledger.open(url, log_id=settings.ledger.log_id, anchor=anchor), shown
+
+
+def _timestamp_report(settings: Settings, log: CheckpointLog) -> tsa.TimestampReport | None:
+    return tsa.check_timestamps(log, lambda: tsa.trust_from_settings(settings))
+
+
+def _report_lines(report: tsa.TimestampReport) -> list[str]:
+    if report.unchecked is not None:
+        return [f"timestamps: unchecked: {report.unchecked}"]
+    head = (
+        f"timestamps: {report.status}: {report.valid} of {report.checkpoints} checkpoints "
+        f"time-stamped and verified, {report.missing} missing, {report.invalid} invalid"
+    )
+    if report.unmatched:
+        head += f", {report.unmatched} tokens matching no checkpoint"
+    if report.latest is not None:
+        head += f"; latest by {report.latest.tsa} at {format_ts(report.latest.gen_time)}"
+    extra = report.missing + report.invalid + bool(report.unmatched) - len(report.problems)
+    more = [f"... and {extra} more"] if extra > 0 else []
+    return [head, *report.problems, *more]
+
+
+def _outcome_line(outcome: tsa.StampOutcome) -> str:
+    token = outcome.token
+    if token is not None:
+        return (
+            f"timestamp: {outcome.result}: genTime {format_ts(token.gen_time)} by "
+            f"{token.tsa} ({outcome.path})"
+        )
+    if outcome.result == "missing":
+        return f"timestamp: missing ({outcome.path})"
+    retry = " (the checkpoint is signed; retried at the next one)" if outcome.requested else ""
+    return f"timestamp: {outcome.result}: {outcome.problem}{retry}"
 
 
 def _ts_option(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -75,6 +117,10 @@ def verify(state: CliState, as_json: bool) -> None:
     sequence number; truncation and rollback show as a database behind, or differing from,
     the external checkpoint log).
 
+    With [ledger] tsa_ca_file set, the RFC 3161 time-stamp token of every checkpoint is
+    checked too and reported on the following lines ("timestamp: missing/invalid for
+    checkpoint ..."; JSON: "timestamps"); time-stamps do not change the status or exit code.
+
     \b
     Exit codes: 0 valid or valid-unpinned; 1 invalid; 2 error (no configuration,
     database unreachable); 4 unverifiable.
@@ -82,8 +128,12 @@ def verify(state: CliState, as_json: bool) -> None:
     led, shown = _open(state)
     with led:
         result = led.verify()
+    assert led.anchor is not None
+    report = _timestamp_report(state.settings(), led.anchor.log)
     if as_json:
-        click.echo(json.dumps({"log_id": led.log_id, "url": shown, **result.to_json()}))
+        stamps = {"timestamps": report.to_json() if report is not None else None}
+        click.echo(json.dumps({"log_id": led.log_id, "url": shown, **result.to_json(), **stamps}))
+        raise SystemExit(_VERIFY_EXIT[result.status])
     elif result.status == VerifyStatus.INVALID:
         where = (
             f"first bad sequence number {result.first_bad_seq}"
@@ -104,6 +154,8 @@ def verify(state: CliState, as_json: bool) -> None:
         if result.problem:
             line += f" ({result.problem})"
         click.echo(line)
+    for text in _report_lines(report) if report is not None else ():
+        click.echo(text)
     raise SystemExit(_VERIFY_EXIT[result.status])
 
 
@@ -121,16 +173,23 @@ def checkpoint(state: CliState, sign: bool, as_json: bool) -> None:
     extends that checkpoint (RFC 9162 consistency proof) and sign a new one with
     [ledger] signing_key; refuses, with exit code 1, if the ledger does not extend it.
 
+    Standard output is the note, byte for byte (what was signed and time-stamped). With
+    [ledger] tsa_url or tsa_ca_file set, one "timestamp:" line on standard error gives the
+    RFC 3161 token's genTime, TSA name and file, or why there is none (JSON: "timestamp").
+    With --sign the TSA is asked for a token (a TSA failure does not fail the command).
+
     \b
     Exit codes: 0 printed; 1 refused (ledger truncated, rolled back or rewritten);
     2 error (no checkpoint yet, key or configuration problem).
     """
     settings = state.settings()
     led, _shown = _open(state)
+    outcome: tsa.StampOutcome | None = None
     with led:
         if sign:
             signed = make_checkpoint(led, settings)
             info = {"line": None, **signed.to_json()}
+            outcome = signed.timestamp
         else:
             assert led.anchor is not None
             last = led.anchor.log.latest()
@@ -150,10 +209,28 @@ def checkpoint(state: CliState, sign: bool, as_json: bool) -> None:
                 "note": last.note,
                 "created_at": last.created_at,
             }
+            if settings.ledger.tsa_url or settings.ledger.tsa_ca_file is not None:
+                outcome = _stored_outcome(settings, led.anchor.log, last)
     if as_json:
-        click.echo(json.dumps(info))
+        stamp = {"timestamp": outcome.to_json() if outcome is not None else None}
+        click.echo(json.dumps({**info, **stamp}))
     else:
         click.echo(str(info["note"]), nl=False)
+        if outcome is not None:
+            click.echo(_outcome_line(outcome), err=True)
+
+
+def _stored_outcome(
+    settings: Settings, log: CheckpointLog, last: LoggedCheckpoint
+) -> tsa.StampOutcome:
+    path = tsa.token_path(log, last.size, last.note)
+    try:
+        trust = tsa.trust_from_settings(settings)
+    except SentinelError as exc:
+        return tsa.StampOutcome("error", path, problem=exc.diagnostics())
+    if trust is None:
+        return tsa.StampOutcome("error", path, problem="[ledger] tsa_ca_file is not set")
+    return tsa.stored_timestamp(log, last.size, last.note, trust, created_at=last.created_at)
 
 
 @ledger.command("rotate-key")

@@ -17,6 +17,10 @@ per checkpoint: ``{"v": 1, "log", "origin", "size", "root" (hex), "vkey", "note"
 ``flock`` on ``<file>.lock``. A last line without its newline (a crash mid-write) is ignored.
 It is what lets ``verify`` see a truncated or rolled-back database: the signed size and root
 live where a database restore does not reach.
+
+With ``[ledger] tsa_url`` set, ``make_checkpoint`` also gets each signed note an RFC 3161
+time-stamp, stored beside the log (``sentinel.ledger.tsa``); a TSA failure never stops the
+checkpoint.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +55,7 @@ from sentinel.ledger.note import (
 if TYPE_CHECKING:
     from sentinel.config import Settings
     from sentinel.ledger.store import Ledger
+    from sentinel.ledger.tsa import StampOutcome
 
 _log = logging.getLogger(__name__)
 
@@ -114,12 +119,17 @@ def parse_checkpoint(text: str) -> Checkpoint:
 
 @dataclass(frozen=True)
 class SignedCheckpoint:
-    """A checkpoint, its signed note, the signer's vkey and the UTC time it was made."""
+    """A checkpoint, its signed note, the signer's vkey and the UTC time it was made.
+
+    ``timestamp`` is what ``make_checkpoint`` got from the configured TSA (``None``: no TSA
+    configured); it is not part of the checkpoint's identity (not compared).
+    """
 
     checkpoint: Checkpoint
     note: str
     vkey: str
     created_at: str
+    timestamp: StampOutcome | None = field(default=None, compare=False)
 
     @property
     def size(self) -> int:
@@ -420,9 +430,26 @@ def make_checkpoint(ledger: Ledger, settings: Settings) -> SignedCheckpoint:
     (refused: the ledger does not extend the last checkpoint), ``CheckpointError``. A
     checkpoint directory equal to, or inside, the SQLite database's directory is refused
     (``ConfigError``): a restore of the database directory would reach it.
+
+    With ``[ledger] tsa_url`` set, the returned checkpoint's ``timestamp`` tells how its
+    RFC 3161 time-stamp went (``tsa.stamp_checkpoint``: requested unless a token is already
+    stored, so a checkpoint the TSA missed is retried next time); a TSA failure is never
+    raised.
     """
+    from sentinel.ledger import tsa
+
     _check_dirs(settings, settings.resolve(settings.ledger.checkpoint_dir))
-    return ledger.checkpoint(load_signer(settings), anchor=anchor_from_settings(settings))
+    anchor = anchor_from_settings(settings)
+    signed = ledger.checkpoint(load_signer(settings), anchor=anchor)
+    if not settings.ledger.tsa_url:
+        return signed
+
+    def client() -> tsa.TsaClient:
+        found = tsa.client_from_settings(settings)
+        assert found is not None
+        return found
+
+    return replace(signed, timestamp=tsa.stamp_checkpoint(signed, anchor.log, client))
 
 
 def rotate_key(ledger: Ledger, settings: Settings) -> tuple[SignedCheckpoint, SignedCheckpoint]:

@@ -441,13 +441,17 @@ class Service:
     def sign_checkpoint(self) -> None:
         """Sign a checkpoint of the ledger now (C2SP tlog-checkpoint) and append it to the
         external checkpoint log. A ledger that no longer extends the last checkpoint is
-        refused (``ConsistencyError``): logged, counted, alerted on — never signed."""
+        refused (``ConsistencyError``): logged, counted, alerted on — never signed. With a
+        TSA configured, the time-stamp's result is counted (never raised)."""
         assert self.ledger is not None
         try:
             signed = make_checkpoint(self.ledger, self.settings)
         except ConsistencyError:
             self.metrics.ledger_checkpoint_refused.inc()
             raise
+        stamp = signed.timestamp
+        if stamp is not None and stamp.result != "stored":
+            self.metrics.ledger_timestamps.labels(stamp.result).inc()
         self.metrics.ledger_checkpoint_size.set(signed.size)
         self.metrics.ledger_checkpoint_time.set(utcnow().timestamp())
 
