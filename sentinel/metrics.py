@@ -123,6 +123,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        for result in ("ok", "unreachable", "rejected", "invalid", "error"):
+            self.ledger_timestamps.labels(result)  # exported at 0, so increase() sees the first
         self.geoip_build_time = Gauge(
             "sentinel_geoip_database_build_timestamp_seconds",
             "Build time (Unix seconds) of the loaded GeoIP database.",

@@ -5,7 +5,7 @@ blank line, signature lines) is sent to the TSA as a ``TimeStampReq`` (RFC 3161 
 ``tsa_hash`` digest of the note, a random 64-bit nonce, ``certReq`` true), POSTed as
 ``application/timestamp-query`` (RFC 3161 §3.4). The ``TimeStampResp`` is accepted only when its
 status is *granted*, its signature chains to ``tsa_ca_file`` (and is by ``tsa_cert`` when that
-is pinned) through a certificate whose extended key usage is critical and only
+is pinned) through a certificate whose extended key usage is critical and holds
 ``timeStamping`` (RFC 3161 §2.3), its ``messageImprint`` and nonce equal the request's, and
 its ``genTime`` is within ``MAX_CLOCK_SKEW`` seconds of the local clock. Parsing and the CMS
 signature check are ``rfc3161-client`` (Trail of Bits, on ``cryptography``/OpenSSL).

@@ -9,9 +9,11 @@ missing or invalid. The stored tokens are what an auditor checks with `openssl t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -42,7 +44,7 @@ from sentinel.runtime.service import Service
 from sentinel.runtime.setup import init_directory
 from sentinel.timefmt import utcnow
 from tests.ledger.helpers import audit_record
-from tests.ledger.tsa_server import TSA_SUBJECT, OpenSSLTsa, TsaPKI, openssl_verify
+from tests.ledger.tsa_server import TSA_SUBJECT, OpenSSLTsa, TsaPKI, openssl, openssl_verify
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +115,22 @@ def test_checkpoint_gets_a_verified_timestamp_openssl_accepts(
         assert stamp.path.parent == settings.resolve("checkpoints") / "sentinel.timestamps"
         assert tsa.requests == 1
 
-        # the auditor's offline check: the note's bytes, the stored response, the TSA's CA
-        done = openssl_verify(cp.note.encode(), stamp.path, pki.ca, tmp_path)
+        # the auditor's offline check (README): the note of line 1 of the checkpoint log, the
+        # token named by its size and hash, the TSA's CA
+        line = _log(settings).path.read_text().splitlines()[0]
+        note = json.loads(line)["note"].encode()  # `jq -j .note`
+        assert note == cp.note.encode()
+        assert stamp.path.name == f"7-{hashlib.sha256(note).hexdigest()[:32]}.tsr"
+        done = openssl_verify(note, stamp.path, pki.ca, tmp_path)
         assert done.returncode == 0, done.stderr
         assert "Verification: OK" in done.stdout
+        shown = subprocess.run(
+            [openssl(), "ts", "-reply", "-in", str(stamp.path), "-text"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "Status: Granted." in shown and "TSA: DirName:/O=Sentinel Test/CN=Sentinel" in shown
         # ... and not for other bytes
         other = openssl_verify(cp.note.encode() + b"x", stamp.path, pki.ca, tmp_path)
         assert other.returncode != 0
