@@ -254,7 +254,7 @@ def verify_response(
         resp = decode_timestamp_response(response)
     except ValueError as exc:
         raise InvalidTimestampError(f"not a TimeStampResp: {_short(exc)}") from exc
-    if resp.status not in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS):
+    if resp.status != PKIStatus.GRANTED:  # grantedWithMods: our request asks for nothing to modify
         try:
             status: str = PKIStatus(resp.status).name.lower()
         except ValueError:
@@ -303,9 +303,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # a redirect is an HTTPError: the TSA URL is configured, not discovered
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
 def _post(url: str, body: bytes, timeout: float) -> bytes:
     request = urllib.request.Request(  # noqa: S310 - scheme checked by the config (http/https)
         url,
@@ -318,7 +315,7 @@ def _post(url: str, body: bytes, timeout: float) -> bytes:
         },
     )
     try:
-        with _OPENER.open(request, timeout=timeout) as answer:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as answer:
             data: bytes = answer.read(MAX_RESPONSE_BYTES + 1)
     except urllib.error.HTTPError as exc:
         raise TsaUnreachableError(f"{url}: HTTP {exc.code} {exc.reason}") from exc

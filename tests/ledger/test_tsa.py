@@ -196,6 +196,19 @@ def test_tsa_down_keeps_the_checkpoint_and_retries(
     assert report is not None and report.status == "valid"
 
 
+def test_tsa_that_never_answers_times_out(tmp_path: Path, pki: TsaPKI) -> None:
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/tsa"
+        settings = _settings(tmp_path, "sqlite", pki, url, tsa_timeout="0.5")
+        with _open(settings) as led:
+            led.append([audit_record(0)])
+            cp = make_checkpoint(led, settings)
+    assert cp.size == 1 and cp.timestamp is not None
+    assert cp.timestamp.result == "unreachable" and "timed out" in (cp.timestamp.problem or "")
+
+
 def test_service_counts_timestamp_results(tmp_path: Path, pki: TsaPKI, tsa: OpenSSLTsa) -> None:
     settings = _settings(tmp_path, "sqlite", pki, tsa.url)
     service = Service(settings, metrics=Metrics())
