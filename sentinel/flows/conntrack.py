@@ -372,7 +372,12 @@ class ConntrackSource:
             sock.close()
             raise ConntrackError(f"cannot subscribe to conntrack events: {exc}") from exc
         self._events = sock
-        self._resync(self.clock(), initial=True)
+        try:
+            self._resync(self.clock(), initial=True)
+        except BaseException:
+            self._events = None
+            sock.close()
+            raise
 
     def start(self) -> None:
         """``open`` and start the worker thread that reads events."""
