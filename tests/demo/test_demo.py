@@ -66,9 +66,14 @@ def test_demo_runs_end_to_end(tmp_path: Path, geoip: Path) -> None:
     logging_ = crit["audit_logging"]
     assert logging_["verification"]["status"] == "valid"
     assert set(logging_["events_by_source"]) == {"registry", "registry-access", "registry-webhook"}
+    # every audit source the daemon ran was watched and summarized at its stop
+    coverage = {c["source"]: c for c in report["coverage"]["sources"]}
+    assert set(coverage) == {"file:registry", "file:registry-access", "webhook:registry-webhook"}
+    assert all(c["activity"] > 0 and c["status"] == "complete" for c in coverage.values())
     # the registry's own log line carrying the webhook's bearer token never reaches the ledger
     html = (target / "state" / "reports" / "report.html").read_text()
     assert "<html" in html and "52.95.110.1" in html and "DB-IP" in html
+    assert "Coverage of the evidence" in html
 
     verify = subprocess.run(
         [exe, "--config", str(target / "sentinel.toml"), "ledger", "verify"],
