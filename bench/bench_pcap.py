@@ -7,9 +7,12 @@
 1. Generates the seeded synthetic capture (``bench/gen_capture.py``: ~700 MB for 10^6 packets,
    40,000 flows, IPv4/IPv6, TCP/UDP, remote addresses in ~200 countries of the GeoIP database) in
    a temporary directory, or takes ``--capture``.
-2. In-process: ``read_flows`` on the vectorized and the scalar path (CPU seconds, packets/s).
+2. In-process: ``read_flows`` on the vectorized and the scalar path (CPU seconds, packets/s),
+   then where the CPU of ``sentinel egress check --json`` goes: start-up and imports (a separate
+   interpreter), policy load and GeoIP open, GeoIP validate, ``read_flows``,
+   ``EgressPolicy.evaluate_many``, JSON lines — each step's CPU seconds and share.
 3. Side by side, each tool a subprocess on the same file (wall and CPU seconds from
-   ``RUSAGE_CHILDREN``, peak RSS of the largest process):
+   ``RUSAGE_CHILDREN``, packets per wall and per CPU second, peak RSS of the largest process):
    * ``sentinel egress check --json`` with the shipped policy and the same GeoIP database;
    * ``pmacctd`` reading the file (``pcap_savefile``), ``geoipv2_file`` = the same database, two
      print plugins aggregating ``dst_host_country`` and ``src_host_country`` (CSV);
