@@ -279,13 +279,18 @@ class Flow:
     bytes_in: int
     first_seen: datetime
     last_seen: datetime
+    #: NetFlow/IPFIX only: the exporter (router) address that reported the flow
+    exporter: str | None = None
+    #: NetFlow/IPFIX only: the exporter's 1-in-N packet sampling rate when N > 1; packets and
+    #: bytes were then multiplied by N (estimates, as pmacct's renormalization)
+    sampling_rate: int | None = None
 
     @property
     def packets(self) -> int:
         return self.packets_out + self.packets_in
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "protocol": protocol_name(self.protocol),
             "local_ip": self.local_ip,
             "local_port": self.local_port,
@@ -299,6 +304,12 @@ class Flow:
             "first_seen": format_ts(self.first_seen),
             "last_seen": format_ts(self.last_seen),
         }
+        # absent unless set: records of captured flows keep their canonical bytes
+        if self.exporter is not None:
+            body["exporter"] = self.exporter
+        if self.sampling_rate is not None:
+            body["sampling_rate"] = self.sampling_rate
+        return body
 
 
 VerdictKind = Literal["allowed", "violation", "waived"]
