@@ -191,6 +191,32 @@ class HealthSection(_Section):
     summary_interval: Annotated[float, Field(ge=60, le=86400)] = 3600.0
 
 
+class NetflowSection(_Section):
+    """NetFlow v5/v9 and IPFIX collector (``sentinel.flows.netflow_collector``); on when the
+    ``[netflow]`` table is present."""
+
+    #: host:port (UDP); 127.0.0.1 unless you mean to expose it
+    listen: str = "127.0.0.1:2055"
+    #: seconds between judgments of the flows received
+    flush_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    #: largest datagram accepted, bytes (larger ones are refused and counted)
+    max_datagram_bytes: Annotated[int, Field(ge=64, le=65535)] = 65535
+    #: distinct exporter addresses kept; datagrams from more are refused and counted
+    max_exporters: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    #: templates kept per exporter address (all observation domains)
+    max_templates_per_exporter: Annotated[int, Field(ge=1, le=65536)] = 4096
+    #: data sets buffered while their template has not arrived (oldest dropped and counted)
+    max_pending_sets: Annotated[int, Field(ge=0, le=10_000_000)] = 10_000
+    max_pending_bytes: Annotated[int, Field(ge=0, le=1 << 31)] = 16 * 1024 * 1024
+    #: socket receive buffer, bytes
+    rcvbuf_bytes: Annotated[int, Field(ge=65536, le=1 << 30)] = 8 * 1024 * 1024
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, value: str) -> str:
+        return _check_hostport(value)
+
+
 class AuditFile(_Section):
     #: source id written into each event's ``source``
     id: str
@@ -321,6 +347,8 @@ class Settings(_Section):
     capture: CaptureSection = CaptureSection()
     conntrack: ConntrackSection = ConntrackSection()
     health: HealthSection = HealthSection()
+    #: ``None`` (no ``[netflow]`` table): the NetFlow/IPFIX collector is off
+    netflow: NetflowSection | None = None
     audit: AuditSection = AuditSection()
     webhook: WebhookSection = WebhookSection()
     syslog: SyslogSection = SyslogSection()
@@ -468,6 +496,19 @@ silence_after = 300.0
 audit_silence_after = 3600.0
 # Seconds between sensor_health summaries (activity, silences, drops, gaps) per source.
 summary_interval = 3600.0
+
+# NetFlow v5/v9 and IPFIX collector (UDP): present = on. Flows the routers export are judged
+# like captured ones (counts multiplied by the exporter's sampling rate, which the verdict
+# states). Uncomment to enable; the values shown are the defaults.
+# [netflow]
+# listen = "127.0.0.1:2055"
+# flush_interval = 5.0
+# max_datagram_bytes = 65535
+# max_exporters = 1024
+# max_templates_per_exporter = 4096
+# max_pending_sets = 10000        # data sets waiting for their template
+# max_pending_bytes = 16777216
+# rcvbuf_bytes = 8388608
 
 [audit]
 # Seconds between polls of tailed files (file-system events wake the tailer sooner).

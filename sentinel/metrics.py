@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
 from prometheus_client.exposition import start_http_server
 
 from sentinel import __version__
 from sentinel.records import AuditEvent, Unparsed, Verdict
+
+if TYPE_CHECKING:
+    from sentinel.flows.netflow import NetflowStats
 
 
 class Metrics:
@@ -215,7 +219,82 @@ class Metrics:
             ["source", "loss"],
             registry=r,
         )
+        self.netflow_datagrams = Counter(
+            "sentinel_netflow_datagrams",
+            "NetFlow/IPFIX datagrams decoded, by export version (5, 9, 10).",
+            ["version"],
+            registry=r,
+        )
+        self.netflow_records = Counter(
+            "sentinel_netflow_records",
+            "NetFlow/IPFIX data records decoded (flows handed to the egress policy).",
+            registry=r,
+        )
+        self.netflow_sequence_lost = Counter(
+            "sentinel_netflow_sequence_lost",
+            "Export loss seen in sequence numbers, by version: records for 5 and 10 (IPFIX), "
+            "export packets for 9.",
+            ["version"],
+            registry=r,
+        )
+        self.netflow_missing_template = Counter(
+            "sentinel_netflow_missing_template_sets",
+            "Data sets dropped because their template never arrived (buffer limit or stop).",
+            registry=r,
+        )
+        self.netflow_malformed = Counter(
+            "sentinel_netflow_malformed",
+            "NetFlow/IPFIX datagrams or sets that could not be decoded, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.netflow_refused = Counter(
+            "sentinel_netflow_refused_datagrams",
+            "NetFlow/IPFIX datagrams refused by a limit (too large, too many exporters).",
+            ["reason"],
+            registry=r,
+        )
+        self.netflow_drops = Counter(
+            "sentinel_netflow_kernel_drops",
+            "Datagrams the kernel dropped because the collector's socket buffer was full.",
+            registry=r,
+        )
+        self.netflow_pending = Gauge(
+            "sentinel_netflow_pending_sets",
+            "Data sets buffered now, waiting for their template.",
+            registry=r,
+        )
         self._lock = threading.Lock()
+        self._netflow_seen: dict[tuple[str, str], int] = {}
+
+    def observe_netflow(self, stats: NetflowStats, kernel_drops: int | None = None) -> None:
+        """Advance the NetFlow counters to the cumulative values in ``stats`` (a collector's
+        ``NetflowStats``; read it under the collector's lock)."""
+        with self._lock:
+            seen = self._netflow_seen
+
+            def advance(counter: Counter, key: tuple[str, str], value: int) -> None:
+                delta = value - seen.get(key, 0)
+                if delta > 0:
+                    (counter.labels(key[1]) if key[1] else counter).inc(delta)
+                    seen[key] = value
+
+            for version, n in stats.datagrams.items():
+                advance(self.netflow_datagrams, ("datagrams", version), n)
+            advance(self.netflow_records, ("records", ""), stats.records)
+            lost: dict[str, int] = {}
+            for (_exporter, number, _domain), seq in stats.sequences.items():
+                lost[str(number)] = lost.get(str(number), 0) + seq.lost
+            for label, n in lost.items():
+                advance(self.netflow_sequence_lost, ("lost", label), n)
+            advance(self.netflow_missing_template, ("missing", ""), stats.missing_template_sets)
+            for reason, n in stats.malformed.items():
+                advance(self.netflow_malformed, ("malformed", reason), n)
+            for reason, n in stats.refused.items():
+                advance(self.netflow_refused, ("refused", reason), n)
+            if kernel_drops is not None:
+                advance(self.netflow_drops, ("drops", ""), kernel_drops)
+            self.netflow_pending.set(stats.pending_sets)
 
     def count_verdicts(self, verdicts: Iterable[Verdict]) -> None:
         """Count flows, egress bytes per country and violations."""

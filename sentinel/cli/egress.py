@@ -10,7 +10,8 @@ import click
 
 from sentinel.cli.common import EXIT_FINDINGS, EXIT_OK, CliState, handle_errors, pass_state
 from sentinel.errors import ConfigError
-from sentinel.flows import read_flows
+from sentinel.flows import ReadStats, read_flows
+from sentinel.flows.netflow_collector import ExportPcapStats, read_export_flows
 from sentinel.geo.database import GeoDatabase
 from sentinel.policy.egress import EgressPolicy
 from sentinel.records import Verdict, protocol_name
@@ -49,7 +50,27 @@ def _human(v: Verdict) -> str:
         f"{_endpoint(f.local_ip, f.local_port)} -> {_endpoint(f.remote_ip, f.remote_port)} "
         f"country={v.country or '-'} packets={f.packets} "
         f"bytes_out={f.bytes_out} bytes_in={f.bytes_in} rule={v.rule}"
+        + (f" exporter={f.exporter}" if f.exporter else "")
+        + (f" sampling=1:{f.sampling_rate} (counts estimated)" if f.sampling_rate else "")
     )
+
+
+def _netflow_summary(stats: ExportPcapStats) -> str:
+    d = stats.decoder
+    versions = ", ".join(
+        f"v{v} {n}" for v, n in sorted(d.datagrams.items(), key=lambda i: int(i[0]))
+    )
+    line = (
+        f"sentinel: NetFlow/IPFIX: {stats.datagrams} datagrams ({versions or 'none decoded'}), "
+        f"{d.records} flow records, {d.options_records} options records, "
+        f"{d.templates} templates, {d.replayed_sets} data set(s) replayed after a late template, "
+        f"{d.missing_template_sets} data set(s) never matched a template, "
+        f"sequence loss {d.sequence_lost}, {stats.not_udp} frame(s) without a UDP datagram"
+    )
+    if d.malformed or d.refused:
+        bad = {**d.malformed, **d.refused}
+        line += "; not decoded: " + ", ".join(f"{k} {n}" for k, n in sorted(bad.items()))
+    return line
 
 
 @egress.command("check")
@@ -57,9 +78,17 @@ def _human(v: Verdict) -> str:
     "--pcap",
     "pcaps",
     multiple=True,
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help="pcap/pcapng capture (gzip allowed); repeat for several files.",
+)
+@click.option(
+    "--netflow",
+    "netflows",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="pcap/pcapng capture of NetFlow v5/v9 or IPFIX export packets: the flows the "
+    "exporters report are judged (counts times the sampling rate); files are read in the "
+    "order given, templates carry over. Repeatable; combinable with --pcap.",
 )
 @click.option(
     "--geoip",
@@ -92,18 +121,22 @@ def _human(v: Verdict) -> str:
 def check(
     state: CliState,
     pcaps: tuple[Path, ...],
+    netflows: tuple[Path, ...],
     geoip: Path | None,
     geoip_secondary: Path | None,
     policy: Path | None,
     as_json: bool,
     now: str | None,
 ) -> None:
-    """Judge every flow in the captures; one line (or JSON object) per flow on stdout.
+    """Judge every flow in the captures (--pcap: packets; --netflow: NetFlow/IPFIX export
+    packets); one line (or JSON object) per flow on stdout.
 
     \b
     Exit codes: 0 no violation; 1 violations found; 2 error (unreadable capture, policy or
     database). A summary goes to stderr.
     """
+    if not pcaps and not netflows:
+        raise ConfigError("egress check", "give at least one --pcap or --netflow file")
     when = None
     if now is not None:
         try:
@@ -124,7 +157,11 @@ def check(
     second = _open_checked(geoip_secondary) if geoip_secondary is not None else None
     try:
         started = time.perf_counter()
-        flows, stats = read_flows(pcaps, rules.local_networks)
+        flows, stats = read_flows(pcaps, rules.local_networks) if pcaps else ([], ReadStats())
+        nf_stats = None
+        if netflows:
+            nf_flows, nf_stats = read_export_flows(netflows, [str(n) for n in rules.local_networks])
+            flows = flows + nf_flows
         # when is None: a waiver covers a flow if it was valid when the flow was seen
         verdicts = rules.evaluate_many(flows, geo, when, secondary=second)
         elapsed = time.perf_counter() - started
@@ -141,7 +178,8 @@ def check(
         click.echo("\n".join(lines))
     rate = int(stats.packets / elapsed) if elapsed > 0 else 0
     summary = (
-        f"sentinel: {len(pcaps)} file(s), {stats.packets} packets, {len(flows)} flows, "
+        f"sentinel: {len(pcaps) + len(netflows)} file(s), {stats.packets} packets, "
+        f"{len(flows)} flows, "
         f"{violations} violation(s); not IP {stats.not_ip}, malformed {stats.malformed}, "
         f"unsupported link type {stats.unsupported_linktype}, "
         f"unmatched fragments {stats.fragments_unmatched}; {rate} packets/s"
@@ -157,6 +195,8 @@ def check(
         disagreements = sum(1 for v in verdicts if v.secondary and v.secondary.disagrees)
         summary += f"; {disagreements} GeoIP disagreement(s) with the second database"
     click.echo(summary, err=True)
+    if nf_stats is not None:
+        click.echo(_netflow_summary(nf_stats), err=True)
     for note in stats.notes:
         click.echo(f"sentinel: warning: truncated capture: {note}", err=True)
     if stats.anomalies:

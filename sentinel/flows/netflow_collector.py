@@ -21,7 +21,8 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 from sentinel.errors import CaptureError
 from sentinel.flows.netflow import FlowRecord, Limits, NetflowDecoder, NetflowStats, Orienter
 from sentinel.flows.pcap import CaptureReader, ReadStats
-from sentinel.records import Flow
+from sentinel.records import Flow, Unparsed
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,10 @@ class NetflowCollector:
     socket and returns what is left. ``packets`` counts datagrams received, ``kernel_drops``
     datagrams the kernel dropped (socket buffer full; ``None`` where not reported),
     ``stats`` the decoder's counters (read it under ``lock``, or use ``snapshot()``).
-    ``on_problem(exporter, datagram, reason)`` is called (in the worker thread) for each
-    datagram that could not be decoded entirely.
+    A datagram that could not be decoded entirely becomes an ``Unparsed`` value (source
+    ``self.source``, position ``<exporter>@<receive time ns>``) that ``take_unparsed`` hands
+    over; at most ``max_unparsed`` wait at a time (the rest are counted in the decoder stats
+    only, so a flood of garbage cannot flood the ledger).
     """
 
     def __init__(
@@ -153,16 +156,17 @@ class NetflowCollector:
         port: int = DEFAULT_PORT,
         limits: Limits | None = None,
         rcvbuf_bytes: int = 8 << 20,
-        on_problem: Callable[[str, bytes, str], None] | None = None,
         max_queued_flows: int = MAX_QUEUED_FLOWS,
+        max_unparsed: int = 100,
     ) -> None:
         self.host = host
         self.port = port
         self.decoder = NetflowDecoder(limits)
         self.orient = Orienter(local_networks)
         self.rcvbuf_bytes = rcvbuf_bytes
-        self.on_problem = on_problem
         self.max_queued_flows = max_queued_flows
+        self.max_unparsed = max_unparsed
+        self._unparsed: list[Unparsed] = []
         self.packets = 0
         self.kernel_drops: int | None = None
         self.lock = threading.Lock()
@@ -261,11 +265,21 @@ class NetflowCollector:
             result = self.decoder.feed(data, exporter)
             orient = self.orient
             self._flows.extend(r.to_flow(orient) for r in result.records)
-        if result.problems and self.on_problem is not None:
-            try:
-                self.on_problem(exporter, data, "; ".join(result.problems))
-            except Exception:  # a failing callback must not stop the collector
-                log.exception("NetFlow problem callback failed")
+            if result.problems and len(self._unparsed) < self.max_unparsed:
+                self._unparsed.append(
+                    Unparsed(
+                        source=self.source,
+                        reason="; ".join(result.problems),
+                        raw=data,
+                        src_pos=f"{exporter}@{time.time_ns()}",
+                    )
+                )
+
+    def take_unparsed(self) -> list[Unparsed]:
+        """The datagrams that could not be decoded since the last call, as ``Unparsed``."""
+        with self._room:
+            items, self._unparsed = self._unparsed, []
+            return items
 
     def collect(
         self, now_ns: int = 0, idle_timeout_s: float = 0.0, active_timeout_s: float = 0.0

@@ -24,10 +24,12 @@ from sentinel.audit.globtailer import GlobTailer, is_glob
 from sentinel.audit.parsers import build_parser, make_options
 from sentinel.audit.tailer import FileTailer, TailBatch
 from sentinel.audit.webhook import WebhookReceiver
-from sentinel.config import AuditFile, Settings
+from sentinel.config import AuditFile, NetflowSection, Settings
 from sentinel.errors import CaptureError, ConfigError, SentinelError
 from sentinel.flows.conntrack import ConntrackSource
 from sentinel.flows.live import LiveCapture
+from sentinel.flows.netflow import Limits
+from sentinel.flows.netflow_collector import NetflowCollector
 from sentinel.geo.handle import GeoHandle, ReloadResult
 from sentinel.ledger import Ledger
 from sentinel.ledger.checkpoint import (
@@ -39,7 +41,7 @@ from sentinel.ledger.checkpoint import (
 from sentinel.metrics import Metrics, MetricsServer
 from sentinel.policy.audit_rules import AuditRuleEngine
 from sentinel.policy.egress import EgressPolicy
-from sentinel.records import AuditEvent, Unparsed
+from sentinel.records import AuditEvent, Unparsed, Verdict
 from sentinel.runtime.conntrack import ConntrackJudge, conntrack_probe
 from sentinel.runtime.egress import FlowJudge, judge_capture_file
 from sentinel.runtime.health import HealthMonitor, SensorReading
@@ -83,6 +85,8 @@ class Service:
         self._conntrack: ConntrackJudge | None = None
         #: sensor health (silences, drops, gaps) of every source; set by ``start``
         self.health: HealthMonitor | None = None
+        self._netflow_judge: _NetflowWorker | None = None
+        self.netflow: NetflowCollector | None = None
         self._webhook: WebhookReceiver | None = None
         self._seen_captures: dict[Path, tuple[int, float]] = {}
         self.ledger: Ledger | None = None
@@ -213,6 +217,13 @@ class Service:
             seconds=max(1.0, min(30.0, s.health.silence_after / 4)),
             id="sensor-health",
         )
+        if s.netflow is not None:
+            sched.add_job(
+                self._guard("netflow", self._flush_netflow),
+                "interval",
+                seconds=s.netflow.flush_interval,
+                id="netflow-flush",
+            )
         sched.start()
         self._scheduler = sched
 
@@ -253,6 +264,10 @@ class Service:
             )
             self._add_worker(self._conntrack)
             self._watch(ct.name, "conntrack", lambda: conntrack_probe(ct))
+        if s.netflow is not None:
+            self._add_worker(self._make_netflow(s.netflow))
+            assert self.netflow is not None
+            self._watch(self.netflow.source, "netflow", _netflow_probe(self.netflow))
         for spec in s.audit.files:
             self._add_worker(self._make_tailer(spec))
             self._watch(f"file:{spec.id}", "audit")
@@ -282,6 +297,55 @@ class Service:
     def _add_worker(self, worker: Worker) -> None:
         worker.start()
         self._workers.append(worker)
+
+    def _make_netflow(self, section: NetflowSection) -> Worker:
+        """The NetFlow/IPFIX collector on ``[netflow] listen``, judged like live capture."""
+        assert self.policy is not None and self.recorder is not None
+        host, port = _split(section.listen)
+        collector = NetflowCollector(
+            [str(n) for n in self.policy.local_networks],
+            host=host,
+            port=port,
+            limits=Limits(
+                max_datagram=section.max_datagram_bytes,
+                max_exporters=section.max_exporters,
+                max_templates_per_exporter=section.max_templates_per_exporter,
+                max_pending_sets=section.max_pending_sets,
+                max_pending_bytes=section.max_pending_bytes,
+            ),
+            rcvbuf_bytes=section.rcvbuf_bytes,
+        )
+        self.netflow = collector
+        self._netflow_judge = _NetflowWorker(
+            FlowJudge(
+                collector,
+                self.policy,
+                self.geo,
+                self.recorder,
+                idle_timeout=self.settings.capture.idle_timeout,
+                active_timeout=self.settings.capture.active_timeout,
+                secondary=self.geo_secondary,
+                source=collector.source,
+            ),
+            self._netflow_bookkeeping,
+        )
+        return self._netflow_judge
+
+    def _flush_netflow(self) -> None:
+        """Judge the flows received since the last flush; record unparsed datagrams; update
+        the NetFlow metrics."""
+        if self._netflow_judge is not None:
+            self._netflow_judge.flush()
+
+    def _netflow_bookkeeping(self) -> None:
+        collector = self.netflow
+        if collector is None or self.recorder is None:
+            return
+        unparsed = collector.take_unparsed()
+        if unparsed:
+            self.recorder.record_audit(unparsed)
+        with collector.lock:
+            self.metrics.observe_netflow(collector.stats, collector.kernel_drops)
 
     def _make_tailer(self, spec: AuditFile) -> Worker:
         """A tailer for one ``[[audit.files]]`` entry, its parser built with the entry's
@@ -530,6 +594,46 @@ def _capture_probe(judge: FlowJudge) -> Callable[[], SensorReading]:
     capture = judge.capture
     assert isinstance(capture, LiveCapture)
     return lambda: SensorReading(capture.packets, {"drops": capture.kernel_drops or 0})
+
+
+def _netflow_probe(collector: NetflowCollector) -> Callable[[], SensorReading]:
+    """Health probe: flow records decoded; losses from sequence numbers (records or export
+    packets, see ``SequenceStats``), data sets whose template never came, kernel drops."""
+
+    def probe() -> SensorReading:
+        with collector.lock:
+            stats = collector.stats
+            return SensorReading(
+                stats.records,
+                {
+                    "sequence_gaps": stats.sequence_lost,
+                    "missing_templates": stats.missing_template_sets,
+                    "drops": collector.kernel_drops or 0,
+                },
+            )
+
+    return probe
+
+
+class _NetflowWorker:
+    """A ``FlowJudge`` over a ``NetflowCollector`` plus ``after`` (unparsed datagrams to the
+    ledger, NetFlow metrics), run after every flush and at stop."""
+
+    def __init__(self, judge: FlowJudge, after: Callable[[], None]) -> None:
+        self.judge = judge
+        self.after = after
+
+    def start(self) -> None:
+        self.judge.start()
+
+    def flush(self) -> list[Verdict]:
+        verdicts = self.judge.flush()
+        self.after()
+        return verdicts
+
+    def stop(self) -> None:
+        self.judge.stop()
+        self.after()
 
 
 def _split(hostport: str) -> tuple[str, int]:
