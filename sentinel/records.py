@@ -263,7 +263,8 @@ class Flow:
     """A bidirectional flow between a local endpoint and a remote one.
 
     "out" is local → remote (data leaving), "in" is remote → local. Byte counts are IP
-    lengths (bytes) as captured on the wire. ``first_seen``/``last_seen`` are aware UTC.
+    lengths (bytes) as captured on the wire, or for NetFlow/IPFIX as the exporter counted
+    them times its ``sampling_rate``. ``first_seen``/``last_seen`` are aware UTC.
     Ports are 0 for protocols without ports (ICMP) and for non-first IP fragments whose
     first fragment was not seen.
     """

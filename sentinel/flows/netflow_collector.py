@@ -161,6 +161,9 @@ class NetflowCollector:
     ) -> None:
         self.host = host
         self.port = port
+        #: source name in ledger records: ``netflow:HOST:PORT`` as configured (stable across
+        #: restarts; port 0 stays 0 even though the kernel picks one)
+        self.source = f"netflow:{host}:{port}"
         self.decoder = NetflowDecoder(limits)
         self.orient = Orienter(local_networks)
         self.rcvbuf_bytes = rcvbuf_bytes
@@ -177,10 +180,6 @@ class NetflowCollector:
         self._sock: socket.socket | None = None
         self.error: str | None = None
 
-    @property
-    def source(self) -> str:
-        """Source name used in ledger records: ``netflow:HOST:PORT``."""
-        return f"netflow:{self.host}:{self.port}"
 
     @property
     def interface(self) -> str:

@@ -153,3 +153,37 @@ def test_check_judges_tunnels_by_inner_flow_and_says_so(corpus: Path) -> None:
     assert len(rows) > 1 and all(r["protocol"] != "gre" for r in rows)
     assert sum(r["packets"] for r in rows) == 40
     assert "tunnelled packets judged by their inner flow: gre 40" in err
+
+
+def test_check_netflow_export_capture(corpus: Path) -> None:
+    """--netflow: the flows in NetFlow v9 export packets are judged, scaled by the sampling
+    rate the options data gave, and the decoder's counters are summarized."""
+    folder = corpus / "pcap" / "akvorado"
+    geo = str(corpus / "geoip/GeoIP2-City-Test.mmdb")
+    args = ["egress", "check", "--policy", str(POLICY), "--geoip", geo, "--json"]
+    for name in ("options-template", "options-data", "template", "data"):
+        args += ["--netflow", str(folder / f"{name}.pcap")]
+    code, out, err = _run(args)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 4
+    assert {v["sampling_rate"] for v in lines} == {30000}
+    assert {v["exporter"] for v in lines} == {"192.0.2.100"}
+    assert code == 1  # the test database knows none of them: unknown location, violations
+    assert "NetFlow/IPFIX: 4 datagrams (v9 4), 4 flow records" in err
+    assert "0 data set(s) never matched a template" in err
+
+
+def test_check_netflow_data_without_template_is_reported(corpus: Path) -> None:
+    code, out, err = _run(
+        ["egress", "check", "--policy", str(POLICY)]
+        + ["--geoip", str(corpus / "geoip/GeoIP2-City-Test.mmdb")]
+        + ["--netflow", str(corpus / "pcap" / "akvorado" / "data.pcap")]
+    )
+    assert (code, out) == (0, "")
+    assert "1 data set(s) never matched a template" in err
+
+
+def test_check_needs_an_input() -> None:
+    code, _out, err = _run(["egress", "check", "--policy", str(POLICY), "--geoip", "x.mmdb"])
+    assert code == 2
+    assert "--pcap or --netflow" in err
