@@ -238,28 +238,48 @@ class FlowRecord:
 class Orienter:
     """Decides which end of a record is local, as ``sentinel.flows.table.FlowTable`` does.
 
-    Rank: 2 inside ``local_networks``, 1 a private or special range (RFC 1918, ULA,
-    link-local, loopback, multicast...), 0 public. The higher-ranked end is local; on a tie the
-    source is (an exporter reports the direction it saw). Cached, bounded.
+    Rank: 2 inside ``local_networks``, 1 a private or special range (``ipaddress``
+    ``is_private`` or ``is_multicast``: RFC 1918, ULA, link-local, loopback, documentation...),
+    0 public. The higher-ranked end is local; on a tie the source is (an exporter reports the
+    direction it saw). Addresses whose first byte lies outside every private and multicast
+    range of any Python version skip the ``ipaddress`` check. Cached, bounded.
     """
 
     _CACHE_MAX = 65_536
+    #: first bytes of every IPv4 / IPv6 ``is_private`` or multicast network (Python 3.11-3.13)
+    _V4_MAYBE = frozenset({0, 10, 100, 127, 169, 172, 192, 198, 203, *range(224, 256)})
+    _V6_MAYBE = frozenset({0x00, 0x01, 0x20, 0x3F, 0x5F, *range(0xFC, 0x100)})
 
     def __init__(
         self, local_networks: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network]
-    ):
+    ) -> None:
         self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in local_networks)
+        self._nets = tuple(
+            (n.version, int(n.network_address), int(n.netmask)) for n in self.networks
+        )
         self._rank: dict[str, int] = {}
 
     def rank(self, address: str) -> int:
-        """2 local network, 1 private/special, 0 public."""
+        """2 local network, 1 private/special, 0 public (``ValueError`` for a non-address)."""
         hit = self._rank.get(address)
         if hit is None:
-            addr = ipaddress.ip_address(address)
-            if any(addr in n for n in self.networks if n.version == addr.version):
+            try:
+                if ":" in address:
+                    version, packed = 6, socket.inet_pton(socket.AF_INET6, address)
+                    maybe = self._V6_MAYBE
+                else:
+                    version, packed = 4, socket.inet_pton(socket.AF_INET, address)
+                    maybe = self._V4_MAYBE
+            except OSError as exc:
+                raise ValueError(f"not an IP address: {address!r}") from exc
+            value = int.from_bytes(packed, "big")
+            if any(v == version and value & mask == net for v, net, mask in self._nets):
                 hit = 2
-            else:
+            elif packed[0] in maybe:
+                addr = ipaddress.ip_address(packed)
                 hit = 1 if addr.is_private or addr.is_multicast else 0
+            else:
+                hit = 0
             if len(self._rank) >= self._CACHE_MAX:
                 self._rank.clear()
             self._rank[address] = hit

@@ -396,3 +396,29 @@ def test_to_flow_orients_and_scales() -> None:
 
 def _fields(record: FlowRecord) -> dict[str, object]:
     return {name: getattr(record, name) for name in record.__slots__}  # type: ignore[attr-defined]
+
+
+def test_orienter_ranks_as_ipaddress_does() -> None:
+    """The fast path (first byte outside every special range) gives the same rank as the
+    ``ipaddress`` check the capture path uses, on boundaries and random addresses."""
+    import ipaddress
+    import random
+
+    local = ["10.20.0.0/24", "2a01:4f8:1::/48"]
+    orient = Orienter(local)
+    nets = [ipaddress.ip_network(n) for n in local]
+    rng = random.Random(5)
+    samples = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(20000)]
+    samples += [str(ipaddress.IPv6Address(rng.getrandbits(128))) for _ in range(5000)]
+    samples += [
+        str(ipaddress.IPv6Address((0x2000 + rng.getrandbits(13)) << 112)) for _ in range(5000)
+    ]
+    samples += ["10.20.0.7", "10.20.1.7", "100.64.0.1", "192.0.0.170", "203.0.113.9", "8.8.8.8"]
+    samples += ["2a01:4f8:1::5", "2001:db8::1", "fe80::1", "ff02::12", "::ffff:8.8.8.8", "3fff::1"]
+    for text in samples:
+        addr = ipaddress.ip_address(text)
+        if any(addr in n for n in nets if n.version == addr.version):
+            expected = 2
+        else:
+            expected = 1 if addr.is_private or addr.is_multicast else 0
+        assert orient.rank(text) == expected, text
