@@ -180,7 +180,6 @@ class NetflowCollector:
         self._sock: socket.socket | None = None
         self.error: str | None = None
 
-
     @property
     def interface(self) -> str:
         """``HOST:PORT`` (the name ``FlowJudge`` shows for a capture)."""

@@ -174,10 +174,10 @@ def test_check_netflow_export_capture(corpus: Path) -> None:
 
 
 def test_check_netflow_data_without_template_is_reported(corpus: Path) -> None:
+    geo = str(corpus / "geoip/GeoIP2-City-Test.mmdb")
+    data = str(corpus / "pcap" / "akvorado" / "data.pcap")
     code, out, err = _run(
-        ["egress", "check", "--policy", str(POLICY)]
-        + ["--geoip", str(corpus / "geoip/GeoIP2-City-Test.mmdb")]
-        + ["--netflow", str(corpus / "pcap" / "akvorado" / "data.pcap")]
+        ["egress", "check", "--policy", str(POLICY), "--geoip", geo, "--netflow", data]
     )
     assert (code, out) == (0, "")
     assert "1 data set(s) never matched a template" in err
