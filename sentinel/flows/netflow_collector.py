@@ -290,7 +290,9 @@ class NetflowCollector:
             return flows
 
     def stop(self) -> list[Flow]:
-        """Stop the thread, close the socket, return the flows not yet collected. Safe twice."""
+        """Stop the thread, close the socket, return the flows not yet collected; data sets
+        still waiting for a template are counted as missing (``NetflowDecoder.finish``).
+        Safe twice."""
         self._stop.set()
         with self._room:
             self._room.notify_all()
@@ -301,6 +303,7 @@ class NetflowCollector:
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
+                self.decoder.finish()
             flows, self._flows = self._flows, []
             return flows
 

@@ -75,3 +75,18 @@ def test_port_in_use_is_a_typed_error() -> None:
         collector = NetflowCollector([], host="127.0.0.1", port=port)
         with pytest.raises(CaptureError, match="cannot listen for NetFlow"):
             collector.start()
+
+
+def test_data_still_waiting_for_its_template_at_stop_is_counted(corpus: Path) -> None:
+    collector = NetflowCollector([], host="127.0.0.1", port=0)
+    collector.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for payload in _payloads(corpus, ["data"]):
+                sender.sendto(payload, collector.address)
+        _wait(lambda: collector.packets == 1)
+        assert collector.snapshot()["pending_sets"] == 1
+    finally:
+        assert collector.stop() == []
+    snap = collector.snapshot()
+    assert (snap["pending_sets"], snap["missing_template_sets"]) == (0, 1)
