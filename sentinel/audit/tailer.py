@@ -67,9 +67,47 @@ MAX_SIBLINGS = 64
 _GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
+class _GzipStream:
+    """A gzip file whose ``read`` returns every byte before a damage (``gzip.GzipFile.read``
+    drops the bytes of the buffered read that hit it) and raises on the next call."""
+
+    def __init__(self, path: Path) -> None:
+        self._gz = gzip.open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self._error is not None:
+            raise self._error
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            try:
+                data = self._gz.read1(n - len(out) if n >= 0 else CHUNK)
+            except _GZIP_ERRORS as exc:
+                if not out:
+                    raise
+                self._error = exc
+                break
+            if not data:
+                break
+            out += data
+        return bytes(out)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._gz.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._gz.tell()
+
+    def fileno(self) -> int:
+        return self._gz.fileno()
+
+    def close(self) -> None:
+        self._gz.close()
+
+
 def _gzip_open(path: Path) -> BinaryIO:
     """``path`` as a decompressing, seekable (forward) binary stream; the caller closes it."""
-    return cast("BinaryIO", gzip.open(path, "rb"))
+    return cast("BinaryIO", _GzipStream(path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +299,7 @@ class FileTailer:
                     return 0
                 consumed += n
                 self.stats.rotations += 1
-                for sibling in self._newer_siblings(found):
+                for sibling in self._newer_siblings(found, saved):
                     self._open_whole(sibling)
                     n = self._drain(final=True)
                     self.close()
@@ -373,19 +411,48 @@ class FileTailer:
         self._fh, self._cur = fh, saved
         return True
 
-    def _newer_siblings(self, found: tuple[Path, os.stat_result]) -> list[Path]:
+    def _newer_siblings(self, found: tuple[Path, os.stat_result], saved: Cursor) -> list[Path]:
         """Rotated siblings modified after ``found`` (unread: the cursor was on ``found``),
-        oldest first; the plain file when logrotate left both it and a .gz of it."""
+        oldest first. A sibling that starts like ``found`` or like an earlier sibling is a copy
+        of it (gzip still compressing, copytruncate's copy) and is left out."""
         path, st = found
-        out = [
+        newer = [
             p
             for p, s in self._siblings()
             if p != path
             and (s.st_dev, s.st_ino) != (st.st_dev, st.st_ino)
             and s.st_mtime_ns > st.st_mtime_ns
         ]
-        out.reverse()
+        newer.reverse()
+        out: list[Path] = []
+        heads: set[str] = set()
+        for p in newer:
+            head = self._head_bytes(p)
+            if head is None or (
+                saved.head_len and sha256_hex(head[: saved.head_len]) == saved.head_sha256
+            ):
+                continue
+            digest = sha256_hex(head)
+            if digest not in heads:
+                heads.add(digest)
+                out.append(p)
         return out
+
+    @staticmethod
+    def _head_bytes(path: Path) -> bytes | None:
+        """The first ``HEAD_BYTES`` of ``path`` (uncompressed for ``*.gz``); ``None`` if
+        unreadable."""
+        try:
+            if path.name.endswith(GZIP_SUFFIX):
+                stream = _GzipStream(path)
+                try:
+                    return stream.read(HEAD_BYTES)
+                finally:
+                    stream.close()
+            with path.open("rb") as fh:
+                return fh.read(HEAD_BYTES)
+        except (*_GZIP_ERRORS, OSError):
+            return None
 
     def _open_whole(self, path: Path) -> None:
         """Open a rotated sibling to read it from the start (gzip when named ``*.gz``)."""
