@@ -73,8 +73,9 @@ _secret_option = click.option(
     "secret_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="mlflow-webhook: file holding the webhook secret; captured deliveries whose "
-    "signature does not verify become unparsed.",
+    help="mlflow-webhook: file holding the webhook secret; every delivery must then verify: "
+    "captured deliveries whose signature does not verify, and bare bodies (no signature "
+    "to verify), become unparsed.",
 )
 _files_argument = click.argument(
     "files",

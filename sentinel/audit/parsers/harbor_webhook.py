@@ -171,7 +171,7 @@ class HarborWebhookParser:
             )
 
         if kind in _ARTIFACT_ACTIONS:
-            resources = [r for r in data.get("resources") or [] if isinstance(r, dict)]
+            resources = _dicts(data.get("resources"))
             for n, res in enumerate(resources or [{}]):
                 tag = s(res, "tag")
                 add(
@@ -186,7 +186,7 @@ class HarborWebhookParser:
         if kind == "tag_retention.finished":
             ret = d(data, "retention")
             project = s(ret, "project_name")
-            deleted = [a for a in ret.get("deleted_artifact") or [] if isinstance(a, dict)]
+            deleted = _dicts(ret.get("deleted_artifact"))
             for n, art in enumerate(deleted):
                 name_tag = s(art, "name_tag") or ""
                 name, _, tag = name_tag.partition(":")
@@ -205,7 +205,7 @@ class HarborWebhookParser:
         if kind == "replication.status.changed":
             _replication(d(data, "replication"), add)
             return out
-        first = next((r for r in data.get("resources") or [] if isinstance(r, dict)), {})
+        first = next(iter(_dicts(data.get("resources"))), {})
         if kind == "quota.exceeded":
             why = s(d(data, "custom_attributes"), "Details")
             add(
@@ -228,6 +228,11 @@ class HarborWebhookParser:
         return out
 
 
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON list (``[]`` for anything that is not a list)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def _end(res: dict[str, Any]) -> str:
     """``<endpoint> (<registry type>, <namespace>)`` of a replication end."""
     inner = ", ".join(x for x in (s(res, "registry_type"), s(res, "namespace")) if x)
@@ -243,8 +248,7 @@ def _replication(rep: dict[str, Any], add: Any) -> None:
     arts = [
         (a, ok)
         for key, ok in (("successful_artifact", True), ("failed_artifact", False))
-        for a in rep.get(key) or []
-        if isinstance(a, dict)
+        for a in _dicts(rep.get(key))
     ]
     for n, (art, listed_ok) in enumerate(arts or [({}, job_ok == "success")]):
         # name_tag: "alpine [1 item(s) in total]" or "alpine:v1"

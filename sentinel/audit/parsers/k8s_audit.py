@@ -168,7 +168,8 @@ class K8sAuditParser:
             outcome = "failure"
         user = s(d(ev, "user"), "username")
         imp = s(d(ev, "impersonatedUser"), "username")
-        ips = [ip for ip in ev.get("sourceIPs") or [] if isinstance(ip, str) and ip]
+        given = ev.get("sourceIPs")
+        ips = [ip for ip in given if isinstance(ip, str) and ip] if isinstance(given, list) else []
         client_ip, _ = split_addr(ips[-1]) if ips else (None, None)
         audit_id = s(ev, "auditID")
         detail = f"{verb} {sub}" if sub else None

@@ -7,9 +7,12 @@ every retry), ``X-MLflow-Timestamp`` (unix seconds), ``X-MLflow-Signature``:
 
 Accepted raw shapes: a body, or Sentinel's capture record ``{"received_at", "path",
 "headers", "body"}`` (what the receiver stores; the only shape that carries the headers).
-When the parser has a secret (``ParserOptions.webhook_secret``) a capture record must carry a
-valid signature, else it is ``Unparsed`` ("signature …"); a bare body cannot be verified and is
-read as is (the receiver verifies before it hands a body over).
+When the parser has a secret (``ParserOptions.webhook_secret``, ``sentinel audit parse
+--webhook-secret-file``) every delivery must be verified: a capture record must carry a valid
+signature, else it is ``Unparsed`` ("signature …"), and a bare body — which carries no
+signature to verify — is ``Unparsed`` too ("unverifiable …"): with a secret, nothing
+unverified becomes an event. Without a secret both are read as they are (the daemon's
+receiver verifies the signature itself before it hands a capture record over).
 
 Mapping (``entity.action``):
 
@@ -25,7 +28,11 @@ prompt*, anything else                 other         artifact = name if present
 =====================================  ============  ===================================
 
 Outcome ``success``; no actor and no client address are sent (``None``).
-``X-MLflow-Delivery-Id`` → ``event_id`` (dedup of retries).
+``event_id`` is ``body-sha256:<hex>``, the SHA-256 of the body bytes (surrounding whitespace
+removed): MLflow signs and retries the same body bytes under one ``X-MLflow-Delivery-Id``, and
+the body holds the event's own microsecond ``timestamp``, so a retry, and the same delivery
+seen as a capture record and as a bare body, give one event. ``X-MLflow-Delivery-Id`` →
+``request_id`` (a capture record only).
 """
 
 from __future__ import annotations
@@ -133,10 +140,11 @@ class MlflowWebhookParser:
         if isinstance(delivery, Unparsed):
             return [delivery]
         secret = self.options.webhook_secret
-        if (
-            secret is not None
-            and delivery.headers
-            and not verify_mlflow_signature(secret, delivery.headers, delivery.body_bytes)
+        if secret is not None and not delivery.headers:
+            reason = "unverifiable: a bare body has no X-MLflow-Signature (a secret is set)"
+            return [bad(source, reason, raw, src_pos)]
+        if secret is not None and not verify_mlflow_signature(
+            secret, delivery.headers, delivery.body_bytes
         ):
             return [bad(source, "signature missing or invalid (X-MLflow-Signature)", raw, src_pos)]
         body = delivery.body
@@ -170,7 +178,8 @@ class MlflowWebhookParser:
                 src_pos=src_pos,
                 artifact=s(data, "name"),
                 reference=reference,
-                event_id=header(delivery.headers, DELIVERY_HEADER),
+                event_id="body-sha256:" + sha256_hex(delivery.body_bytes.strip()),
+                request_id=header(delivery.headers, DELIVERY_HEADER),
                 detail=detail,
             )
         ]

@@ -145,7 +145,9 @@ def test_webhook_events(corpus: Path) -> None:
         ("untag", "resnet50", "champion"),
         ("register", "bert", None),
     ]
-    assert all(e.event_id for e in evs)  # X-MLflow-Delivery-Id
+    assert all(e.event_id and e.event_id.startswith("body-sha256:") for e in evs)
+    caps = [json.loads(x) for x in (corpus / ML / "mlflow-3.17.2-webhooks-received.jsonl").open()]
+    assert [e.request_id for e in evs] == [c["headers"]["X-MLflow-Delivery-Id"] for c in caps]
     assert evs[3].detail == "model_version_alias.created: alias champion -> version 1"
     assert evs[4].detail == "model_version_tag.set: validated"
     # a wrong secret: every delivery is refused with a reason
@@ -155,13 +157,23 @@ def test_webhook_events(corpus: Path) -> None:
         ParserOptions(webhook_secret=b"not-it"),
     )
     assert len(refused) == 7 and all("signature" in u.reason for u in refused)
-    # bare bodies (no headers to verify) still parse
+    # bare bodies (no headers to verify) parse without a secret, and are the same event as
+    # their captured delivery (the body's hash is the event id); with a secret they are
+    # refused: nothing unverified becomes an event
+    by_id = {e.event_id: e for e in evs}
     for name in (
         "mlflow-webhook-model_version-created.json",
         "mlflow-webhook-registered_model-created.json",
     ):
         (ev,) = read(corpus / ML / name, "mlflow-webhook")[0]
-        assert ev.action == "register" and ev.event_id is None
+        assert ev.action == "register" and ev.event_id in by_id and ev.request_id is None
+        assert (by_id[ev.event_id].artifact, by_id[ev.event_id].reference) == (
+            ev.artifact,
+            ev.reference,
+        )
+        evs2, refused2 = read(corpus / ML / name, "mlflow-webhook", opts)
+        assert not evs2 and len(refused2) == 1
+        assert refused2[0].reason.startswith("unverifiable: a bare body")
 
 
 def test_webhook_rejects() -> None:
