@@ -36,6 +36,7 @@ AUDIT_FORMATS = (
     "harbor-audit-syslog",
     "harbor-audit-file",
     "harbor-webhook",
+    "harbor-nginx",
     "minio-audit",
     "minio-notification",
     "mlflow-access",
@@ -228,6 +229,7 @@ class AuditFile(_Section):
         "harbor-audit-syslog",
         "harbor-audit-file",
         "harbor-webhook",
+        "harbor-nginx",
         "minio-audit",
         "minio-notification",
         "mlflow-access",
@@ -516,7 +518,8 @@ poll_interval = 1.0
 # Registry logs to tail; one [[audit.files]] table per file (or per glob: path = "logs/*.log"
 # tails every match, each with its own cursor). Formats:
 #   distribution-json | distribution-text | distribution-access | distribution-notifications
-#   harbor-audit-syslog | harbor-audit-file | harbor-webhook | minio-audit | minio-notification
+#   harbor-audit-syslog | harbor-audit-file | harbor-webhook | harbor-nginx | minio-audit
+#   minio-notification
 #   mlflow-access | mlflow-webhook | zot-audit | k8s-audit | jsonmap
 # [[audit.files]]
 # id = "registry"

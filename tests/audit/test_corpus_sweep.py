@@ -105,12 +105,7 @@ EXPECTED: dict[str, tuple[str, int, int, set[str]]] = {
         6,
         {"not a Harbor audit record (syslog tag 'jobservice')"},
     ),
-    "harbor/harbor-nginx-access-helm.log": (
-        "distribution-access",
-        0,
-        4,
-        {"not a combined-log-format line"},
-    ),
+    "harbor/harbor-nginx-access-helm.log": ("harbor-nginx", 4, 0, set()),
     "harbor/harbor-registry-k8s-stdout-access.log": ("distribution-access", 5, 0, set()),
     "harbor/harbor-registry-panic-multiline-syslog.log": (
         "distribution-text",

@@ -14,6 +14,7 @@ Formats (module → upstream source of the format in its docstring):
 ``harbor-audit-syslog``         Harbor audit log forwarded over syslog (``harbor_audit``)
 ``harbor-audit-file``           Harbor ``audit.log`` written by its log container
 ``harbor-webhook``              Harbor webhooks, default and CloudEvents payloads
+``harbor-nginx``                Harbor's nginx proxy access log (Helm or syslog form)
 ``minio-audit``                 MinIO audit entries (2019/2021/2024), NDJSON batches
 ``minio-notification``          MinIO bucket notifications (S3 event structure)
 ``mlflow-access``               MLflow server access log (uvicorn or gunicorn)
@@ -36,6 +37,7 @@ from sentinel.audit.parsers.distribution_json import DistributionJSONParser
 from sentinel.audit.parsers.distribution_notifications import DistributionNotificationsParser
 from sentinel.audit.parsers.distribution_text import DistributionTextParser
 from sentinel.audit.parsers.harbor_audit import HarborAuditParser
+from sentinel.audit.parsers.harbor_nginx import HarborNginxParser
 from sentinel.audit.parsers.harbor_webhook import HarborWebhookParser
 from sentinel.audit.parsers.interface import Parser, ParseResult
 from sentinel.audit.parsers.jsonmap import JsonMapParser, JsonMapping, load_mapping
@@ -58,6 +60,7 @@ FACTORIES: MappingProxyType[str, Callable[[ParserOptions], Parser]] = MappingPro
         "harbor-audit-syslog": lambda o: HarborAuditParser("harbor-audit-syslog", o),
         "harbor-audit-file": lambda o: HarborAuditParser("harbor-audit-file", o),
         "harbor-webhook": HarborWebhookParser,
+        "harbor-nginx": HarborNginxParser,
         "minio-audit": MinioAuditParser,
         "minio-notification": MinioNotificationParser,
         "mlflow-access": MlflowAccessParser,

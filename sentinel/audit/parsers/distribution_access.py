@@ -14,7 +14,9 @@ The request's meaning (action, artifact, reference, digest, the 401/403 rules) i
 ``sentinel.audit.parsers._distribution.classify``. This log names no user and no request id:
 ``actor`` is ``None`` (unless the user field is set, then it is unverified), ``request_id``
 is ``None``.
-Every well-formed line gives exactly one event; any other line is ``Unparsed``.
+Every well-formed line gives exactly one event; any other line is ``Unparsed``. A syslog
+header or tag before the line (Harbor's ``registry.log``: ``registry[22056]: 172.17.0.7 - - […]
+…``) is skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from sentinel.audit.parsers._distribution import classify, parse_apache_ts, spli
 from sentinel.audit.parsers.interface import ParseResult, unparsed
 from sentinel.records import AuditEvent, sha256_hex
 
+#: a syslog header or tag before the line (Harbor's registry.log: ``Jun 13 01:40:55 172.18.0.1
+#: registry[22056]: 172.17.0.7 - - […] …``, or the bare ``registry[22056]: `` tag); its time is
+#: not used, the line states its own
+_PREFIX = re.compile(
+    r"^(?:<\d{1,3}>)?(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \S+ )?[A-Za-z][\w.\-/]*(?:\[\d+\])?: "
+)
 _LINE = re.compile(
     r"^(?P<host>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<ts>[^\]]+)\] "
     r'"(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<size>\d+|-)'
@@ -49,6 +57,8 @@ class DistributionAccessParser:
         if not text:
             return []
         m = _LINE.match(text)
+        if not m and (prefix := _PREFIX.match(text)):
+            m = _LINE.match(text[prefix.end() :])
         if not m:
             return [unparsed(source, "not a combined-log-format line", raw, src_pos)]
         req = _REQUEST.match(_unescape(m["request"]))

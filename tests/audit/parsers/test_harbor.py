@@ -285,3 +285,51 @@ def test_audit_2_13_login_with_result_false_is_an_auth_failure() -> None:
     (ev,) = parse_one("harbor-audit-syslog", ok)
     assert isinstance(ev, AuditEvent)
     assert (ev.action, ev.outcome, ev.actor_verified) == ("login", "success", True)
+
+
+def test_nginx_access_log_helm_and_syslog_forms(corpus: Path) -> None:
+    evs, bad = read(corpus / H / "harbor-nginx-access-helm.log", "harbor-nginx")
+    assert not bad
+    assert [(e.action, e.client_ip, e.client_ip_source, e.http_status) for e in evs] == [
+        ("other", "10.42.80.0", "socket", 200),  # HEAD of a blob: an existence check
+        ("other", "10.64.9.77", "socket", 200),
+        ("other", "10.42.80.0", "socket", 200),
+        ("push", "10.42.80.0", "socket", 201),
+    ]
+    push = evs[3]
+    assert (push.artifact, push.reference, format_ts(push.ts), push.ts_zone_assumed) == (
+        "cariti/portfolio",
+        "2.1.2-SNAPSHOT",
+        "2021-11-25T15:28:20.000000Z",
+        None,
+    )
+    assert push.user_agent and "(Java/1.8.0_302\\)" in push.user_agent  # \x5C decoded
+    # the docker-compose form: the same line through Harbor's log container (syslog header)
+    line = (corpus / H / "harbor-nginx-access-helm.log").read_bytes().splitlines()[3]
+    body = line.split(b"]:", 1)[1]
+    opts = ParserOptions(clock=lambda: datetime(2021, 12, 1, tzinfo=UTC))
+    (ev,) = parse_one("harbor-nginx", b"Nov 25 15:28:20 172.18.0.1 proxy[1234]: " + body, opts)
+    assert isinstance(ev, AuditEvent)
+    assert (ev.action, ev.client_ip, format_ts(ev.ts), ev.ts_zone_assumed) == (
+        "push",
+        "10.42.80.0",
+        "2021-11-25T15:28:20.000000Z",
+        "UTC",
+    )
+    (u,) = parse_one("harbor-nginx", body)
+    assert isinstance(u, Unparsed) and "no time" in u.reason
+
+
+def test_registry_log_access_lines_behind_a_syslog_tag(corpus: Path) -> None:
+    path = corpus / H / "harbor-registry-syslog-mixed-access-and-app.log"
+    evs, bad = read(path, "distribution-access")
+    assert [(e.http_method, e.client_ip, e.client_ip_source) for e in evs] == [
+        ("POST", "172.17.0.7", "socket"),
+        ("GET", "127.0.0.1", "socket"),
+        ("GET", "127.0.0.1", "socket"),
+    ]
+    (u,) = bad  # the interleaved app-log line belongs to distribution-text
+    assert u.reason == "not a combined-log-format line"
+    line = path.read_bytes().splitlines()[1]
+    (ev,) = parse_one("distribution-access", b"Jun 13 01:40:55 172.18.0.1 " + line)
+    assert isinstance(ev, AuditEvent) and ev.client_ip == "172.17.0.7"
