@@ -31,7 +31,8 @@ from sentinel.records import AuditEvent, sha256_hex
 #: registry[22056]: 172.17.0.7 - - […] …``, or the bare ``registry[22056]: `` tag); its time is
 #: not used, the line states its own
 _PREFIX = re.compile(
-    r"^(?:<\d{1,3}>)?(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \S+ )?[A-Za-z][\w.\-/]*(?:\[\d+\])?: "
+    r"^(?:<\d{1,3}>)?(?:[A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2} \S+ )?"
+    r"[A-Za-z][\w.\-/]*(?:\[\d+\])?: "
 )
 _LINE = re.compile(
     r"^(?P<host>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<ts>[^\]]+)\] "

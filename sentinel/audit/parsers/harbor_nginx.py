@@ -5,8 +5,12 @@ Harbor's nginx (``make/photon/prepare/templates/nginx/nginx.http.conf.jinja``) l
 "$http_referer" "$http_user_agent" $request_time $upstream_response_time $pipe'``. Two forms
 of it are read (corpus ``harbor/harbor-nginx-access-helm.log``, goharbor/harbor-helm#1098)::
 
-    [25/Nov/2021:15:28:20 +0000]:10.42.80.0 - "HEAD /v2/p/r/blobs/sha256:… HTTP/1.1" 200 0 "-" "docker/20.10.9 …" 0.256 0.256 .
-    Jun 13 01:40:55 172.18.0.1 proxy[1234]: 10.0.0.9 - "GET /v2/ HTTP/1.1" 401 87 "-" "curl" 0.001 - .
+    [25/Nov/2021:15:28:20 +0000]:10.42.80.0 - "PUT /v2/p/r/manifests/v1 HTTP/1.1" 201 0 "-"
+      "docker/20.10.9 …" 3.043 3.044 .
+    Jun 13 01:40:55 172.18.0.1 proxy[1234]: 10.0.0.9 - "GET /v2/ HTTP/1.1" 401 87 "-" "curl"
+      0.001 - .
+
+(one line each, wrapped here).
 
 The Helm chart prefixes ``[$time_local]:`` (zone stated, converted to UTC); the docker-compose
 install sends the line to Harbor's log container over syslog, which writes an RFC 3164 header
