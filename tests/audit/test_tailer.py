@@ -261,3 +261,28 @@ def test_ledger_is_the_cursor_store(
     with Ledger.open(ledger_url) as led:
         got = [r["data"]["raw_sha256"] for r in led.query(kind="audit_event")]
     assert got == sha(access_lines[:15])
+
+
+def test_k8s_stage_held_until_stop_is_recorded_on_stop(tmp_path: Path, corpus: Path) -> None:
+    import json
+
+    from sentinel.audit.parsers import ParserOptions, build_parser
+
+    line = (
+        corpus / "registry-logs/kubernetes/k8s-audit-create-secret-falco-fixture.jsonl"
+    ).read_bytes()
+    ev = json.loads(line)
+    received = {k: v for k, v in ev.items() if k not in ("responseStatus", "responseObject")}
+    received["stage"] = "RequestReceived"
+    log = tmp_path / "audit.log"
+    log.write_bytes(json.dumps(received).encode() + b"\n")
+    store = JSONFileCursorStore(tmp_path / "cursors.json")
+    sink = Sink(store)
+    parser = build_parser("k8s-audit", ParserOptions())
+    tailer = FileTailer(log, "k8s", parser, store, sink, use_watchdog=False)
+    assert tailer.poll_once() == 1 and sink.records == []  # held: its final stage may follow
+    tailer.start()
+    tailer.stop()
+    (rec,) = sink.records  # the tailer stopped: recorded, outcome unknown, nothing lost
+    assert isinstance(rec, AuditEvent)
+    assert (rec.event_id, rec.outcome) == (ev["auditID"], "unknown")
