@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
-from sentinel.audit.parsers.interface import Parser, unparsed
+from sentinel.audit.parsers.interface import Parser, flush_parser, unparsed
 from sentinel.audit.serving import CappedServerMixin, tls_handshake
 from sentinel.records import AuditEvent, Unparsed
 from sentinel.timefmt import format_ts, utcnow
@@ -268,6 +268,12 @@ class SyslogReceiver:
             self._thread = None
         self._server.close_reads()
         self._server.server_close()
+        held = flush_parser(self.parser, self.source)  # k8s-audit: stages with no final one
+        if held:
+            try:
+                self.deliver(held)
+            except Exception:  # the sink is the caller's code
+                log.exception("syslog: delivering %d held records failed", len(held))
 
     def _on_error(self) -> None:
         with self._lock:

@@ -51,7 +51,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sentinel.audit.parsers import PARSERS
-from sentinel.audit.parsers.interface import MAX_JSON_DEPTH, Parser, loads_limited, unparsed
+from sentinel.audit.parsers.interface import (
+    MAX_JSON_DEPTH,
+    Parser,
+    flush_parser,
+    loads_limited,
+    unparsed,
+)
 from sentinel.audit.serving import CappedServerMixin, tls_handshake
 from sentinel.errors import ConfigError
 from sentinel.records import AuditEvent, Unparsed
@@ -414,6 +420,22 @@ class WebhookReceiver:
             self._thread = None
         self._server.close_reads()
         self._server.server_close()
+        self._flush_parsers()
+
+    def _flush_parsers(self) -> None:
+        """Deliver what stateful parsers still hold (``k8s-audit`` requests seen only at a
+        non-final stage, with outcome ``unknown``), once nothing more can arrive."""
+        for route in self.routes.values():
+            held = flush_parser(route.parser, route.source)
+            if not held:
+                continue
+            try:
+                self.deliver(held)
+            except Exception:  # the sink is the caller's code: report, as for a request
+                self._count("sink_errors")
+                log.exception("webhook: delivering %d held records failed", len(held))
+            else:
+                self._count("delivered", len(held))
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:

@@ -279,3 +279,33 @@ def test_constructor_refuses_empty_secrets_and_duplicate_paths() -> None:
         WebhookReceiver(Sink(), listen=("127.0.0.1", 0), routes=[route, route])
     assert "s3cr3t-t0ken" not in repr(BearerAuth("s3cr3t-t0ken"))
     assert "s3cr3t-t0ken" not in repr(MLflowSignatureAuth("s3cr3t-t0ken"))
+
+
+def test_k8s_route_merges_stages_and_records_a_held_one_on_stop(corpus: Path) -> None:
+    # the API server's webhook backend posts EventList batches; a request's stages may be
+    # split over batches: one event from the final stage, and one held at a non-final
+    # stage is recorded (outcome unknown) when the receiver stops, never lost
+    from sentinel.audit.parsers import ParserOptions, build_parser
+
+    line = corpus / "registry-logs/kubernetes/k8s-audit-create-secret-falco-fixture.jsonl"
+    ev = json.loads(line.read_bytes())
+    received = {k: v for k, v in ev.items() if k not in ("responseStatus", "responseObject")}
+    received["stage"] = "RequestReceived"
+    other = {**received, "auditID": "only-received"}
+    sink = Sink()
+    token = "tok-1234567890abcdef"
+    route = Route("/k8s", "k8s", build_parser("k8s-audit", ParserOptions()), BearerAuth(token))
+    rx = _start(sink, routes=[route])
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    try:
+        for items in ([received, other], [ev]):
+            batch = {"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}
+            resp = requests.post(rx.url("/k8s"), json=batch, headers=headers, timeout=10)
+            assert resp.status_code == 200
+        assert [(e.event_id, e.outcome) for e in sink.events] == [(ev["auditID"], "success")]
+    finally:
+        rx.stop()
+    assert [(e.event_id, e.outcome) for e in sink.events] == [
+        (ev["auditID"], "success"),
+        ("only-received", "unknown"),
+    ]

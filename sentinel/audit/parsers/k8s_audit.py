@@ -27,8 +27,9 @@ most ``MAX_PENDING`` requests) and merged into its final stage when that arrives
 nothing itself and is counted in ``stages_merged``. A request whose final stage never arrives
 is still recorded, from its latest non-final stage with outcome ``unknown`` and ``detail``
 naming the stage: when the reader finishes (``flush``: end of the files of ``sentinel audit
-parse|ingest``, a file tailer stopping), or when more than ``MAX_PENDING`` requests are
-pending (the oldest is recorded). An event without ``auditID`` is recorded as it comes.
+parse|ingest``, a file tailer or a receiver stopping), or when more than ``MAX_PENDING``
+requests are pending (the oldest is recorded). An event without ``auditID`` is recorded as
+it comes.
 Limit: a held stage lives only in memory, so a daemon that is killed (not stopped) between a
 request's first and final stage loses the non-final stage; the final stage, when it arrives,
 is recorded as usual.
@@ -41,6 +42,7 @@ the fields above are copied into an event, and an ``Unparsed`` copy is redacted
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -83,6 +85,7 @@ class K8sAuditParser:
         self._pending: OrderedDict[tuple[str, str], tuple[AuditEvent, str]] = OrderedDict()
         #: non-final stages merged into their request's final stage (they yield no event)
         self.stages_merged = 0
+        self._lock = threading.Lock()  # receivers parse on several threads
 
     @property
     def pending(self) -> int:
@@ -111,12 +114,18 @@ class K8sAuditParser:
     def flush(self, source: str | None = None) -> ParseResult:
         """Record every held request (of ``source``, or all) from its latest non-final stage,
         outcome ``unknown``: the reader has finished. Never raises."""
-        keys = [k for k in self._pending if source is None or k[0] == source]
-        return [_unfinished(*self._pending.pop(k)) for k in keys]
+        with self._lock:
+            keys = [k for k in self._pending if source is None or k[0] == source]
+            return [_unfinished(*self._pending.pop(k)) for k in keys]
 
     def _stage(self, rec: AuditEvent | Unparsed, ev: Any, source: str) -> ParseResult:
         if isinstance(rec, Unparsed) or rec.event_id is None:
             return [rec]
+        with self._lock:
+            return self._stage_locked(rec, ev, source)
+
+    def _stage_locked(self, rec: AuditEvent, ev: Any, source: str) -> ParseResult:
+        assert rec.event_id is not None
         key = (source, rec.event_id)
         stage = s(ev, "stage") or "ResponseComplete"  # v1beta1 events without a stage are final
         if stage in FINAL_STAGES:
