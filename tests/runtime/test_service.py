@@ -224,3 +224,43 @@ def test_glob_in_audit_files_tails_every_match(tmp_path: Path, corpus: Path) -> 
         str(logs / "a.log"),
         str(logs / "b.log"),
     }
+
+
+def test_mlflow_rest_table_wraps_the_tailed_parser(tmp_path: Path, corpus: Path) -> None:
+    """``[audit.files.mlflow_rest]`` reaches the tailer: with the API down (nothing listens on
+    the port) every line is still recorded, the unnamed ones saying why they are unnamed."""
+    from tests.e2e.harness import free_port
+
+    sample = corpus / "registry-logs" / "mlflow-live" / "mlflow-3.17.2-uvicorn-access.log"
+    shutil.copyfile(sample, tmp_path / "mlflow.log")
+    (tmp_path / "mlflow.token").write_text("t0ken-for-the-rest-api\n")
+    _settings(tmp_path, corpus)
+    text = (tmp_path / "sentinel.toml").read_text()
+    (tmp_path / "sentinel.toml").write_text(
+        text.replace(
+            "# [[audit.files]]\n",
+            '[[audit.files]]\nid = "mlflow"\nformat = "mlflow-access"\npath = "mlflow.log"\n'
+            f'[audit.files.mlflow_rest]\nurl = "http://127.0.0.1:{free_port()}"\n'
+            'token_file = "mlflow.token"\ntimeout = 1.0\n\n# [[audit.files]]\n',
+            1,
+        )
+    )
+    lines = sample.read_bytes().splitlines()
+    service = Service(load_settings(tmp_path / "sentinel.toml"))
+    service.start()
+    try:
+        ledger = service.ledger
+        assert ledger is not None
+        _wait(
+            lambda: (
+                sum(ledger.count_by_kind().get(k, 0) for k in ("audit_event", "unparsed"))
+                == len(lines)
+            )
+        )
+        events = [r["data"] for r in ledger.query(kind="audit_event")]
+        bodies = b"".join(e.body for e in ledger.iter_entries())
+    finally:
+        service.stop()
+    creates = [e for e in events if e["action"] == "register" and e["outcome"] == "success"]
+    assert creates and all("MLflow REST API unavailable" in e["detail"] for e in creates)
+    assert b"t0ken-for-the-rest-api" not in bodies
