@@ -164,9 +164,10 @@ def _records(
     parser = build_parser(fmt, options)
     for path in files:
         n = 0
+        held = getattr(parser, "pending", 0)  # k8s-audit: requests held at a non-final stage
         for n, item in enumerate(parse_file(path, parser, source, finish=False), 1):  # noqa: B007
             yield item
-        if n == 0:
+        if n == 0 and getattr(parser, "pending", 0) == held:
             name = "standard input" if path == STDIN else str(path)
             click.echo(f"sentinel: {_safe(name)}: no audit records found", err=True)
     yield from flush_parser(parser, source)  # k8s requests seen only at a non-final stage

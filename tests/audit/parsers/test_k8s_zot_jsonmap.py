@@ -168,6 +168,7 @@ def test_k8s_request_seen_only_at_a_non_final_stage_is_kept(corpus: Path, tmp_pa
     )
     rows = [json.loads(x) for x in res.stdout.splitlines()]
     assert [(r["outcome"], r["http_status"]) for r in rows] == [("success", 201)]
+    assert "no audit records found" not in res.stderr  # the first file's stage was held
     # more requests pending than the bound: the oldest is recorded, nothing is lost
     parser = build_parser("k8s-audit", ParserOptions())
     import sentinel.audit.parsers.k8s_audit as k8s
