@@ -16,17 +16,25 @@ were learnt (as a collector that has been running a while):
 
 For each: CPU seconds (``time.process_time``) of ``feed`` alone, and of ``feed`` plus
 ``FlowRecord.to_flow`` (what the collector does before judging), and records per CPU second.
-pmacct's ``nfacctd`` is timed beside it only when installed (Debian package ``pmacct``);
-otherwise the script says so. Prints a table; asserts nothing about timing.
+Then, when pmacct's ``nfacctd`` is installed (Debian package ``pmacct``; otherwise the script
+says so), the synthetic stream is written to a pcap and read whole by both:
+``read_export_pcap`` (pcap reader, scapy for the link/IP/UDP layers, the decoder) and
+``nfacctd -I`` (its savefile reader, decoder and print plugin aggregating by source address
+and protocol; CPU of
+the daemon and its plugin process, from ``RUSAGE_CHILDREN``), and their packet totals are
+compared. Prints tables; asserts nothing about timing.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import resource
 import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sentinel.flows.netflow import NetflowDecoder, Orienter  # noqa: E402
-from sentinel.flows.netflow_collector import ExportPcapStats, export_datagrams  # noqa: E402
+from sentinel.flows.netflow_collector import (  # noqa: E402
+    ExportPcapStats,
+    export_datagrams,
+    read_export_pcap,
+)
 
 CORPUS = REPO.parent / "shared" / "corpus" / "pcap"
 FILES = [
@@ -152,12 +164,66 @@ def main() -> None:
             step = "feed + to_flow" if flows else "feed"
             rate = decoded / cpu if cpu > 0 else float("inf")
             print(f"{name:<28} {step:<18} {datagrams:>9} {decoded:>9} {cpu:>7.2f} {rate:>14,.0f}")
-    if shutil.which("nfacctd") is None:
-        print(
-            "pmacct nfacctd: not installed (Debian package 'pmacct'); no side-by-side figure",
+    nfacctd = shutil.which("nfacctd")
+    if nfacctd is None:
+        print("pmacct nfacctd: not installed (Debian package 'pmacct'); no side-by-side figure")
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-netflow-") as tmp:
+        pcap = Path(tmp) / "exports.pcap"
+        write_pcap(pcap, [template, *synthetic])
+        print(f"\nwhole file, {pcap.stat().st_size // 1_000_000} MB pcap of the synthetic stream:")
+        print(f"{'tool':<40} {'records':>9} {'packets':>11} {'CPU s':>7} {'records/CPU s':>14}")
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        records, _stats = read_export_pcap([pcap])
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        ours = sum(r.packets for r in records)
+        name = "sentinel read_export_pcap (scapy frames)"
+        print(f"{name:<40} {len(records):>9} {ours:>11} {cpu:>7.2f} {len(records) / cpu:>14,.0f}")
+        out = Path(tmp) / "nfacctd.csv"
+        conf = Path(tmp) / "nfacctd.conf"
+        conf.write_text(
+            "daemonize: false\n"
+            f"pcap_savefile: {pcap}\n"
+            "plugins: print\nprint_output: csv\n"
+            f"print_output_file: {out}\nprint_refresh_time: 600\n"
+            # few rows (its print cache holds 16,411 by default and loses the rest silently);
+            # large plugin buffers so the core does not drop data the plugin has not read
+            "aggregate: src_host,proto\n"
+            "plugin_buffer_size: 10240\nplugin_pipe_size: 10240000\n"
         )
-    else:
-        print(f"pmacct nfacctd at {shutil.which('nfacctd')}: side-by-side run not implemented")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([nfacctd, "-f", str(conf)], check=True, capture_output=True, timeout=600)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        header, *rows = out.read_text().splitlines()
+        column = header.split(",").index("PACKETS")
+        theirs = sum(int(row.split(",")[column]) for row in rows)
+        name = "pmacct nfacctd -I (aggregated rows)"
+        print(f"{name:<40} {len(records):>9} {theirs:>11} {cpu:>7.2f} {len(records) / cpu:>14,.0f}")
+        print(
+            f"packet totals {'equal' if ours == theirs else 'DIFFER'}: sentinel {ours}, "
+            f"nfacctd {theirs} ({len(rows)} aggregated rows)"
+        )
+
+
+def write_pcap(path: Path, payloads: list[bytes]) -> None:
+    """A classic pcap (Ethernet, IPv4, UDP 192.0.2.1:40000 → 127.0.0.1:2055) of ``payloads``."""
+    with path.open("wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i, payload in enumerate(payloads):
+            udp = struct.pack("!HHHH", 40000, 2055, 8 + len(payload), 0) + payload
+            ip = struct.pack(
+                "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
+                bytes([192, 0, 2, 1]), bytes([127, 0, 0, 1]),
+            )  # fmt: skip
+            words = struct.unpack("!10H", ip)
+            total = sum(words)
+            total = (total & 0xFFFF) + (total >> 16)
+            ip = ip[:10] + struct.pack("!H", ~total & 0xFFFF) + ip[12:]
+            frame = bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x00" + ip + udp
+            fh.write(struct.pack("<IIII", 1_767_225_600 + i // 1000, 0, len(frame), len(frame)))
+            fh.write(frame)
 
 
 if __name__ == "__main__":
