@@ -68,6 +68,7 @@ def test_netflow_datagrams_are_judged_and_recorded(
         summaries = [r["data"] for r in ledger.query(kind="egress_summary")]
         violations = [r["data"] for r in ledger.query(kind="egress_violation")]
         unparsed = [r["data"] for r in ledger.query(kind="unparsed")]
+        health = [r["data"] for r in ledger.query(kind="sensor_health")]
     source = "netflow:127.0.0.1:0"  # as configured
     assert sum(s["flows"] for s in summaries) == 4
     assert {s["source"] for s in summaries} == {source}
@@ -78,3 +79,10 @@ def test_netflow_datagrams_are_judged_and_recorded(
         assert v["exporter"] == "127.0.0.1"
         assert v["sampling_rate"] == 30000
     assert len(unparsed) == 1 and unparsed[0]["source"] == source
+    # the sensor-health summary written at stop: records seen and the export loss the
+    # sequence numbers show (these four captures were taken apart: 143 export packets between)
+    (summary,) = [h for h in health if h["source"] == source and h["event"] == "summary"]
+    assert summary["source_kind"] == "netflow"
+    assert summary["counts"]["activity"] == 4
+    assert summary["counts"]["sequence_gaps"] == 143
+    assert summary["counts"].get("missing_templates", 0) == 0
