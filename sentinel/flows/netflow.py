@@ -59,8 +59,9 @@ data set whose template is unknown its record count is unknown, so the next IPFI
 re-synchronises without counting a gap.
 
 Bad input never raises: a datagram that cannot be decoded is counted (``NetflowStats.malformed``
-by reason) and reported in ``FeedResult.problems``; the records decoded before the damage are
-kept.
+by reason) and reported in ``FeedResult.problems``. Damage inside a well-framed set (a reserved
+set id, a template or variable-length field overrunning its set) spoils that set only; a set
+length that breaks the framing stops the datagram there. What was decoded before is kept.
 """
 
 from __future__ import annotations
@@ -769,20 +770,23 @@ class NetflowDecoder:
                 raise NetflowError("bad set length", f"set {set_id} length {length} at {off}")
             body = data[off + 4 : off + length]
             off += length
-            if set_id == (0 if v9 else 2):
-                self._templates_set(body, ctx, options=False)
-            elif set_id == (1 if v9 else 3):
-                self._templates_set(body, ctx, options=True)
-            elif set_id >= 256:
-                key = (ctx.exporter, ctx.version, ctx.domain, set_id)
-                tpl = self._templates.get(key)
-                if tpl is None:
-                    self._buffer(key, body, ctx)
-                    unknown = True
+            try:  # the set's framing is sound: damage inside it spoils this set only
+                if set_id == (0 if v9 else 2):
+                    self._templates_set(body, ctx, options=False)
+                elif set_id == (1 if v9 else 3):
+                    self._templates_set(body, ctx, options=True)
+                elif set_id >= 256:
+                    key = (ctx.exporter, ctx.version, ctx.domain, set_id)
+                    tpl = self._templates.get(key)
+                    if tpl is None:
+                        self._buffer(key, body, ctx)
+                        unknown = True
+                    else:
+                        self._data(tpl, key, body, ctx, result.records)
                 else:
-                    self._data(tpl, key, body, ctx, result.records)
-            else:
-                raise NetflowError("reserved set id", str(set_id))
+                    raise NetflowError("reserved set id", str(set_id))
+            except NetflowError as exc:
+                self._malformed(exc, result)
             if replay:
                 self._release_ready(ctx, result)
         if not v9 and off != end:

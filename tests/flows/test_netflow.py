@@ -422,3 +422,22 @@ def test_orienter_ranks_as_ipaddress_does() -> None:
         else:
             expected = 1 if addr.is_private or addr.is_multicast else 0
         assert orient.rank(text) == expected, text
+
+
+def test_a_damaged_set_spoils_only_itself() -> None:
+    """A reserved set id and a template that overruns its set are counted; the well-framed
+    sets after them are still decoded."""
+    d = NetflowDecoder()
+    rec = _v4_record("10.0.0.1", "8.8.8.8", 6, 10, 1)
+    broken_template = struct.pack("!HH", 301, 9) + struct.pack("!HH", 8, 4)  # 9 fields, 1 given
+    message = _ipfix(
+        0,
+        _set(5, b"\x00" * 8),
+        _set(2, broken_template),
+        _set(2, _template(300, V4)),
+        _set(300, rec),
+    )
+    result = d.feed(message, "192.0.2.1")
+    assert [(r.src, r.bytes) for r in result.records] == [("10.0.0.1", 10)]
+    assert d.stats.malformed == {"reserved set id": 1, "bad template": 1}
+    assert len(result.problems) == 2
