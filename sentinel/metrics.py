@@ -160,6 +160,13 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.mlflow_reconstructions = Counter(
+            "sentinel_mlflow_reconstructions",
+            "MLflow access events that needed the REST API, by source and result "
+            "(reconstructed, unmatched, unavailable).",
+            ["source", "result"],
+            registry=r,
+        )
         self.audit_findings = Counter(
             "sentinel_audit_findings",
             "Times an audit rule's condition held (before aggregation), by rule id and severity.",

@@ -188,7 +188,9 @@ class MlflowReconstructor:
 
     ``apply(event, method, uri)`` returns the event unchanged, reconstructed, or annotated
     with why it was not; it never raises and makes no request while the API is marked down.
-    ``clock`` (monotonic seconds) is injectable. Thread-safe (one lock).
+    ``clock`` (monotonic seconds) is injectable; ``on_result`` is called with
+    ``"reconstructed"``, ``"unmatched"`` or ``"unavailable"`` for each event that needed the
+    API (metrics). Thread-safe (one lock).
     """
 
     def __init__(
@@ -197,8 +199,10 @@ class MlflowReconstructor:
         options: RestOptions = RestOptions(),
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_result: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
+        self._on_result = on_result or (lambda _result: None)
         self.options = options
         self._clock = clock
         size = options.cache_size
@@ -230,6 +234,7 @@ class MlflowReconstructor:
             now = self._clock()
             if now < self._down_until:
                 self.unavailable += 1
+                self._on_result("unavailable")
                 return self._annotate(
                     event, f"MLflow REST API unavailable ({self._down_reason}); not asked"
                 )
@@ -237,6 +242,7 @@ class MlflowReconstructor:
                 result = op(event)
             except MlflowRestError as exc:
                 self.unavailable += 1
+                self._on_result("unavailable")
                 self._down_until = now + self.options.retry_after
                 self._down_reason = str(exc)
                 log.warning(
@@ -248,8 +254,10 @@ class MlflowReconstructor:
                 return self._annotate(event, f"MLflow REST API unavailable ({exc})")
             if isinstance(result, str):
                 self.unmatched += 1
+                self._on_result("unmatched")
                 return self._annotate(event, result)
             self.reconstructed += 1
+            self._on_result("reconstructed")
             art_file = ""
             if event.artifact and event.artifact.startswith("mlflow-artifacts:"):
                 art_file = f"artifact file {event.artifact}; "

@@ -71,9 +71,11 @@ def reconstructing_parser(
     *,
     config_path: str,
     key: str,
+    on_result: Callable[[str], None] | None = None,
 ) -> ReconstructingParser:
-    """``inner`` wrapped with a reconstructor built from ``section``. Raises ``ConfigError``
-    (naming ``key``) when a secret cannot be read."""
+    """``inner`` wrapped with a reconstructor built from ``section`` (``on_result`` as
+    ``MlflowReconstructor``'s). Raises ``ConfigError`` (naming ``key``) when a secret cannot
+    be read."""
 
     def fail(problem: str) -> None:
         raise ConfigError(config_path, problem, key=key)
@@ -95,4 +97,4 @@ def reconstructing_parser(
         timeout=options.timeout,
         max_response_bytes=options.max_response_bytes,
     )
-    return ReconstructingParser(inner, MlflowReconstructor(client, options))
+    return ReconstructingParser(inner, MlflowReconstructor(client, options, on_result=on_result))

@@ -359,12 +359,14 @@ class Service:
                 str(self.settings.path), f"{exc.problem}", key=f"audit.files[{spec.id}]"
             ) from exc
         if spec.mlflow_rest is not None:
+            counter = self.metrics.mlflow_reconstructions
             parser = reconstructing_parser(
                 parser,
                 spec.mlflow_rest,
                 self.settings.resolve,
                 config_path=str(self.settings.path),
                 key=f"audit.files[{spec.id}].mlflow_rest",
+                on_result=lambda result: counter.labels(spec.id, result).inc(),
             )
 
         health_id = f"file:{spec.id}"

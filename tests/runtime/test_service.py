@@ -259,8 +259,12 @@ def test_mlflow_rest_table_wraps_the_tailed_parser(tmp_path: Path, corpus: Path)
         )
         events = [r["data"] for r in ledger.query(kind="audit_event")]
         bodies = b"".join(e.body for e in ledger.iter_entries())
+        down = service.metrics.registry.get_sample_value(
+            "sentinel_mlflow_reconstructions_total", {"source": "mlflow", "result": "unavailable"}
+        )
     finally:
         service.stop()
     creates = [e for e in events if e["action"] == "register" and e["outcome"] == "success"]
     assert creates and all("MLflow REST API unavailable" in e["detail"] for e in creates)
+    assert down is not None and down >= len(creates)
     assert b"t0ken-for-the-rest-api" not in bodies
