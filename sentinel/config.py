@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from sentinel.errors import ConfigError
+
+if TYPE_CHECKING:  # imported when used: loading dnspython costs ~0.1 s at every start
+    from sentinel.flows.dns import DnsOptions
 
 SEARCH_PATH = (Path("sentinel.toml"), Path("/etc/sentinel/sentinel.toml"))
 
@@ -218,6 +222,36 @@ class NetflowSection(_Section):
         return _check_hostport(value)
 
 
+class DnsSection(_Section):
+    """Names from DNS answers seen in captures, attached to flows (``sentinel.flows.dns``)."""
+
+    #: read DNS answers (UDP/TCP port 53) in captures and name the flows that follow them
+    enabled: bool = True
+    #: seconds an answer names flows at least, whatever its TTL (flows start after the TTL)
+    min_hold: Annotated[int, Field(ge=0, le=604_800)] = 3600
+    #: seconds an answer names flows at most, whatever its TTL
+    max_hold: Annotated[int, Field(ge=0, le=31_536_000)] = 604_800
+    #: (address, answer) entries held in all; the least recently answered address goes first
+    max_entries: Annotated[int, Field(gt=0, le=10_000_000)] = 100_000
+    #: answers kept per address and names attached per flow
+    max_names: Annotated[int, Field(gt=0, le=1000)] = 8
+
+    @field_validator("max_hold")
+    @classmethod
+    def _hold(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("min_hold", 0):
+            raise ValueError("must be at least min_hold")
+        return value
+
+    def options(self) -> DnsOptions | None:
+        """The ``DnsOptions`` these settings describe, ``None`` when disabled."""
+        from sentinel.flows.dns import DnsOptions
+
+        if not self.enabled:
+            return None
+        return DnsOptions(self.min_hold, self.max_hold, self.max_entries, self.max_names)
+
+
 class AuditFile(_Section):
     #: source id written into each event's ``source``
     id: str
@@ -351,6 +385,7 @@ class Settings(_Section):
     health: HealthSection = HealthSection()
     #: ``None`` (no ``[netflow]`` table): the NetFlow/IPFIX collector is off
     netflow: NetflowSection | None = None
+    dns: DnsSection = DnsSection()
     audit: AuditSection = AuditSection()
     webhook: WebhookSection = WebhookSection()
     syslog: SyslogSection = SyslogSection()
@@ -511,6 +546,18 @@ summary_interval = 3600.0
 # max_pending_sets = 10000        # data sets waiting for their template
 # max_pending_bytes = 16777216
 # rcvbuf_bytes = 8388608
+
+[dns]
+# DNS answers seen in captures (UDP/TCP port 53) name the flows that follow them, so reports
+# say which host a flow went to; names are evidence only, never part of a verdict.
+enabled = true
+# An answer names flows that start within max(TTL, min_hold) seconds of it, capped at
+# max_hold: clients and their caches keep using an address long after a short TTL.
+min_hold = 3600
+max_hold = 604800
+# Bounds: (address, answer) entries held in all, and answers kept per address.
+max_entries = 100000
+max_names = 8
 
 [audit]
 # Seconds between polls of tailed files (file-system events wake the tailer sooner).

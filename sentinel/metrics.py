@@ -77,6 +77,13 @@ class Metrics:
             "Capture files that ended in a damaged or cut-off record.",
             registry=r,
         )
+        self.capture_dns = Counter(
+            "sentinel_capture_dns",
+            "DNS answers read from captures for flow names, and problems with them, by kind "
+            "(responses, addresses, malformed, truncated, ignored, evicted).",
+            ["kind"],
+            registry=r,
+        )
         self.ledger_records = Gauge(
             "sentinel_ledger_records",
             "Records in the ledger.",

@@ -259,6 +259,35 @@ def protocol_name(number: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteName:
+    """A DNS name the flow's remote address was given for (``sentinel.flows.dns``).
+
+    ``name`` is the name the client asked for (lower case, no final dot); ``cnames`` the CNAME
+    chain followed from it, in order; ``answered_at`` (aware UTC) when the answer was seen (the
+    first of an uninterrupted run of the same answer); ``ttl`` its TTL in seconds (the smallest
+    along the chain); ``client`` the address that received the answer, ``resolver`` the one
+    that sent it.
+    """
+
+    name: str
+    cnames: tuple[str, ...]
+    answered_at: datetime
+    ttl: int
+    client: str
+    resolver: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cnames": list(self.cnames),
+            "answered_at": format_ts(self.answered_at),
+            "ttl": self.ttl,
+            "client": self.client,
+            "resolver": self.resolver,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Flow:
     """A bidirectional flow between a local endpoint and a remote one.
 
@@ -266,7 +295,8 @@ class Flow:
     lengths (bytes) as captured on the wire, or for NetFlow/IPFIX as the exporter counted
     them times its ``sampling_rate``. ``first_seen``/``last_seen`` are aware UTC.
     Ports are 0 for protocols without ports (ICMP) and for non-first IP fragments whose
-    first fragment was not seen.
+    first fragment was not seen. ``remote_names``: DNS names the remote address was given
+    for before the flow started (newest first; empty when none was seen).
     """
 
     protocol: int
@@ -285,12 +315,20 @@ class Flow:
     #: NetFlow/IPFIX only: the exporter's 1-in-N packet sampling rate when N > 1; packets and
     #: bytes were then multiplied by N (estimates, as pmacct's renormalization)
     sampling_rate: int | None = None
+    remote_names: tuple[RemoteName, ...] = ()
 
     @property
     def packets(self) -> int:
         return self.packets_out + self.packets_in
 
+    @property
+    def remote_host(self) -> str | None:
+        """The newest DNS name of the remote address, ``None`` when none was seen."""
+        return self.remote_names[0].name if self.remote_names else None
+
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready; ``remote_names`` only when there are some (earlier records keep their
+        canonical bytes)."""
         body: dict[str, Any] = {
             "protocol": protocol_name(self.protocol),
             "local_ip": self.local_ip,
@@ -310,6 +348,8 @@ class Flow:
             body["exporter"] = self.exporter
         if self.sampling_rate is not None:
             body["sampling_rate"] = self.sampling_rate
+        if self.remote_names:
+            body["remote_names"] = [n.to_json() for n in self.remote_names]
         return body
 
 

@@ -10,7 +10,7 @@ import click
 
 from sentinel.cli.common import EXIT_FINDINGS, EXIT_OK, CliState, handle_errors, pass_state
 from sentinel.errors import ConfigError
-from sentinel.flows import ReadStats, read_flows
+from sentinel.flows import DEFAULT_DNS, DnsOptions, ReadStats, read_flows
 from sentinel.flows.netflow_collector import ExportPcapStats, read_export_flows
 from sentinel.geo.database import GeoDatabase
 from sentinel.policy.egress import EgressPolicy
@@ -45,7 +45,7 @@ def _open_checked(path: Path) -> GeoDatabase:
 
 def _human(v: Verdict) -> str:
     f = v.flow
-    return (
+    line = (
         f"{v.verdict:<9} {v.reason:<16} {protocol_name(f.protocol):<6} "
         f"{_endpoint(f.local_ip, f.local_port)} -> {_endpoint(f.remote_ip, f.remote_port)} "
         f"country={v.country or '-'} packets={f.packets} "
@@ -53,6 +53,9 @@ def _human(v: Verdict) -> str:
         + (f" exporter={f.exporter}" if f.exporter else "")
         + (f" sampling=1:{f.sampling_rate} (counts estimated)" if f.sampling_rate else "")
     )
+    if f.remote_names:  # the names the client asked for (CNAME chains: --json)
+        line += " names=" + ",".join(n.name for n in f.remote_names)
+    return line
 
 
 def _netflow_summary(stats: ExportPcapStats) -> str:
@@ -111,6 +114,12 @@ def _netflow_summary(stats: ExportPcapStats) -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per flow.")
 @click.option(
+    "--no-dns",
+    is_flag=True,
+    help="Do not name flows from the DNS answers in the captures (default: named, with the "
+    "configuration's [dns] settings when a configuration is used).",
+)
+@click.option(
     "--now",
     default=None,
     help="Judge waivers as of this RFC 3339 time (default: each flow's own last-seen time, "
@@ -126,6 +135,7 @@ def check(
     geoip_secondary: Path | None,
     policy: Path | None,
     as_json: bool,
+    no_dns: bool,
     now: str | None,
 ) -> None:
     """Judge every flow in the captures (--pcap: packets; --netflow: NetFlow/IPFIX export
@@ -133,7 +143,8 @@ def check(
 
     \b
     Exit codes: 0 no violation; 1 violations found; 2 error (unreadable capture, policy or
-    database). A summary goes to stderr.
+    database). A summary goes to stderr. Flows are named from the DNS answers seen before
+    they started (names=…; JSON remote_names with CNAME chains).
     """
     if not pcaps and not netflows:
         raise ConfigError("egress check", "give at least one --pcap or --netflow file")
@@ -143,6 +154,10 @@ def check(
             when = parse_ts(now)
         except ValueError as exc:
             raise ConfigError("--now", f"not an RFC 3339 time with a zone: {exc}") from exc
+    dns: DnsOptions | None = None
+    if not no_dns:
+        needed = policy is None or geoip is None or state.config_path is not None
+        dns = state.settings().dns.options() if needed else DEFAULT_DNS
     if policy is None:
         settings = state.settings()
         policy = settings.resolve(settings.policy.egress)
@@ -157,7 +172,9 @@ def check(
     second = _open_checked(geoip_secondary) if geoip_secondary is not None else None
     try:
         started = time.perf_counter()
-        flows, stats = read_flows(pcaps, rules.local_networks) if pcaps else ([], ReadStats())
+        flows, stats = (
+            read_flows(pcaps, rules.local_networks, dns=dns) if pcaps else ([], ReadStats())
+        )
         nf_stats = None
         if netflows:
             nf_flows, nf_stats = read_export_flows(netflows, [str(n) for n in rules.local_networks])
@@ -184,6 +201,12 @@ def check(
         f"unsupported link type {stats.unsupported_linktype}, "
         f"unmatched fragments {stats.fragments_unmatched}; {rate} packets/s"
     )
+    if dns is not None and pcaps:
+        named = sum(1 for f in flows if f.remote_names)
+        summary += f"; {named} flow(s) named from {stats.dns.get('responses', 0)} DNS answer(s)"
+        problems = {k: stats.dns[k] for k in ("malformed", "truncated") if stats.dns.get(k)}
+        if problems:
+            summary += " (" + ", ".join(f"{k} {n}" for k, n in problems.items()) + ")"
     if stats.tunnels:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats.tunnels.items()))
         summary += f"; tunnelled packets judged by their inner flow: {kinds}"

@@ -71,6 +71,7 @@ class Decoder:
 
     __slots__ = (
         "_depth",
+        "_dns",
         "_frags",
         "fragments_unmatched",
         "malformed",
@@ -87,6 +88,18 @@ class Decoder:
         self.fragments_unmatched = 0
         self.tunnels: dict[str, int] = {}
         self._depth = 0
+        # (src, buffer, L4 offset, IP payload end) of the last TCP/UDP segment from port 53
+        self._dns: tuple[bytes, bytes, int, int] | None = None
+
+    def take_dns(self, summary: Summary) -> tuple[bytes, int, int] | None:
+        """For a ``summary`` just returned by ``decode`` whose source port is 53 (TCP or UDP):
+        ``(buffer, offset of the L4 header, end of the IP payload)`` of that segment, for
+        ``sentinel.flows.dns``; ``None`` when the segment is not at hand (a fragment, a
+        damaged header). Clears what it returns."""
+        at, self._dns = self._dns, None
+        if at is None or at[0] is not summary[1]:
+            return None
+        return at[1], at[2], at[3]
 
     def decode(self, linktype: int, data: bytes) -> Summary | None:
         """Decode one captured frame of ``linktype``; ``None`` when it carries no IP."""
@@ -214,6 +227,8 @@ class Decoder:
                 inner = self._vxlan(data, l4)
                 if inner is not None:
                     return inner
+            if sport == 53:
+                self._dns = (src, data, l4, min(n, off + total))
             return proto, src, dst, sport, dport, total
         if proto in TUNNEL_PROTOCOLS:
             inner = self._tunnel(proto, data, l4)
@@ -274,6 +289,8 @@ class Decoder:
             inner = self._vxlan(data, pos)
             if inner is not None:
                 return inner
+        if sport == 53 and first_frag is None:
+            self._dns = (src, data, pos, min(n, off + total))
         return nh, src, dst, sport, dport, total
 
     # -- tunnels and NFLOG ------------------------------------------------------------------

@@ -11,6 +11,10 @@ burst) and timestamps each frame with the host clock when it is read. The kernel
 is read with ``getsockopt(SOL_PACKET, PACKET_STATISTICS)`` (``struct tpacket_stats``: packets,
 drops — the kernel resets both on each read, so they are accumulated here).
 
+DNS answers seen on the interface name the flows that follow them (``sentinel.flows.dns``;
+``dns`` options, ``None`` to turn it off): the name map is held with the flow table, names are
+attached when flows are closed, and answers no open flow can match any more are pruned then.
+
 Usage: ``cap = LiveCapture("eth0", local_networks); cap.start(); ...; flows = cap.collect(...);
 cap.stop()`` (``stop`` joins the thread and returns the flows still open).
 """
@@ -26,11 +30,14 @@ from collections.abc import Iterable
 
 from sentinel.errors import CaptureError
 from sentinel.flows.decode import Decoder
+from sentinel.flows.dns import DNS_PORT, DnsCorrelator, DnsOptions, observe_dns
 from sentinel.flows.table import FlowTable, Network
 from sentinel.records import Flow
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
+#: DNS correlation as live capture does it by default (``sentinel.flows.dns``)
+DEFAULT_DNS = DnsOptions()
 #: LINKTYPE_ETHERNET: what an AF_PACKET socket on an Ethernet-like interface delivers
 ETHERNET = 1
 #: every protocol (linux/if_ether.h); bind() takes it in host order (Python applies htons)
@@ -48,8 +55,8 @@ class LiveCapture:
 
     Counters: ``packets`` (frames received), ``kernel_drops`` (dropped by the kernel before we
     read them; ``None`` when the socket cannot report them), ``decoder`` counters for non-IP and
-    malformed frames. Raises ``CaptureError`` from ``start`` when the socket cannot be opened
-    (no such interface, no permission, bad filter).
+    malformed frames, ``dns_counts()`` for DNS answers. Raises ``CaptureError`` from ``start``
+    when the socket cannot be opened (no such interface, no permission, bad filter).
     """
 
     def __init__(
@@ -60,12 +67,14 @@ class LiveCapture:
         bpf: str = "ip or ip6 or (vlan and (ip or ip6))",
         max_flows: int = 200_000,
         rcvbuf_bytes: int = 32 << 20,
+        dns: DnsOptions | None = DEFAULT_DNS,
     ) -> None:
         self.interface = interface
         self.bpf = bpf
         self.rcvbuf_bytes = rcvbuf_bytes
         self.table = FlowTable(local_networks, max_flows=max_flows)
         self.decoder = Decoder()
+        self.dns = DnsCorrelator(dns) if dns is not None else None
         self.packets = 0
         self.kernel_drops: int | None = None
         self._kernel_seen = 0
@@ -111,8 +120,10 @@ class LiveCapture:
         buf = bytearray(MAX_FRAME)
         view = memoryview(buf)
         recv_into = sock.recv_into
-        decode = self.decoder.decode
+        decoder = self.decoder
+        decode = decoder.decode
         add = self.table.add
+        dns = self.dns
         lock = self._lock
         now = time.time_ns
         burst: list[tuple[int, bytes]] = []
@@ -140,6 +151,8 @@ class LiveCapture:
                     summary = decode(ETHERNET, data)
                     if summary is not None:
                         add(ts_ns, summary)
+                        if summary[3] == DNS_PORT and dns is not None:
+                            observe_dns(dns, decoder, ts_ns, summary)
                 self.packets += len(burst)
             burst.clear()
 
@@ -155,11 +168,23 @@ class LiveCapture:
         self._kernel_seen += drops
         self.kernel_drops = self._kernel_seen
 
+    def dns_counts(self) -> dict[str, int]:
+        """A copy of the DNS counters (``sentinel.flows.dns``); empty when DNS is off."""
+        with self._lock:
+            return dict(self.dns.counts) if self.dns is not None else {}
+
     def collect(self, now_ns: int, idle_timeout_s: float, active_timeout_s: float) -> list[Flow]:
-        """Flows closed by the timeouts at ``now_ns`` (UTC ns); refreshes ``kernel_drops``."""
+        """Flows closed by the timeouts at ``now_ns`` (UTC ns), named from the DNS answers
+        seen before each started; refreshes ``kernel_drops``."""
         with self._lock:
             self._read_drops()
-            return self.table.expire(now_ns, idle_timeout_s, active_timeout_s)
+            flows = self.table.expire(now_ns, idle_timeout_s, active_timeout_s)
+            if self.dns is None:
+                return flows
+            flows = self.dns.attach(flows)
+            # every flow still open started after now - active_timeout (or it was just closed)
+            self.dns.prune(now_ns - int(2 * active_timeout_s * 1e9))
+            return flows
 
     def stop(self) -> list[Flow]:
         """Stop the thread, close the socket and return every flow still open. Safe twice."""
@@ -172,4 +197,5 @@ class LiveCapture:
                 self._read_drops()
                 self._sock.close()
                 self._sock = None
-            return self.table.drain()
+            flows = self.table.drain()
+            return self.dns.attach(flows) if self.dns is not None else flows

@@ -68,7 +68,8 @@ class ReadStats:
     (``incl_gt_orig``, ``spb_no_timestamp``, ``ts_fraction_out_of_range``...). The decode-level
     counters (``not_ip``, ``malformed``, ``unsupported_linktype``, ``fragments_unmatched``, and
     ``tunnels``: decapsulations by kind) are filled by the flow reader
-    (``sentinel.flows.read_flows``).
+    (``sentinel.flows.read_flows``), and so is ``dns``: DNS responses seen and problems with
+    them by kind (``sentinel.flows.dns``).
     """
 
     files: int = 0
@@ -84,6 +85,7 @@ class ReadStats:
     unsupported_linktype: int = 0
     fragments_unmatched: int = 0
     tunnels: dict[str, int] = field(default_factory=dict)
+    dns: dict[str, int] = field(default_factory=dict)
 
     def anomaly(self, kind: str, count: int = 1) -> None:
         """Count ``count`` anomalies of ``kind``."""
@@ -114,6 +116,8 @@ class ReadStats:
         self.fragments_unmatched += other.fragments_unmatched
         for kind, count in other.tunnels.items():
             self.tunnels[kind] = self.tunnels.get(kind, 0) + count
+        for kind, count in other.dns.items():
+            self.dns[kind] = self.dns.get(kind, 0) + count
 
 
 class _Source:

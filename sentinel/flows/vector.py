@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sentinel.flows.decode import TUNNEL_PROTOCOLS, VXLAN_PORT, Decoder
+from sentinel.flows.dns import DNS_PORT, DnsCorrelator, DnsOptions
 from sentinel.flows.pcap import CaptureReader, ReadStats
 from sentinel.flows.table import FlowTable, Network, ns_to_datetime
 from sentinel.records import Flow
@@ -349,8 +350,12 @@ def _be64(u8: npt.NDArray[np.uint8], idx: I64) -> U64:
     return raw.view(">u8")[:, 0].astype(np.uint64)
 
 
-def decode_batch(batch: PacketBatch, decoder: Decoder) -> Columns:
-    """Decode every packet of ``batch``; the uncommon ones through ``decoder`` (in order)."""
+def decode_batch(batch: PacketBatch, decoder: Decoder, dns: DnsCorrelator | None = None) -> Columns:
+    """Decode every packet of ``batch``; the uncommon ones through ``decoder`` (in order).
+
+    With ``dns``, the TCP/UDP segments from port 53 are fed to it in packet order (as the
+    scalar path does).
+    """
     data = batch.data
     n = batch.off.size
     u8 = np.frombuffer(data, dtype=np.uint8)
@@ -433,6 +438,28 @@ def decode_batch(batch: PacketBatch, decoder: Decoder) -> Columns:
         dhi[i6] = _be64(u8, base + 24)
         dlo[i6] = _be64(u8, base + 32)
 
+    # DNS responses: (packet index, proto, src, dst, (segment, L4 offset, IP end) or None)
+    dns_items: list[tuple[int, int, bytes, bytes, tuple[bytes, int, int] | None]] = []
+    if dns is not None:
+        from_dns = np.flatnonzero(
+            fast & has_ports & (sport == DNS_PORT) & ((proto == 17) | (proto == 6))
+        )
+        if from_dns.size:
+            ip_end = np.minimum(end, np.where(ok4, l3 + total4, l3 + 40 + plen))[from_dns]
+            for i, v4, start, seg, stop in zip(
+                from_dns.tolist(),
+                ok4[from_dns].tolist(),
+                l3[from_dns].tolist(),
+                l4[from_dns].tolist(),
+                ip_end.tolist(),
+                strict=True,
+            ):
+                a, w = (12, 4) if v4 else (8, 16)
+                src = bytes(data[start + a : start + a + w])
+                dst = bytes(data[start + a + w : start + a + 2 * w])
+                segment = bytes(data[seg:stop]) if stop > seg else b""
+                dns_items.append((i, int(proto[i]), src, dst, (segment, 0, len(segment))))
+
     keep = fast
     slow = np.flatnonzero(~fast)
     if slow.size:
@@ -446,6 +473,8 @@ def decode_batch(batch: PacketBatch, decoder: Decoder) -> Columns:
             if summary is None:
                 continue
             p, src, dst, sp, dp, ln = summary
+            if sp == DNS_PORT and dns is not None and (p == 17 or p == 6):
+                dns_items.append((i, p, src, dst, decoder.take_dns(summary)))
             keep[i] = True
             proto[i] = p
             sport[i] = sp
@@ -461,6 +490,11 @@ def decode_batch(batch: PacketBatch, decoder: Decoder) -> Columns:
                 d = int.from_bytes(dst, "big")
                 shi[i], slo[i] = s >> 64, s & 0xFFFFFFFFFFFFFFFF
                 dhi[i], dlo[i] = d >> 64, d & 0xFFFFFFFFFFFFFFFF
+    if dns is not None and dns_items:
+        dns_items.sort(key=lambda item: item[0])
+        ts = batch.ts
+        for i, p, src, dst, seg_at in dns_items:
+            dns.observe_at(int(ts[i]), p, src, dst, seg_at)
     cols = Columns(fam, proto, shi, slo, dhi, dlo, sport, dport, length, batch.ts, batch.seq)
     if keep.all():
         return cols
@@ -698,22 +732,28 @@ def _text(fam: int, hi: int, lo: int) -> str:
 
 
 def read_flows_vector(
-    paths: Iterable[str | Path], local_networks: Iterable[str | Network], *, max_flows: int
+    paths: Iterable[str | Path],
+    local_networks: Iterable[str | Network],
+    *,
+    max_flows: int,
+    dns: DnsOptions | None = None,
 ) -> tuple[list[Flow], ReadStats] | None:
     """``read_flows`` on the vectorized path; ``None`` when more than ``max_flows`` flows
     (the caller then reads again on the scalar path, which evicts exactly as ``FlowTable``).
+    ``dns``: name the flows from the DNS responses seen (``sentinel.flows.dns``).
 
     Raises ``CaptureError`` as ``CaptureReader`` does.
     """
     agg = FlowAggregator(local_networks)
     decoder = Decoder()
+    names = DnsCorrelator(dns) if dns is not None else None
     stats = ReadStats()
     seq = 0
     for path in paths:
         with CaptureReader(path) as reader:
             for batch in batches(reader, seq):
                 seq += batch.seq.size
-                agg.add(decode_batch(batch, decoder))
+                agg.add(decode_batch(batch, decoder, names))
             stats.merge(reader.stats)
     if len(agg) > max_flows:
         return None
@@ -723,4 +763,7 @@ def read_flows_vector(
     stats.unsupported_linktype = decoder.unsupported_linktype
     stats.fragments_unmatched = decoder.fragments_unmatched
     stats.tunnels = dict(decoder.tunnels)
+    if names is not None:
+        flows = names.attach(flows)
+        stats.dns = dict(names.counts)
     return flows, stats

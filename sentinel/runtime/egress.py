@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from sentinel.flows import ReadStats, read_flows
+from sentinel.flows import DEFAULT_DNS, DnsOptions, ReadStats, read_flows
 from sentinel.flows.live import LiveCapture
 from sentinel.geo import GeoSource
 from sentinel.ledger import AppendResult
@@ -75,14 +75,16 @@ def judge_capture_file(
     recorder: Recorder,
     *,
     secondary: GeoSource | None = None,
+    dns: DnsOptions | None = DEFAULT_DNS,
 ) -> CaptureOutcome:
-    """Read ``path`` (pcap/pcapng, optionally gzip), judge its flows, record them.
+    """Read ``path`` (pcap/pcapng, optionally gzip), judge its flows, record them; ``dns``
+    names flows from the capture's DNS answers (``None``: off).
 
     Raises ``CaptureError`` for an unreadable file; a truncated one is judged as far as it
     goes and counted in ``stats`` and the ``sentinel_capture_truncations_total`` metric.
     """
     digest = file_sha256(path)
-    flows, stats = read_flows([path], policy.local_networks)
+    flows, stats = read_flows([path], policy.local_networks, dns=dns)
     verdicts = judge_flows(flows, policy, geo, secondary)
     if flows:
         start = min(f.first_seen for f in flows)
@@ -99,6 +101,8 @@ def judge_capture_file(
     )
     if result.appended:
         recorder.metrics.capture_packets.inc(stats.packets)
+        for kind, n in stats.dns.items():
+            recorder.metrics.capture_dns.labels(kind).inc(n)
         if stats.truncated:
             recorder.metrics.capture_truncations.inc()
     return CaptureOutcome(path, digest, stats, verdicts, result)
@@ -156,6 +160,7 @@ class FlowJudge:
         self.aggregator = Aggregator(interval=max(active_timeout, 60.0))
         self._packets_seen = 0
         self._drops_seen = 0
+        self._dns_seen: dict[str, int] = {}
 
     def start(self) -> None:
         """Open the capture socket (``CaptureError`` when it cannot) and start capturing."""
@@ -201,3 +206,7 @@ class FlowJudge:
         metrics.capture_packets.inc(max(0, packets - self._packets_seen))
         metrics.capture_drops.inc(max(0, drops - self._drops_seen))
         self._packets_seen, self._drops_seen = packets, drops
+        dns = self.capture.dns_counts()
+        for kind, n in dns.items():
+            metrics.capture_dns.labels(kind).inc(max(0, n - self._dns_seen.get(kind, 0)))
+        self._dns_seen = dns

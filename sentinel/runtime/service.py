@@ -237,6 +237,7 @@ class Service:
                     self.policy.local_networks,
                     bpf=s.capture.bpf,
                     max_flows=s.capture.max_flows,
+                    dns=s.dns.options(),
                 ),
                 self.policy,
                 self.geo,
@@ -557,7 +558,12 @@ class Service:
             self._seen_captures[path] = key
             try:
                 outcome = judge_capture_file(
-                    path, self.policy, self.geo, self.recorder, secondary=self.geo_secondary
+                    path,
+                    self.policy,
+                    self.geo,
+                    self.recorder,
+                    secondary=self.geo_secondary,
+                    dns=self.settings.dns.options(),
                 )
             except CaptureError as exc:
                 self.metrics.source_errors.labels("pcap-dir").inc()

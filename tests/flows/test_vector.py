@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import GRE, ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
@@ -48,6 +49,21 @@ def test_every_corpus_capture_agrees(corpus: Path) -> None:
     assert compared > 200
 
 
+def test_names_agree_on_every_capture_with_dns(corpus: Path) -> None:
+    """The comparison above covers ``remote_names`` and ``stats.dns``; it is not vacuous."""
+    named = 0
+    counted: dict[str, int] = {}
+    for path in _captures(corpus):
+        if path.name.endswith(".zst") or path.parent.name == "derived":
+            continue
+        flows, stats = read_flows([path], LOCALS[1], engine="vector")
+        named += sum(1 for f in flows if f.remote_names)
+        for kind, n in stats.dns.items():
+            counted[kind] = counted.get(kind, 0) + n
+    assert named >= 3
+    assert counted.keys() >= {"responses", "addresses", "malformed", "truncated", "evicted"}
+
+
 def test_all_corpus_captures_in_one_read_agree(corpus: Path) -> None:
     files = [
         p for p in _captures(corpus) if not p.name.endswith(".zst") and p.parent.name != "derived"
@@ -64,8 +80,9 @@ def _frames(seed: int, count: int) -> list[bytes]:
     remote6 = ["2001:218::1", "2a02:cf40::1", "2001:db8::7", "::ffff:81.2.69.142", "ff02::fb"]
     eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
     out: list[object] = []
+    names = ["a.example", "b.example", "c.example"]
     while len(out) < count:
-        kind = rnd.randrange(16)
+        kind = rnd.randrange(19)
         sport, dport = rnd.choice([1234, 40000, 53, 443]), rnd.choice([443, 53, 80, 4789, 9999])
         payload = b"x" * rnd.choice([0, 10, 300, 1200])
         l4 = rnd.choice([TCP(sport=sport, dport=dport), UDP(sport=sport, dport=dport), ICMP()])
@@ -111,6 +128,35 @@ def _frames(seed: int, count: int) -> list[bytes]:
             out.append(eth / frag6 / payload)
         elif kind == 14:
             out.append(eth / ARP(psrc="10.20.0.1", pdst="10.20.0.2"))
+        elif kind in (16, 17):
+            # a DNS answer naming one of the remote addresses, to one of the local ones, in
+            # the shapes both paths decode (plain, VLAN, IPv6, TCP) and the slow ones
+            # (QinQ, an IPv6 extension header, GRE), sometimes cut short or damaged
+            name = rnd.choice(names)
+            ip, ans = (IP(src="10.20.0.53", dst=rnd.choice(local4)), rnd.choice(remote4))
+            if rnd.random() < 0.4:
+                ip, ans = IPv6(src="fd00:20::53", dst=rnd.choice(local6)), rnd.choice(remote6)
+            rr = [DNSRR(rrname=name, type="CNAME", rdata="cdn.example", ttl=rnd.choice([0, 30]))]
+            rr.append(DNSRR(rrname="cdn.example", type="AAAA" if ":" in ans else "A", rdata=ans))
+            wire = bytes(DNS(qr=1, qd=DNSQR(qname=name), an=rr))
+            if rnd.random() < 0.2:
+                wire = wire[: rnd.randrange(len(wire))] + b"\xff" * rnd.randrange(3)
+            if rnd.random() < 0.3:
+                l4s = TCP(sport=53, dport=40000, flags="PA") / (len(wire).to_bytes(2, "big") + wire)
+            else:
+                l4s = UDP(sport=53, dport=40000) / wire
+            shape = rnd.randrange(5)
+            if shape == 1:
+                out.append(eth / Dot1Q(vlan=7) / ip / l4s)
+            elif shape == 2:
+                out.append(eth / Dot1AD(vlan=5) / Dot1Q(vlan=7) / ip / l4s)
+            elif shape == 3 and isinstance(ip, IPv6):
+                out.append(eth / ip / IPv6ExtHdrDestOpt() / l4s)
+            elif shape == 3:
+                out.append(eth / IP(src="10.20.0.1", dst="10.30.0.1") / GRE() / ip / l4s)
+            else:
+                frame = bytes(eth / ip / l4s)
+                out.append(frame[: -rnd.randrange(1, 8)] if rnd.random() < 0.1 else frame)
         else:
             # damage: a header cut short or a bad version/IHL
             good = bytes(eth / rnd.choice([ip4 / l4, ip6 / l6]) / payload)
@@ -144,6 +190,8 @@ def test_seeded_mixed_capture_agrees(
     assert stats.tunnels.keys() >= {"gre", "ip6ip", "ipip", "vxlan"}
     assert stats.not_ip and stats.malformed
     assert any(f.remote_port == 0 for f in flows) and len(flows) > 100
+    assert any(f.remote_names for f in flows)
+    assert stats.dns.keys() >= {"responses", "addresses", "malformed", "truncated"}
     for local in LOCALS:
         _both([path], local)
     # many small batches: flows that span batches merge as in one table
