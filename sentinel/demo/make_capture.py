@@ -6,6 +6,12 @@ checks that the shipped file matches). The registry host is 10.20.0.5 / fd00:20:
 local networks of ``rules/egress-policy.yaml``. Remote addresses are real public addresses whose
 DB-IP City Lite (2023-04) country is given in ``SCENARIO``. Packets are cut to ``SNAPLEN``
 bytes as ``tcpdump -s 96`` would; their original lengths are kept in the records.
+
+Before each connection it opens, the registry host looks the remote name up at its local
+resolver (``RESOLVER``; ``LOOKUPS``: the name, its CNAME chain and TTL), so the report can
+say which host each flow went to. Those DNS exchanges are kept whole, as a capture with a
+larger snap length for port 53 would keep them (a cut answer cannot be read); the DNS
+messages are made with dnspython (fixed ids, no EDNS), so the bytes are deterministic.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.message
+import dns.rdatatype
+import dns.rrset
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
@@ -131,6 +140,41 @@ SCENARIO = (
     ),
 )
 
+#: the registry host's DNS resolver (inside the local networks: its flows are internal)
+RESOLVER = "10.20.0.53"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The registry host asks ``RESOLVER`` for ``name`` just before connecting to ``remote``:
+    the answer follows ``cnames`` to the address record; ``ttl`` seconds for every record."""
+
+    remote: str
+    name: str
+    cnames: tuple[str, ...]
+    ttl: int
+
+
+LOOKUPS = (
+    Lookup(
+        "52.219.170.1",
+        "s3.eu-central-1.amazonaws.com",
+        ("s3-r-w.eu-central-1.amazonaws.com",),
+        5,
+    ),
+    # asked over IPv4 for the IPv6 backup target: named although the flow's client differs
+    Lookup("2a01:4f8::1", "backup.registry-dr.example", (), 3600),
+    Lookup("203.0.113.50", "mirror.provider.example", (), 300),
+    Lookup("192.0.2.10", "licence.vendor.example", (), 300),
+    Lookup(
+        "3.5.140.1",
+        "s3.ap-northeast-2.amazonaws.com",
+        ("s3-r-w.ap-northeast-2.amazonaws.com",),
+        5,
+    ),
+    Lookup("9.9.9.9", "dns.quad9.net", (), 43200),
+)
+
 MSS = 1400
 
 
@@ -180,22 +224,46 @@ def _packets(conv: Conversation) -> list[tuple[float, Packet]]:
     return pkts
 
 
+def _lookup_packets(index: int, lookup: Lookup) -> list[tuple[float, Packet]]:
+    """Query and answer, 50 ms and 30 ms before the conversation with ``lookup.remote``."""
+    (conv,) = (c for c in SCENARIO if c.remote == lookup.remote)
+    rdtype = dns.rdatatype.AAAA if ":" in lookup.remote else dns.rdatatype.A
+    query = dns.message.make_query(lookup.name, rdtype, use_edns=False)
+    query.id = 0x5E00 + index
+    answer = dns.message.make_response(query)
+    owner = lookup.name
+    for target in lookup.cnames:
+        answer.answer.append(
+            dns.rrset.from_text(owner + ".", lookup.ttl, "IN", "CNAME", target + ".")
+        )
+        owner = target
+    answer.answer.append(dns.rrset.from_text(owner + ".", lookup.ttl, "IN", rdtype, lookup.remote))
+    port = 53_000 + index
+    eth_out = Ether(src="02:00:00:00:00:05", dst="02:00:00:00:00:01")
+    eth_in = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:05")
+    ask = eth_out / IP(src=REGISTRY_V4, dst=RESOLVER, id=0) / UDP(sport=port, dport=53)
+    reply = eth_in / IP(src=RESOLVER, dst=REGISTRY_V4, id=0) / UDP(sport=53, dport=port)
+    t = BASE_TS + conv.start
+    return [
+        (t - 0.05, ask / Raw(query.to_wire())),
+        (t - 0.03, reply / Raw(answer.to_wire())),
+    ]
+
+
 def build(out: Path) -> int:
     """Write the capture to ``out``; returns the number of packets written."""
-    packets = sorted((p for conv in SCENARIO for p in _packets(conv)), key=lambda tp: tp[0])
-    with PcapWriter(str(out), linktype=1, snaplen=SNAPLEN, sync=False) as writer:
+    packets = [(ts, frame, True) for conv in SCENARIO for ts, frame in _packets(conv)]
+    for index, lookup in enumerate(LOOKUPS):
+        packets += [(ts, frame, False) for ts, frame in _lookup_packets(index, lookup)]
+    packets.sort(key=lambda tp: tp[0])
+    with PcapWriter(str(out), linktype=1, snaplen=65535, sync=False) as writer:
         writer.write_header(None)
-        for ts, frame in packets:
+        for ts, frame, cut in packets:
             wire = bytes(frame)
+            kept = wire[:SNAPLEN] if cut else wire
             sec = int(ts)
             usec = round((ts - sec) * 1_000_000)
-            writer.write_packet(
-                wire[:SNAPLEN],
-                sec=sec,
-                usec=usec,
-                caplen=min(len(wire), SNAPLEN),
-                wirelen=len(wire),
-            )
+            writer.write_packet(kept, sec=sec, usec=usec, caplen=len(kept), wirelen=len(wire))
     return len(packets)
 
 

@@ -62,6 +62,8 @@ class Emission:
     total_count: int
     total_bytes_out: int
     verdict: Verdict | None = None
+    #: DNS names of the remote address on the latest occurrence (``Flow.remote_names``)
+    remote_names: tuple[str, ...] = ()
 
     @property
     def dedup_key(self) -> str:
@@ -91,6 +93,8 @@ class Emission:
         }
         if self.verdict is not None:
             body["verdict"] = self.verdict.to_json()
+        if self.remote_names:  # absent otherwise: earlier records keep their bytes
+            body["remote_names"] = list(self.remote_names)
         return body
 
 
@@ -111,6 +115,7 @@ class _Aggregate:
     win_last: datetime | None = None
     first: Verdict | None = None
     last_emit: datetime | None = None
+    names: tuple[str, ...] = ()
 
     @property
     def pending(self) -> bool:
@@ -171,6 +176,8 @@ class Aggregator:
     def _count(agg: _Aggregate, verdict: Verdict) -> None:
         f = verdict.flow
         agg.country, agg.rule = verdict.country, verdict.rule
+        if f.remote_names:
+            agg.names = tuple(n.name for n in f.remote_names)
         agg.first_seen = min(agg.first_seen, f.first_seen)
         agg.last_seen = max(agg.last_seen, f.last_seen)
         agg.total_count += 1
@@ -236,7 +243,7 @@ class Aggregator:
         e = Emission(
             "summary", *agg.key[:2], agg.key[2], agg.key[3], agg.country, agg.rule,
             agg.win_first, agg.win_last, agg.count, agg.bytes_out, agg.bytes_in,
-            agg.total_count, agg.total_bytes_out,
+            agg.total_count, agg.total_bytes_out, remote_names=agg.names,
         )  # fmt: skip
         agg.count = agg.bytes_out = agg.bytes_in = 0
         agg.win_first = agg.win_last = None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.demo.make_capture import SCENARIO, build
+from sentinel.demo.make_capture import LOOKUPS, SCENARIO, build
 from sentinel.resources import demo_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,9 +57,22 @@ def test_demo_runs_end_to_end(tmp_path: Path, geoip: Path) -> None:
         ("9.9.9.9", "CH", "expired waiver"),
         ("114.114.114.114", "CN", "foreign country"),
     }
-    assert residency["by_verdict"] == {"allowed": 6, "violation": 4, "waived": 1}
+    # the registry host's lookups at its resolver are internal flows of their own
+    assert residency["by_verdict"] == {"allowed": 6 + len(LOOKUPS), "violation": 4, "waived": 1}
     assert residency["by_country"]["DE"]["flows"] == 3
-    assert sum(c["flows"] for c in residency["by_country"].values()) == len(SCENARIO)
+    flows = sum(c["flows"] for c in residency["by_country"].values())
+    assert flows == len(SCENARIO) + len(LOOKUPS)
+    # flows the registry host opened after a DNS lookup say which host they went to
+    names = {
+        v["remote_ip"]: [(n["name"], n["cnames"]) for n in v.get("remote_names", [])]
+        for v in residency["violations"]
+    }
+    assert names == {
+        "3.5.140.1": [("s3.ap-northeast-2.amazonaws.com", ["s3-r-w.ap-northeast-2.amazonaws.com"])],
+        "9.9.9.9": [("dns.quad9.net", [])],
+        "52.95.110.1": [],  # a client connecting in: nothing was looked up
+        "114.114.114.114": [],
+    }
     access = crit["access_control"]
     assert access["failure_count"] >= 2
     assert {f["actor"] for f in access["failures"]} >= {"mallory"}
@@ -74,6 +87,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, geoip: Path) -> None:
     html = (target / "state" / "reports" / "report.html").read_text()
     assert "<html" in html and "52.95.110.1" in html and "DB-IP" in html
     assert "Coverage of the evidence" in html
+    assert "s3.ap-northeast-2.amazonaws.com" in html
 
     verify = subprocess.run(
         [exe, "--config", str(target / "sentinel.toml"), "ledger", "verify"],
@@ -92,6 +106,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, geoip: Path) -> None:
         check=False,
     )
     assert lint.returncode == 0, lint.stderr.decode()
+    prom = (target / "state" / "metrics.prom").read_text()
+    assert f'sentinel_capture_dns_total{{kind="responses"}} {len(LOOKUPS)}.0' in prom
 
     # a second run re-creates the directory; a foreign non-empty directory is refused
     again = subprocess.run(

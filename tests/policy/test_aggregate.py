@@ -136,3 +136,19 @@ def test_every_violation_is_accounted_for(
     assert sum(e.count for e in emitted) == len(events)
     assert sum(e.bytes_out for e in emitted) == sum(e[2] for e in events)
     assert len(agg) == 0
+
+
+def test_repeats_carry_the_remote_names_of_the_latest_occurrence() -> None:
+    from dataclasses import replace
+
+    from sentinel.records import RemoteName
+
+    agg = Aggregator(interval=60)
+    plain = violation(at=0)
+    agg.add(plain)
+    name = RemoteName("s3.ap-northeast-2.amazonaws.com", (), T0, 5, "10.20.0.5", "10.20.0.53")
+    agg.add(replace(plain, flow=replace(plain.flow, remote_names=(name,))))
+    (first,) = agg.drain(T0)
+    assert "remote_names" not in first.to_json()  # the first flow had no name
+    (summary,) = agg.drain(T0 + timedelta(seconds=61))
+    assert summary.to_json()["remote_names"] == ["s3.ap-northeast-2.amazonaws.com"]

@@ -170,3 +170,69 @@ def test_audit_findings_are_listed() -> None:
     access = data["criteria"][1]
     assert access["status"] == "attention" and access["finding_hits"] == 5
     assert "5 failed logins from 127.0.0.1" in render_html(data)
+
+
+def test_violations_show_their_dns_names_escaped(tmp_path: Path) -> None:
+    evil = "<b>x</b>.example"
+    COMMON = {  # noqa: N806
+        "protocol": "tcp",
+        "local_ip": "10.20.0.5",
+        "local_port": 40600,
+        "bytes_out": 1000,
+        "geoip": None,
+        "waiver_id": None,
+    }
+    data = build_report(
+        [
+            {
+                "kind": "egress_violation",
+                "recorded_at": "2026-11-29T10:00:00.000000Z",
+                "data": {
+                    "last_seen": "2026-11-29T10:00:00.000000Z",
+                    "remote_ip": "3.5.140.1",
+                    "remote_port": 443,
+                    "country": "KR",
+                    "reason": "foreign country",
+                    **COMMON,
+                    "remote_names": [
+                        {
+                            "name": "s3.ap-northeast-2.amazonaws.com",
+                            "cnames": ["s3-r-w.ap-northeast-2.amazonaws.com"],
+                            "answered_at": "2026-11-29T09:59:59.970000Z",
+                            "ttl": 5,
+                            "client": "10.20.0.5",
+                            "resolver": "10.20.0.53",
+                        },
+                        {
+                            "name": evil,
+                            "cnames": [],
+                            "answered_at": "2026-11-29T09:59:00.000000Z",
+                            "ttl": 5,
+                            "client": "10.20.0.5",
+                            "resolver": "10.20.0.53",
+                        },
+                    ],
+                },
+            },
+            {
+                "kind": "egress_violation",
+                "recorded_at": "2026-11-29T10:00:00.000000Z",
+                "data": {
+                    "last_seen": "2026-11-29T10:00:00.000000Z",
+                    "remote_ip": "52.95.110.1",
+                    "remote_port": 443,
+                    "country": "US",
+                    "reason": "foreign country",
+                    **COMMON,
+                },
+            },
+        ],
+        start=START,
+        end=END,
+        verification=None,
+    )
+    html = render_html(data)
+    assert 's3.ap-northeast-2.amazonaws.com</span> <span class="muted">via ' in html
+    assert "s3-r-w.ap-northeast-2.amazonaws.com" in html and "TTL 5 s" in html
+    assert evil not in html and "&lt;b&gt;x&lt;/b&gt;.example" in html
+    assert "52.95.110.1:443</code></td>" in html  # no name: the address alone
