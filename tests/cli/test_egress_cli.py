@@ -187,3 +187,23 @@ def test_check_needs_an_input() -> None:
     code, _out, err = _run(["egress", "check", "--policy", str(POLICY), "--geoip", "x.mmdb"])
     assert code == 2
     assert "--pcap or --netflow" in err
+
+
+def test_check_names_flows_from_the_captures_dns_answers(corpus: Path) -> None:
+    geo = corpus / "geoip" / "GeoIP2-City-Test.mmdb"
+    pcap = corpus / "pcap" / "pcapplusplus" / "raw_ip.pcap"
+    args = ["egress", "check", "--pcap", str(pcap), "--geoip", str(geo), "--policy", str(POLICY)]
+    code, out, err = _run(args)
+    assert code == 1, err
+    (line,) = [x for x in out.splitlines() if "-> 23.221.143.117:80 " in x]
+    assert line.endswith(" names=www.ynet.co.il")
+    assert "2 flow(s) named from 3 DNS answer(s)" in err
+    code, out, err = _run([*args, "--json"])
+    rows = {r["remote_ip"]: r for r in map(json.loads, out.splitlines())}
+    (name,) = rows["82.102.152.19"]["remote_names"]
+    assert (name["name"], name["cnames"], name["ttl"], name["resolver"]) == (
+        "crl.microsoft.com", ["crl.www.ms.akadns.net", "a1363.dscg.akamai.net"], 5, "10.0.0.138",
+    )  # fmt: skip
+    assert "remote_names" not in rows["10.0.0.138"]
+    code, out, err = _run([*args, "--no-dns"])
+    assert " names=" not in out and "DNS" not in err

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sentinel.config import DEFAULT_CONFIG_TOML, Settings, load_settings
+from sentinel.demo.make_capture import LOOKUPS, SCENARIO
 from sentinel.ledger import Ledger
 from sentinel.ledger.checkpoint import anchor_from_settings
 from sentinel.resources import demo_dir
@@ -86,13 +87,22 @@ def test_capture_directory_is_judged_once_and_recorded(
         assert result.checkpoint_size == ledger.size()
         kinds = [r["kind"] for r in ledger.query()]
         summaries = [r for r in ledger.query(kind="egress_summary")]
+        violations = {
+            r["data"]["remote_ip"]: r["data"] for r in ledger.query(kind="egress_violation")
+        }
     assert kinds.count("egress_summary") == 1
     summary = summaries[0]["data"]
     # The MaxMind test database knows none of the demo's real addresses: every public remote
     # is "unknown location" (fail closed), internal/allowed-network/waived flows are not.
-    assert summary["flows"] == 11
+    # The registry host's DNS lookups at its resolver are internal flows.
+    assert summary["flows"] == len(SCENARIO) + len(LOOKUPS) == 17
     assert summary["by_verdict"]["waived"] == 1
-    assert summary["by_reason"]["internal"] == 1
+    assert summary["by_reason"]["internal"] == 1 + len(LOOKUPS)
+    # the [dns] defaults name the violations from the capture's DNS answers
+    assert [n["name"] for n in violations["3.5.140.1"]["remote_names"]] == [
+        "s3.ap-northeast-2.amazonaws.com"
+    ]
+    assert "remote_names" not in violations["52.95.110.1"]
     assert summary["by_reason"]["allowed network"] == 1
     assert summary["by_reason"]["unknown location"] >= 7
 
