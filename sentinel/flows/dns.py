@@ -64,6 +64,8 @@ DNS_PORT = 53
 MAX_CHAIN = 8
 #: address records taken from one response at most
 MAX_ADDRESSES_PER_RESPONSE = 64
+#: a DNS message starts with a 12-byte header (RFC 1035 §4.1.1)
+HEADER_BYTES = 12
 
 _H = struct.Struct("!H").unpack_from
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -120,6 +122,8 @@ def dns_messages(proto: int, buf: bytes, l4: int, ip_end: int) -> tuple[list[byt
         if pos + 2 > ip_end:
             return out, "truncated"
         size = _H(buf, pos)[0]
+        if size < HEADER_BYTES:  # not a DNS message: do not walk the rest 2 bytes at a time
+            return out, "malformed"
         if pos + 2 + size > ip_end:
             return out, "truncated"
         out.append(bytes(buf[pos + 2 : pos + 2 + size]))
@@ -236,9 +240,19 @@ class DnsCorrelator:
             self._count(problem)
         if not messages:
             return
-        client = str(ipaddress.ip_address(dst))
-        resolver = str(ipaddress.ip_address(src))
+        client = resolver = ""
         for wire in messages:
+            # header checks before dnspython (most traffic from port 53 that is not a usable
+            # answer stops here, cheaply): QR set, opcode QUERY, one question (RFC 1035 §4.1.1)
+            if len(wire) < HEADER_BYTES:
+                self._count("malformed")
+                continue
+            if wire[2] & 0xF8 != 0x80 or wire[4] or wire[5] != 1:
+                self._count("ignored")
+                continue
+            if not client:
+                client = str(ipaddress.ip_address(dst))
+                resolver = str(ipaddress.ip_address(src))
             try:
                 answers = parse_response(wire)
             # dnspython raises DNSException subclasses, and for some hostile rdata ValueError,

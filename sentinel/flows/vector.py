@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sentinel.flows.decode import TUNNEL_PROTOCOLS, VXLAN_PORT, Decoder
-from sentinel.flows.dns import DNS_PORT, DnsCorrelator, DnsOptions
+from sentinel.flows.dns import DNS_PORT, HEADER_BYTES, DnsCorrelator, DnsOptions
 from sentinel.flows.pcap import CaptureReader, ReadStats
 from sentinel.flows.table import FlowTable, Network, ns_to_datetime
 from sentinel.records import Flow
@@ -350,6 +350,53 @@ def _be64(u8: npt.NDArray[np.uint8], idx: I64) -> U64:
     return raw.view(">u8")[:, 0].astype(np.uint64)
 
 
+def _dns_screen(
+    u8: npt.NDArray[np.uint8], proto: I64, l4: I64, ip_end: I64, dns: DnsCorrelator
+) -> Bool:
+    """Segments from port 53 worth handing to ``dns.observe`` one by one.
+
+    The others are counted here in bulk exactly as ``dns_messages`` and ``observe`` would
+    count them (truncated, malformed, not a response), so that traffic from port 53 that holds
+    no usable answer — most of it, on a busy link — costs no Python call per packet.
+    """
+    top = u8.size - 1
+
+    def be16(idx: I64) -> I64:
+        return (u8[np.minimum(idx, top)].astype(np.int64) << 8) | u8[np.minimum(idx + 1, top)]
+
+    # UDP (RFC 768): length field, then the 12-byte DNS header (QR, opcode, QDCOUNT)
+    ulen = be16(l4 + 4)
+    msg = l4 + 8
+    flags = u8[np.minimum(msg + 2, top)].astype(np.int64)
+    answer = ((flags & 0xF8) == 0x80) & (be16(msg + 4) == 1)
+    udp = np.select(
+        [l4 + 8 > ip_end, ulen < 8, l4 + ulen > ip_end, ulen - 8 < HEADER_BYTES, ~answer],
+        [1, 2, 1, 2, 3],
+        0,
+    )
+    # TCP (RFC 7766): the first length-prefixed message must be whole to be worth a look
+    start = l4 + ((u8[np.minimum(l4 + 12, top)].astype(np.int64) >> 4) << 2)
+    size = be16(start)
+    tcp = np.select(
+        [
+            l4 + 13 > ip_end,
+            start >= ip_end,
+            start + 2 > ip_end,
+            size < HEADER_BYTES,
+            start + 2 + size > ip_end,
+        ],
+        [1, 4, 1, 2, 1],
+        0,
+    )
+    code = np.where(proto == 17, udp, tcp)
+    for value, kind in ((1, "truncated"), (2, "malformed"), (3, "ignored")):
+        n = int(np.count_nonzero(code == value))
+        if n:
+            dns.counts[kind] = dns.counts.get(kind, 0) + n
+    usable: Bool = code == 0
+    return usable
+
+
 def decode_batch(batch: PacketBatch, decoder: Decoder, dns: DnsCorrelator | None = None) -> Columns:
     """Decode every packet of ``batch``; the uncommon ones through ``decoder`` (in order).
 
@@ -446,6 +493,8 @@ def decode_batch(batch: PacketBatch, decoder: Decoder, dns: DnsCorrelator | None
         )
         if from_dns.size:
             ip_end = np.minimum(end, np.where(ok4, l3 + total4, l3 + 40 + plen))[from_dns]
+            usable = _dns_screen(u8, proto[from_dns], l4[from_dns], ip_end, dns)
+            from_dns, ip_end = from_dns[usable], ip_end[usable]
             for i, v4, start, seg, stop in zip(
                 from_dns.tolist(),
                 ok4[from_dns].tolist(),
