@@ -33,10 +33,12 @@ answered address is dropped first — and ``max_names`` per address (the oldest 
 dropped). DNS over TCP is read only when a segment holds whole length-prefixed messages
 (RFC 1035 §4.2.2; no stream reassembly). Counters (``DnsCorrelator.counts``, merged into
 ``ReadStats.dns``): ``responses`` (usable responses parsed), ``addresses`` (address records
-remembered), ``malformed`` (not DNS, or a message dnspython rejects), ``truncated`` (cut by the
-capture's snap length or an IP fragment, or a TCP segment without a whole message),
-``ignored`` (parsed, but a query or not a usable response), ``evicted`` (entries dropped by
-the bounds). Nothing here raises on input: bad bytes are counted.
+remembered), ``malformed`` (shorter than a DNS header, or a message dnspython rejects —
+trailing bytes included), ``truncated`` (cut by the capture's snap length or an IP fragment,
+or a TCP segment without a whole message), ``ignored`` (a query, another opcode, not exactly
+one question: checked on the header before dnspython is called), ``evicted`` (entries dropped
+by the bounds). Nothing here raises on input: bad bytes are counted. dnspython is imported on
+the first response that passes the header checks (it costs ~0.1 s to import).
 """
 
 from __future__ import annotations
@@ -47,13 +49,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-
-import dns.flags
-import dns.message
-import dns.name
-import dns.opcode
-import dns.rdataclass
-import dns.rdatatype
+from typing import TYPE_CHECKING
 
 from sentinel.flows.decode import Decoder, Summary
 from sentinel.records import Flow, RemoteName
@@ -67,12 +63,12 @@ MAX_ADDRESSES_PER_RESPONSE = 64
 #: a DNS message starts with a 12-byte header (RFC 1035 §4.1.1)
 HEADER_BYTES = 12
 
+if TYPE_CHECKING:
+    import dns.name
+
 _H = struct.Struct("!H").unpack_from
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-_IN = dns.rdataclass.IN
-_CNAME = dns.rdatatype.CNAME
-_ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +151,12 @@ def parse_response(wire: bytes) -> list[Answer] | None:
     Raises dnspython's errors (``dns.exception.DNSException`` and others) for bytes that are
     not a DNS message; ``DnsCorrelator.observe`` counts them.
     """
+    import dns.flags
+    import dns.message
+    import dns.opcode
+    from dns.rdataclass import IN
+    from dns.rdatatype import AAAA, CNAME, A
+
     msg = dns.message.from_wire(wire)
     if not msg.flags & dns.flags.QR or msg.opcode() != dns.opcode.QUERY:
         return None
@@ -166,7 +168,7 @@ def parse_response(wire: bytes) -> list[Answer] | None:
     cnames: list[str] = []
     ttl: int | None = None
     for _ in range(MAX_CHAIN):
-        link = msg.get_rrset(msg.answer, name, _IN, _CNAME)
+        link = msg.get_rrset(msg.answer, name, IN, CNAME)
         if link is None or not len(link):
             break
         target = next(iter(link)).target
@@ -178,8 +180,8 @@ def parse_response(wire: bytes) -> list[Answer] | None:
         name = target
     shown, chain = _text(qname), tuple(cnames)
     out: list[Answer] = []
-    for rdtype in _ADDRESS_TYPES:
-        rrset = msg.get_rrset(msg.answer, name, _IN, rdtype)
+    for rdtype in (A, AAAA):
+        rrset = msg.get_rrset(msg.answer, name, IN, rdtype)
         if rrset is None:
             continue
         rr_ttl = rrset.ttl if ttl is None else min(ttl, rrset.ttl)
