@@ -13,6 +13,7 @@ NEEDED=(
   ip:iproute2
   tc:iproute2
   tshark:tshark
+  nfacctd:pmacct
   psql:postgresql-client
   pg_isready:postgresql-client
   unshare:util-linux
