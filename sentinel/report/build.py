@@ -232,8 +232,8 @@ LOSS_WORDS = {
     "drops": "packet(s) dropped by the kernel before capture",
     "overruns": "conntrack event overrun(s) (events lost, resynced)",
     "lost_destroys": "connection end(s) missed in an overrun",
-    "sequence_gaps": "NetFlow/IPFIX record(s) missing by sequence number",
-    "missing_templates": "NetFlow/IPFIX record(s) without their template",
+    "sequence_gaps": "NetFlow/IPFIX record(s) (v9: export packets) missing by sequence number",
+    "missing_templates": "NetFlow/IPFIX data set(s) whose template never came",
 }
 
 

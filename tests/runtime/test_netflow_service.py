@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import socket
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sentinel.config import load_settings
 from sentinel.flows.netflow_collector import ExportPcapStats, export_datagrams
 from sentinel.ledger import Ledger
 from sentinel.ledger.checkpoint import anchor_from_settings
+from sentinel.report.build import build_report
 from sentinel.runtime.service import Service
 from tests.runtime.test_service import _settings, _wait
+
+START_OF_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+END_OF_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 NETFLOW_TOML = """
 [netflow]
@@ -68,7 +73,8 @@ def test_netflow_datagrams_are_judged_and_recorded(
         summaries = [r["data"] for r in ledger.query(kind="egress_summary")]
         violations = [r["data"] for r in ledger.query(kind="egress_violation")]
         unparsed = [r["data"] for r in ledger.query(kind="unparsed")]
-        health = [r["data"] for r in ledger.query(kind="sensor_health")]
+        health_records = list(ledger.query(kind="sensor_health"))
+        health = [r["data"] for r in health_records]
     source = "netflow:127.0.0.1:0"  # as configured
     assert sum(s["flows"] for s in summaries) == 4
     assert {s["source"] for s in summaries} == {source}
@@ -86,3 +92,8 @@ def test_netflow_datagrams_are_judged_and_recorded(
     assert summary["counts"]["activity"] == 4
     assert summary["counts"]["sequence_gaps"] == 143
     assert summary["counts"].get("missing_templates", 0) == 0
+    # and the report says how complete the NetFlow evidence was
+    report = build_report(health_records, start=START_OF_TIME, end=END_OF_TIME, verification=None)
+    (cov,) = [c for c in report["coverage"]["sources"] if c["source"] == source]
+    assert cov["status"] == "gaps" and cov["losses"]["sequence_gaps"] == 143
+    assert report["coverage"]["status"] == "gaps"
