@@ -166,6 +166,17 @@ def test_registry_and_traffic_end_to_end(
     summaries = [r["data"] for r in records if r["kind"] == "egress_summary"]
     assert sum(s["by_country"].get("SE", {}).get("flows", 0) for s in summaries) == 1
 
+    # -- sensor health: every source summarized at the stop, the capture with its packets --
+    health = {
+        (h["source"], h["event"]): h
+        for h in (r["data"] for r in records if r["kind"] == "sensor_health")
+    }
+    cap = health[(f"capture:{netns.host_if}", "summary")]
+    assert cap["source_kind"] == "capture" and cap["counts"]["activity"] >= 8
+    assert "drops" in cap["counts"]  # the kernel's drop counter, read from the capture socket
+    for audit_source in ("file:registry-app", "file:registry-access", "webhook:registry-hook"):
+        assert health[(audit_source, "summary")]["counts"]["activity"] > 0
+
     # -- metrics counted what happened --------------------------------------------------
     text = metrics.decode()
     assert 'sentinel_egress_violations_total{country="GB",reason="foreign country"} 1.0' in text
@@ -189,3 +200,6 @@ def test_registry_and_traffic_end_to_end(
     assert status["access_control"] == "attention"
     assert "81.2.69.142" in html and "mallory" in html and "models/resnet50" in html
     assert html.count("not checked yet") >= 2
+    covered = {c["source"] for c in data["coverage"]["sources"]}
+    assert f"capture:{netns.host_if}" in covered and "webhook:registry-hook" in covered
+    assert "Coverage of the evidence" in html
