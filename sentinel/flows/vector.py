@@ -174,7 +174,9 @@ def _pcap_batches(reader: CaptureReader, first_seq: int, target: int) -> Iterato
     readinto = fh.readinto if reader._fh is reader._raw else fh.readinto1
     eof = src.eof
     seq = first_seq
-    u8_all = np.frombuffer(buf, dtype=np.uint8)
+    # the buffer as 32-bit words at each of the 4 byte alignments: a record header's four
+    # fields are 4 consecutive words of the view matching its offset
+    words = [np.frombuffer(buf, dtype=hdr_dtype, count=(cap - k) // 4, offset=k) for k in range(4)]
     while True:
         while not eof and size < cap:
             try:
@@ -210,7 +212,7 @@ def _pcap_batches(reader: CaptureReader, first_seq: int, target: int) -> Iterato
         count = len(offs)
         if count:
             rec = np.array(offs, dtype=np.int64)
-            hdr = u8_all[rec[:, None] + np.arange(16)].view(hdr_dtype).astype(np.int64)
+            hdr = _headers(words, rec)
             over = np.flatnonzero(hdr[:, 2] > limit)
             if over.size:
                 count = int(over[0])
@@ -267,6 +269,20 @@ def _pcap_batches(reader: CaptureReader, first_seq: int, target: int) -> Iterato
             elif src.error:
                 _end(reader, base, "cannot read further")
             return
+
+
+def _headers(words: list[npt.NDArray[np.unsignedinteger]], rec: I64) -> I64:
+    """The four 32-bit fields of the 16-byte record header at each offset of ``rec``
+    (``words[k]``: the buffer as words starting at byte ``k``), as an (n, 4) array."""
+    out = np.empty((rec.size, 4), dtype=np.int64)
+    align, word = rec & 3, rec >> 2
+    for k in range(4):
+        sel = np.flatnonzero(align == k)
+        if sel.size:
+            at, view = word[sel], words[k]
+            for field in range(4):
+                out[sel, field] = view[at + field]
+    return out
 
 
 def _end(reader: CaptureReader, where: int, reason: str) -> None:
