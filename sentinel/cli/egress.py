@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -41,6 +44,20 @@ def _open_checked(path: Path) -> GeoDatabase:
         db.close()
         raise
     return db
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused (and restored after): flows, verdicts and their
+    JSON form create no reference cycles, but the collector would traverse every one of them
+    again and again as they are allocated (about 5 % of the command's CPU on 40,000 flows)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _human(v: Verdict) -> str:
@@ -170,29 +187,32 @@ def check(
     rules = EgressPolicy.load(policy)
     geo = _open_checked(geoip) if geoip is not None else None
     second = _open_checked(geoip_secondary) if geoip_secondary is not None else None
-    try:
-        started = time.perf_counter()
-        flows, stats = (
-            read_flows(pcaps, rules.local_networks, dns=dns) if pcaps else ([], ReadStats())
-        )
-        nf_stats = None
-        if netflows:
-            nf_flows, nf_stats = read_export_flows(netflows, [str(n) for n in rules.local_networks])
-            flows = flows + nf_flows
-        # when is None: a waiver covers a flow if it was valid when the flow was seen
-        verdicts = rules.evaluate_many(flows, geo, when, secondary=second)
-        elapsed = time.perf_counter() - started
-    finally:
-        for db in (geo, second):
-            if db is not None:
-                db.close()
-    violations = sum(1 for v in verdicts if v.verdict == "violation")
-    # written in blocks: click.echo flushes on every call (one write per flow otherwise)
-    dumps = json.JSONEncoder(sort_keys=True).encode
-    for start in range(0, len(verdicts), _BLOCK):
-        block = verdicts[start : start + _BLOCK]
-        lines = [dumps(v.to_json()) for v in block] if as_json else [_human(v) for v in block]
-        click.echo("\n".join(lines))
+    with _no_cyclic_gc():
+        try:
+            started = time.perf_counter()
+            flows, stats = (
+                read_flows(pcaps, rules.local_networks, dns=dns) if pcaps else ([], ReadStats())
+            )
+            nf_stats = None
+            if netflows:
+                nf_flows, nf_stats = read_export_flows(
+                    netflows, [str(n) for n in rules.local_networks]
+                )
+                flows = flows + nf_flows
+            # when is None: a waiver covers a flow if it was valid when the flow was seen
+            verdicts = rules.evaluate_many(flows, geo, when, secondary=second)
+            elapsed = time.perf_counter() - started
+        finally:
+            for db in (geo, second):
+                if db is not None:
+                    db.close()
+        violations = sum(1 for v in verdicts if v.verdict == "violation")
+        # written in blocks: click.echo flushes on every call (one write per flow otherwise)
+        dumps = json.JSONEncoder(sort_keys=True).encode
+        for start in range(0, len(verdicts), _BLOCK):
+            block = verdicts[start : start + _BLOCK]
+            lines = [dumps(v.to_json()) for v in block] if as_json else [_human(v) for v in block]
+            click.echo("\n".join(lines))
     rate = int(stats.packets / elapsed) if elapsed > 0 else 0
     summary = (
         f"sentinel: {len(pcaps) + len(netflows)} file(s), {stats.packets} packets, "
