@@ -2,8 +2,10 @@
 aggregation of repeated violations (``sentinel.policy.aggregate``).
 
 Entry points: ``EgressPolicy.load(path)``, ``EgressPolicy.evaluate(flow, geo, now,
-secondary=None)``, ``evaluate_all(flows, policy, geo, now, secondary=None)``,
-``Aggregator.add(verdict)`` / ``Aggregator.drain(now)``.
+secondary=None)``, ``EgressPolicy.evaluate_many(flows, geo, now=None, secondary=None)`` (a
+batch, decided once per remote address; ``now=None``: each flow at its own last-seen time),
+``evaluate_all(flows, policy, geo, now, secondary=None)``, ``Aggregator.add(verdict)`` /
+``Aggregator.drain(now)``.
 """
 
 from __future__ import annotations
