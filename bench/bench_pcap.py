@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import gc
 import json
 import os
 import re
@@ -242,6 +243,7 @@ def stages(capture: Path, geoip: Path) -> None:
     c = clock()
     db.validate()  # as the CLI does (_open_checked)
     rows.append(("GeoIP validate (50,000 records decoded)", clock() - c))
+    gc.disable()  # as the command does while it builds flows, verdicts and JSON lines
     c = clock()
     flows, stats = read_flows([capture], policy.local_networks)
     rows.append(("read + decode + flow table (read_flows)", clock() - c))
@@ -252,6 +254,7 @@ def stages(capture: Path, geoip: Path) -> None:
     dumps = json.JSONEncoder(sort_keys=True).encode
     text = "\n".join(dumps(v.to_json()) for v in verdicts)
     rows.append(("JSON lines (to_json + encode)", clock() - c))
+    gc.enable()
     db.close()
     total = sum(cpu for _, cpu in rows)
     remotes = len({f.remote_ip for f in flows})
