@@ -17,7 +17,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ from sentinel.runtime.service import Service
 from sentinel.runtime.setup import init_directory
 
 MARKER = ".sentinel-demo"
-#: the demo data's day (UTC): the report covers it
+#: the demo data's day (UTC): the report covers it, and runs to the end of the demo run itself
+#: (the daemon's own records — sensor health, checkpoints — carry the wall-clock time of the run,
+#: which is any later day)
 PERIOD = (datetime(2026, 11, 29, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC))
 GEOIP_ATTRIBUTION = "IP geolocation by DB-IP (https://db-ip.com), CC BY 4.0"
 
@@ -189,7 +191,7 @@ def run_demo(
         report = build_report(
             ledger.query(),
             start=PERIOD[0],
-            end=PERIOD[1],
+            end=max(PERIOD[1], datetime.now(UTC) + timedelta(seconds=1)),
             verification=verification,
             jurisdiction="EEA data residency (demo)",
         )
