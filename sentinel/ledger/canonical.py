@@ -18,10 +18,10 @@ the offending value in JSONPath-like form, e.g. ``$.data.size`` or ``$.data.tags
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import rfc8785
 
 from sentinel.errors import LedgerError
@@ -86,20 +86,42 @@ def _check(obj: Any, path: str, depth: int) -> bool:
     raise RecordError(path, f"type {type(obj).__name__} is not JSON")
 
 
+_SORTED = orjson.OPT_SORT_KEYS
+
+
 def _fast_dumps(obj: Any) -> bytes:
-    """JCS bytes through the stdlib's C encoder, valid only for values ``_check`` cleared.
+    """JCS bytes through ``orjson`` (Rust), valid only for values ``_check`` cleared.
 
     For plain ``dict``/``list``/``tuple``/``str``/``int``/``bool``/``None`` without floats, RFC
-    8785 output equals ``json.dumps(sort_keys=True, separators=(",", ":"),
-    ensure_ascii=False)``: both escape exactly ``"``, ``\\`` and U+0000-U+001F (short forms
-    ``\\b \\f \\n \\r \\t``, else lowercase ``\\u00xx``) and write everything else as
-    UTF-8; integers print alike; and when every key is in the Basic Multilingual Plane,
-    code-point order (Python) equals UTF-16 code-unit order (RFC 8785 §3.2.3). Keys outside
-    the BMP, subclasses and other mappings go through ``rfc8785``. The property test in
-    tests/ledger/test_canonical.py holds the two paths byte-identical.
+    8785 output equals ``orjson.dumps(obj, option=OPT_SORT_KEYS)``: both escape exactly
+    ``"``, ``\\`` and U+0000-U+001F (short forms ``\\b \\f \\n \\r \\t``, else lowercase
+    ``\\u00xx``) and write everything else as UTF-8 without spaces; integers print alike; and
+    when every key is in the Basic Multilingual Plane, code-point order (orjson sorts by
+    UTF-8 bytes, which is code-point order) equals UTF-16 code-unit order (RFC 8785 §3.2.3).
+    A lone surrogate raises ``orjson.JSONEncodeError``. Keys outside the BMP, subclasses and
+    other mappings go through ``rfc8785``. The property tests in
+    tests/ledger/test_canonical.py hold the two paths byte-identical.
     """
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8")
+    return orjson.dumps(obj, option=_SORTED)
+
+
+def _flat_ok(obj: dict[Any, Any]) -> bool:
+    """True when ``obj`` (a plain ``dict``) holds only scalars ``_fast_dumps`` encodes as JCS.
+
+    The common ledger record (an audit event or a verdict: one level of ``str``/``int``/
+    ``bool``/``None``) checked in one loop instead of ``_check``'s recursion. False sends the
+    value through ``_check`` (which names any problem).
+    """
+    for key, value in obj.items():
+        if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
+            return False
+        kind = type(value)
+        if kind is str or value is None or kind is bool:
+            continue
+        if kind is int and MIN_SAFE_INT <= value <= MAX_SAFE_INT:
+            continue
+        return False
+    return True
 
 
 def canonical_bytes(obj: Any, *, path: str = "$", depth: int = 0) -> bytes:
@@ -111,12 +133,16 @@ def canonical_bytes(obj: Any, *, path: str = "$", depth: int = 0) -> bytes:
     value (float, out-of-range integer, non-string key, unknown type, lone surrogate, excessive
     depth). ``path``/``depth`` locate ``obj`` inside a larger value.
     """
-    fast = _check(obj, path, depth)
+    fast = (type(obj) is dict and depth < MAX_DEPTH and _flat_ok(obj)) or _check(obj, path, depth)
     try:
         if fast:
             return _fast_dumps(obj)
         out: bytes = rfc8785.dumps(obj)
-    except (UnicodeEncodeError, rfc8785.CanonicalizationError) as exc:  # lone surrogates
+    except (
+        UnicodeEncodeError,
+        orjson.JSONEncodeError,
+        rfc8785.CanonicalizationError,
+    ) as exc:  # lone surrogates
         raise RecordError(path, f"not valid Unicode (lone surrogate?): {exc}") from exc
     return out
 

@@ -19,6 +19,7 @@ from sentinel.ledger.canonical import (
     RecordError,
     _check,
     _fast_dumps,
+    _flat_ok,
     canonical_bytes,
     record_body,
 )
@@ -189,3 +190,32 @@ def test_spliced_record_body_is_jcs(
         data_canonical=rfc8785.dumps(data),
     )
     assert spliced == rfc8785.dumps(whole)
+
+
+flat_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=MIN_SAFE_INT, max_value=MAX_SAFE_INT)
+    | tricky_text
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(tricky_text, flat_scalars, max_size=25))
+def test_flat_fast_path_equals_rfc8785(value: dict[str, Any]) -> None:
+    """One-level records (audit events, verdicts) take ``_flat_ok`` → orjson: still JCS."""
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+def test_flat_fast_path_taken_and_refused() -> None:
+    assert _flat_ok(audit_record(3)["data"]) is True
+    assert _flat_ok({"\U0001f602": 1, "\ufb33": 2}) is False  # astral key: UTF-16 order differs
+    assert _flat_ok({"a": 1.5}) is False
+    assert _flat_ok({"a": MAX_SAFE_INT + 1}) is False
+    assert _flat_ok({"a": [1]}) is False
+
+
+@pytest.mark.parametrize("value", [{"a": "x\ud800y"}, {"a\udfff": 1}, {"a": ["\ud800"]}])
+def test_lone_surrogates_rejected_on_every_path(value: dict[str, Any]) -> None:
+    with pytest.raises(RecordError, match="lone surrogate"):
+        canonical_bytes(value, path="$.data")
