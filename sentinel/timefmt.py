@@ -5,7 +5,12 @@ Source: RFC 3339 section 5.6; DESIGN.md "Ledger" (six fractional digits, ``Z`` s
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+
+# the shape most sources write (Go's RFC3339Nano, Sentinel's own): parsed by fromisoformat
+# directly, which truncates a fraction beyond six digits exactly as the general path does
+_UTC_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z")
 
 
 def format_ts(ts: datetime) -> str:
@@ -28,6 +33,11 @@ def parse_ts(text: str) -> datetime:
 
     Raises ``ValueError`` when ``text`` is not RFC 3339 or has no zone.
     """
+    if _UTC_Z.fullmatch(text):
+        try:
+            return datetime.fromisoformat(text).astimezone(UTC)
+        except ValueError:
+            pass  # e.g. month 13: the general path below words the error
     value = text.strip()
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"

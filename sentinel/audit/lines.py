@@ -54,17 +54,23 @@ def iter_lines(
         if not data:
             return
         buf += data
+        at = 0  # start of the current line in buf (buf is cut once per chunk, not per line)
+        find = buf.find
         while True:
-            nl = buf.find(b"\n")
+            nl = find(b"\n", at)
             if nl < 0:
                 break
-            if nl > max_line:
+            length = nl - at
+            if length > max_line:
                 # only possible when a chunk brought both the overflow and the newline
-                yield Line(pos, _oversize(buf[:nl], hashlib.sha256(buf[:nl]), nl), pos + nl + 1)
+                head = buf[at:nl]
+                yield Line(pos, _oversize(head, hashlib.sha256(head), length), pos + length + 1)
             else:
-                yield Line(pos, buf[:nl], pos + nl + 1)
-            pos += nl + 1
-            buf = buf[nl + 1 :]
+                yield Line(pos, buf[at:nl], pos + length + 1)
+            pos += length + 1
+            at = nl + 1
+        if at:
+            buf = buf[at:]
         if len(buf) > max_line:
             over = _skip_oversize(fh, buf, chunk)
             if over is None:

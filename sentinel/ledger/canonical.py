@@ -105,23 +105,26 @@ def _fast_dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=_SORTED)
 
 
-def _flat_ok(obj: dict[Any, Any]) -> bool:
-    """True when ``obj`` (a plain ``dict``) holds only scalars ``_fast_dumps`` encodes as JCS.
+_FLAT_STRICT = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_FLAT_VALUE_TYPES = frozenset((str, int, bool, type(None)))
+_STR_ONLY = frozenset((str,))
 
-    The common ledger record (an audit event or a verdict: one level of ``str``/``int``/
-    ``bool``/``None``) checked in one loop instead of ``_check``'s recursion. False sends the
-    value through ``_check`` (which names any problem).
+
+def _flat_ok(obj: dict[Any, Any]) -> bool:
+    """True when ``obj`` (a plain ``dict``) holds only exact-``str`` keys in the Basic
+    Multilingual Plane and ``str``/``int``/``bool``/``None`` values.
+
+    The common ledger record (an audit event or a verdict) checked with a few C-level calls
+    instead of ``_check``'s recursion. Integer range and lone surrogates are left to
+    ``orjson`` (``OPT_STRICT_INTEGER`` raises beyond ±(2^53−1), exactly Sentinel's bound);
+    when it raises, ``canonical_bytes`` takes the slow path, which names the problem.
     """
-    for key, value in obj.items():
-        if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
-            return False
-        kind = type(value)
-        if kind is str or value is None or kind is bool:
-            continue
-        if kind is int and MIN_SAFE_INT <= value <= MAX_SAFE_INT:
-            continue
+    if not set(map(type, obj)) <= _STR_ONLY:
         return False
-    return True
+    keys = "".join(obj)
+    if not keys.isascii() and max(keys) > "\uffff":
+        return False
+    return set(map(type, obj.values())) <= _FLAT_VALUE_TYPES
 
 
 def canonical_bytes(obj: Any, *, path: str = "$", depth: int = 0) -> bytes:
@@ -133,7 +136,12 @@ def canonical_bytes(obj: Any, *, path: str = "$", depth: int = 0) -> bytes:
     value (float, out-of-range integer, non-string key, unknown type, lone surrogate, excessive
     depth). ``path``/``depth`` locate ``obj`` inside a larger value.
     """
-    fast = (type(obj) is dict and depth < MAX_DEPTH and _flat_ok(obj)) or _check(obj, path, depth)
+    if type(obj) is dict and depth < MAX_DEPTH and _flat_ok(obj):
+        try:
+            return orjson.dumps(obj, option=_FLAT_STRICT)
+        except orjson.JSONEncodeError:
+            pass  # an integer beyond ±(2^53−1) or a lone surrogate: the slow path names it
+    fast = _check(obj, path, depth)
     try:
         if fast:
             return _fast_dumps(obj)

@@ -103,6 +103,8 @@ MAX_KEY_CHARS = 512
 MAX_CURSOR_VALUE_CHARS = 4096
 #: seconds a SQLite writer waits for the write lock before failing
 SQLITE_BUSY_TIMEOUT_S = 60.0
+#: SQLite page cache per connection, KiB (random-key index inserts: dedup keys, prev_hash)
+SQLITE_CACHE_KIB = 32768
 DEFAULT_BATCH = 2000
 #: rows per read in ``verify`` (about 1 KiB each)
 VERIFY_BATCH = 8192
@@ -334,13 +336,24 @@ def _lock_key(log_id: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _db_error(action: str, exc: sa.exc.DBAPIError | sa.exc.SQLAlchemyError) -> LedgerError:
+def _db_error(action: str, exc: Exception) -> LedgerError:
     orig = getattr(exc, "orig", None)
     detail = str(orig if orig is not None else exc).strip().splitlines()[0]
     return LedgerError(f"ledger: {action} failed: {detail}")
 
 
 _SCHEMA_LOCK_KEY = _lock_key("\x00schema")
+
+_ENTRY_INSERT_COLUMNS = (
+    "log_id",
+    "seq",
+    "recorded_at",
+    "kind",
+    "body",
+    "leaf_hash",
+    "prev_hash",
+    "chain_hash",
+)
 
 _ENTRY_COLUMNS = (
     entries_table.c.seq,
@@ -376,6 +389,10 @@ class Ledger:
         self._lock_key = _lock_key(log_id)
         self._log_json = canonical_bytes(log_id)
         self._analyze_at = ANALYZE_MIN_ROWS
+        #: canonical bytes of the kinds seen (validated once)
+        self._kinds: dict[str, bytes] = {}
+        dbapi = engine.dialect.dbapi
+        self._dbapi_errors: type[Exception] = dbapi.Error if dbapi is not None else LedgerError
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -559,30 +576,44 @@ class Ledger:
             raise _db_error("append (another writer forked the chain?)", exc) from exc
         except sa.exc.SQLAlchemyError as exc:
             raise _db_error("append", exc) from exc
+        except self._dbapi_errors as exc:  # raised by the DB-API statements of _append_rows
+            action = "append"
+            if isinstance(exc, self._engine.dialect.dbapi.IntegrityError):  # type: ignore[union-attr]
+                action = "append (another writer forked the chain?)"
+            raise _db_error(action, exc) from exc
 
     def _prepare(
         self, index: int, rec: Mapping[str, Any], key: str | None
     ) -> tuple[str, bytes, bytes, str | None]:
-        path = f"$[{index}]"
         if not isinstance(rec, Mapping):
-            raise RecordError(path, "record is not a mapping {kind, data}")
-        extra = set(rec) - {"kind", "data"}
-        if extra:
-            raise RecordError(path, f"unexpected field(s) {sorted(map(str, extra))}")
+            raise RecordError(f"$[{index}]", "record is not a mapping {kind, data}")
+        if len(rec) != 2 or "kind" not in rec or "data" not in rec:
+            extra = set(rec) - {"kind", "data"}
+            if extra:
+                raise RecordError(f"$[{index}]", f"unexpected field(s) {sorted(map(str, extra))}")
         kind = rec.get("kind")
-        if not isinstance(kind, str) or not _KIND_RE.fullmatch(kind):
-            raise RecordError(f"{path}.kind", f"kind {kind!r} must match [a-z][a-z0-9_.-]{{0,63}}")
+        kind_json = self._kinds.get(kind) if type(kind) is str else None
+        if kind_json is None:
+            if not isinstance(kind, str) or not _KIND_RE.fullmatch(kind):
+                raise RecordError(
+                    f"$[{index}].kind", f"kind {kind!r} must match [a-z][a-z0-9_.-]{{0,63}}"
+                )
+            kind_json = canonical_bytes(kind)
+            if type(kind) is str and len(self._kinds) < 256:
+                self._kinds[kind] = kind_json
         data = rec.get("data")
         if not isinstance(data, Mapping):
-            raise RecordError(f"{path}.data", "data must be an object")
-        data_json = canonical_bytes(data, path=f"{path}.data", depth=1)
+            raise RecordError(f"$[{index}].data", "data must be an object")
+        data_json = canonical_bytes(data, path=f"$[{index}].data", depth=1)
         if len(data_json) > MAX_RECORD_BYTES:
             raise RecordError(
-                f"{path}.data", f"{len(data_json)} bytes canonical (at most {MAX_RECORD_BYTES})"
+                f"$[{index}].data",
+                f"{len(data_json)} bytes canonical (at most {MAX_RECORD_BYTES})",
             )
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS):
             raise RecordError(f"dedup_keys[{index}]", f"must be 1-{MAX_KEY_CHARS} characters")
-        return kind, canonical_bytes(kind), data_json, key
+        assert isinstance(kind, str)
+        return kind, kind_json, data_json, key
 
     @staticmethod
     def _prepare_cursors(cursors: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -605,27 +636,60 @@ class Ledger:
         recorded_at: str,
         rec_at_json: bytes,
     ) -> AppendResult:
-        head = self._head(conn)
+        """The body of ``append`` under the lock: plain DB-API statements on ``conn``'s
+        connection, inside its transaction (SQLAlchemy's per-row parameter processing cost
+        more than the hashing)."""
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cur = dbapi.cursor()
+        try:
+            return self._append_rows(
+                conn, cur, prepared, cursor_rows, recorded_at, rec_at_json
+            )
+        finally:
+            cur.close()
+
+    def _append_rows(
+        self,
+        conn: sa.Connection,
+        cur: Any,
+        prepared: list[tuple[str, bytes, bytes, str | None]],
+        cursor_rows: list[tuple[str, str]],
+        recorded_at: str,
+        rec_at_json: bytes,
+    ) -> AppendResult:
+        log_id = self._log_id
+        ph = "?" if self._sqlite else "%s"
+        cur.execute(
+            f"SELECT seq, chain_hash FROM ledger_entries WHERE log_id = {ph} "  # noqa: S608
+            "ORDER BY seq DESC LIMIT 1",
+            (log_id,),
+        )
+        found = cur.fetchone()
+        head = Head(-1, GENESIS) if found is None else Head(int(found[0]), bytes(found[1]))
         batch_keys = [k for _, _, _, k in prepared if k is not None]
         present: set[str] = set()
         for start in range(0, len(batch_keys), _IN_CHUNK):
             chunk = batch_keys[start : start + _IN_CHUNK]
-            match: sa.ColumnElement[bool]
             if self._sqlite:
-                match = dedup_table.c.key.in_(chunk)
-            else:  # one array parameter: one statement shape for psycopg to prepare
-                match = dedup_table.c.key == sa.any_(
-                    sa.bindparam("keys", chunk, type_=pg_dialect.ARRAY(sa.Text))
+                marks = ",".join("?" * len(chunk))
+                cur.execute(
+                    f"SELECT key FROM ledger_dedup WHERE log_id = ? AND key IN ({marks})",  # noqa: S608
+                    (log_id, *chunk),
                 )
-            present.update(
-                conn.execute(
-                    sa.select(dedup_table.c.key).where(dedup_table.c.log_id == self._log_id, match)
-                ).scalars()
-            )
+            else:  # one array parameter: one statement shape for psycopg to prepare
+                cur.execute(
+                    "SELECT key FROM ledger_dedup WHERE log_id = %s AND key = ANY(%s)",
+                    (log_id, chunk),
+                )
+            present.update(str(k) for (k,) in cur.fetchall())
         seq = head.seq + 1
         prev = head.chain_hash
-        rows: list[dict[str, Any]] = []
-        dedup_rows: list[dict[str, Any]] = []
+        sha256 = hashlib.sha256
+        log_json = self._log_json
+        version_tail = b',"v":%d}' % RECORD_VERSION
+        rows: list[tuple[str, int, str, str, bytes, bytes, bytes, bytes]] = []
+        dedup_rows: list[tuple[str, str, int]] = []
         duplicates = 0
         accepted: list[int] = []
         for index, (kind, kind_json, data_json, key) in enumerate(prepared):
@@ -634,71 +698,76 @@ class Ledger:
                     duplicates += 1
                     continue
                 present.add(key)
-                dedup_rows.append({"log_id": self._log_id, "key": key, "seq": seq})
+                dedup_rows.append((log_id, key, seq))
             if seq > MAX_SAFE_INT:
                 raise LedgerError("ledger: sequence numbers exhausted")
-            body = record_body(
-                log_json=self._log_json,
-                seq=seq,
-                kind_json=kind_json,
-                recorded_at_json=rec_at_json,
-                data_canonical=data_json,
+            # record_body(), inlined: this loop is the ingest hot path
+            body = b"".join(
+                (
+                    b'{"data":',
+                    data_json,
+                    b',"kind":',
+                    kind_json,
+                    b',"log":',
+                    log_json,
+                    b',"recorded_at":',
+                    rec_at_json,
+                    b',"seq":%d' % seq,
+                    version_tail,
+                )
             )
-            leaf = leaf_hash(body)
-            chained = chain_hash(prev, leaf)
-            rows.append(
-                {
-                    "log_id": self._log_id,
-                    "seq": seq,
-                    "recorded_at": recorded_at,
-                    "kind": kind,
-                    "body": body,
-                    "leaf_hash": leaf,
-                    "prev_hash": prev,
-                    "chain_hash": chained,
-                }
-            )
+            leaf = sha256(b"\x00" + body).digest()
+            chained = sha256(b"\x02" + prev + leaf).digest()
+            rows.append((log_id, seq, recorded_at, kind, body, leaf, prev, chained))
             prev = chained
             seq += 1
             accepted.append(index)
         if rows:
-            conn.execute(entries_table.insert(), rows)
-            nodes = self._new_nodes(conn, head.seq + 1, [r["leaf_hash"] for r in rows])
+            self._insert(cur, "ledger_entries", _ENTRY_INSERT_COLUMNS, rows)
+            nodes = self._new_nodes(conn, head.seq + 1, [r[5] for r in rows])
             if nodes:
-                conn.execute(tree_table.insert(), nodes)
+                self._insert(cur, "ledger_tree", ("log_id", "level", "idx", "hash"), nodes)
         if dedup_rows:
-            conn.execute(dedup_table.insert(), dedup_rows)
+            self._insert(cur, "ledger_dedup", ("log_id", "key", "seq"), dedup_rows)
         if cursor_rows:
             self._upsert_cursors(conn, cursor_rows, recorded_at)
         if not rows:
             return AppendResult(0, duplicates, None, None)
-        return AppendResult(len(rows), duplicates, rows[0]["seq"], rows[-1]["seq"], tuple(accepted))
+        return AppendResult(len(rows), duplicates, rows[0][1], rows[-1][1], tuple(accepted))
+
+    def _insert(
+        self, cur: Any, table: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Bulk insert through the DB-API: ``executemany`` (SQLite) or ``COPY`` (PostgreSQL)."""
+        names = ", ".join(columns)
+        if self._sqlite:
+            marks = ", ".join("?" * len(columns))
+            cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
+            return
+        with cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def _new_nodes(
         self, conn: sa.Connection, size: int, leaves: list[bytes]
-    ) -> list[dict[str, Any]]:
-        """Tree nodes (level ≥ 1) completed by appending ``leaves`` to a log of ``size``."""
+    ) -> list[tuple[str, int, int, bytes]]:
+        """Tree nodes (level ≥ 1) completed by appending ``leaves`` to a log of ``size``:
+        ``(log_id, level, idx, hash)`` rows."""
         keys = merkle.frontier(size)
         found = self._fetch_nodes(conn, keys)
         stack = [(level, found[(level, idx)]) for level, idx in keys]
-        nodes: list[dict[str, Any]] = []
+        nodes: list[tuple[str, int, int, bytes]] = []
+        sha256 = hashlib.sha256
+        log_id = self._log_id
         count = size
         for leaf in leaves:
             stack.append((0, leaf))
             count += 1
             while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
                 level, right = stack.pop()
-                left = stack.pop()[1]
-                node = merkle.hash_children(left, right)
+                node = sha256(b"\x01" + stack.pop()[1] + right).digest()
                 stack.append((level + 1, node))
-                nodes.append(
-                    {
-                        "log_id": self._log_id,
-                        "level": level + 1,
-                        "idx": (count >> (level + 1)) - 1,
-                        "hash": node,
-                    }
-                )
+                nodes.append((log_id, level + 1, (count >> (level + 1)) - 1, node))
         return nodes
 
     def _fetch_nodes(
@@ -1573,6 +1642,7 @@ def _install_sqlite_hooks(engine: sa.Engine) -> None:
             cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
             cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = FULL")
+            cur.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         finally:
             cur.close()
 

@@ -211,8 +211,13 @@ def test_flat_fast_path_taken_and_refused() -> None:
     assert _flat_ok(audit_record(3)["data"]) is True
     assert _flat_ok({"\U0001f602": 1, "\ufb33": 2}) is False  # astral key: UTF-16 order differs
     assert _flat_ok({"a": 1.5}) is False
-    assert _flat_ok({"a": MAX_SAFE_INT + 1}) is False
     assert _flat_ok({"a": [1]}) is False
+
+
+@pytest.mark.parametrize("value", [{"a": MAX_SAFE_INT + 1}, {"a": MIN_SAFE_INT - 1}])
+def test_flat_path_integer_bounds_named(value: dict[str, Any]) -> None:
+    with pytest.raises(RecordError, match=r"\$\.data\.a: integer"):
+        canonical_bytes(value, path="$.data", depth=1)
 
 
 @pytest.mark.parametrize("value", [{"a": "x\ud800y"}, {"a\udfff": 1}, {"a": ["\ud800"]}])

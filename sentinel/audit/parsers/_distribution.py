@@ -51,6 +51,12 @@ _BLOB = re.compile(rf"^/v2/(?P<name>{_NAME})/blobs/(?P<digest>{_DIGEST})$")
 _UPLOAD = re.compile(rf"^/v2/(?P<name>{_NAME})/blobs/uploads/(?P<uuid>[^/]*)$")
 _TAGS = re.compile(rf"^/v2/(?P<name>{_NAME})/tags/list$")
 _DIGEST_RE = re.compile(rf"^{_DIGEST}$")
+# a path-only target urlsplit would leave alone: one leading "/", printable ASCII without
+# space, "%", "?", "#" (nothing to unquote, no query, no fragment, no scheme or netloc)
+_PLAIN_PATH = re.compile(r"/(?!/)[^\x00-\x20\x7f-\U0010ffff%?#]*")
+# dotted-quad IPv4 as ipaddress writes it (no leading zeros, each octet ≤ 255)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +87,12 @@ def classify(method: str, uri: str, status: int | None) -> RequestMeaning:
 
     ``uri`` is the request target as logged (path and query, percent-encoded).
     """
-    parts = urlsplit(uri)
-    path = unquote(parts.path)
-    query = parse_qs(parts.query)
+    if _PLAIN_PATH.fullmatch(uri):  # what urlsplit + unquote + parse_qs would give
+        path, query = uri, {}
+    else:
+        parts = urlsplit(uri)
+        path = unquote(parts.path)
+        query = parse_qs(parts.query)
     method = method.upper()
     outcome = outcome_of(status)
     artifact: str | None = None
@@ -168,6 +177,8 @@ def split_addr(
 
 
 def _norm_ip(text: str) -> str:
+    if _CANONICAL_V4.fullmatch(text):
+        return text  # normalize_ip(text) == text
     return normalize_ip(text) or text
 
 
