@@ -11,7 +11,6 @@ name → parser registry (``sentinel.audit.parsers.PARSERS``).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -50,28 +49,45 @@ class JSONDepthError(ValueError):
     """A JSON document nests deeper than allowed."""
 
 
-# 19+ digits in a row: orjson turns an integer beyond 64 bits into a float, json keeps an int
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-_LONG_DIGITS_STR = re.compile(r"[0-9]{19}")
+_CONTAINERS = frozenset((dict, list))
+
+
+def _has_float(value: Any) -> bool:
+    """True when a decoded JSON value holds a float anywhere (iterative: no recursion)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is float:
+            return True
+        if kind is dict:
+            stack.extend(node.values())
+        elif kind is list:
+            stack.extend(node)
+    return False
 
 
 def _loads(raw: bytes | str) -> Any:
     """``json.loads(raw)``, through ``orjson`` when it gives the same value.
 
-    orjson is several times faster but stricter or different on some input: NaN/Infinity,
-    lone surrogate escapes, a byte-order mark, numbers overflowing a double (errors there;
-    ``json`` accepts them) and integers beyond 64 bits (a float there). Those lines go
-    through ``json``, so every line decodes exactly as ``json.loads`` decodes it.
+    orjson is faster but differs on some input: it refuses NaN/Infinity, lone surrogate
+    escapes, a byte-order mark and numbers overflowing a double (``json`` accepts them), and
+    decodes an integer beyond 64 bits as a float (``json``: an int). Input orjson refuses,
+    and any document in which it found a float, goes through ``json``, so every input
+    decodes exactly as ``json.loads`` decodes it. The common log line (a flat object of
+    strings and integers) is checked with one C-level pass over its values.
     """
-    long_digits = (
-        _LONG_DIGITS_STR.search(raw) if isinstance(raw, str) else _LONG_DIGITS.search(raw)
-    )
-    if long_digits is None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass  # json.loads decides (and words the error)
-    return json.loads(raw)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)  # json decides, and words the error
+    if type(value) is dict:
+        kinds = set(map(type, value.values()))
+        if float not in kinds and kinds.isdisjoint(_CONTAINERS):
+            return value
+    if _has_float(value):
+        return json.loads(raw)
+    return value
 
 
 def loads_limited(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
