@@ -50,11 +50,15 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,6 +66,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from sentinel import ledgerscan
 from sentinel.errors import LedgerError
 from sentinel.ledger import merkle, schema
 from sentinel.ledger.canonical import (
@@ -69,7 +74,6 @@ from sentinel.ledger.canonical import (
     RECORD_VERSION,
     RecordError,
     canonical_bytes,
-    record_body,
 )
 from sentinel.ledger.checkpoint import (
     Anchor,
@@ -108,6 +112,10 @@ SQLITE_CACHE_KIB = 32768
 DEFAULT_BATCH = 2000
 #: rows per read in ``verify`` (about 1 KiB each)
 VERIFY_BATCH = 8192
+#: records per range ``verify`` hands to one worker
+VERIFY_RANGE = 1 << 18
+#: most worker processes ``verify`` starts by default
+VERIFY_MAX_WORKERS = 4
 #: PostgreSQL: first log size at which ``append`` runs ANALYZE (then at every doubling)
 ANALYZE_MIN_ROWS = 2000
 
@@ -643,9 +651,7 @@ class Ledger:
         assert dbapi is not None
         cur = dbapi.cursor()
         try:
-            return self._append_rows(
-                conn, cur, prepared, cursor_rows, recorded_at, rec_at_json
-            )
+            return self._append_rows(conn, cur, prepared, cursor_rows, recorded_at, rec_at_json)
         finally:
             cur.close()
 
@@ -1174,7 +1180,14 @@ class Ledger:
 
     # -- verification ----------------------------------------------------------------------
 
-    def verify(self, *, batch: int = VERIFY_BATCH, anchor: Anchor | None = None) -> VerifyResult:
+    def verify(
+        self,
+        *,
+        batch: int = VERIFY_BATCH,
+        anchor: Anchor | None = None,
+        workers: int | None = None,
+        range_size: int = VERIFY_RANGE,
+    ) -> VerifyResult:
         """Recompute and check the whole log, streaming in constant memory.
 
         Checks, in seq order from 0 up to the head seen at the start: contiguous seqs (a gap
@@ -1183,6 +1196,16 @@ class Ledger:
         swapped bodies; a byte comparison of the body's canonical tail, no JSON decoding),
         ``prev_hash`` = previous chain hash (``GENESIS`` for seq 0), ``chain_hash``, and every
         stored Merkle node against the tree recomputed from the leaves.
+
+        The log is cut into ranges of ``range_size`` records (rounded down to a multiple of
+        the read batch, ``batch`` rounded down to a power of two). Each range is checked on
+        its own (``sentinel.ledgerscan``: rows, chain from the stored chain value before it,
+        the Merkle nodes inside it), by up to ``workers`` processes (default: one per CPU,
+        at most ``VERIFY_MAX_WORKERS``; 1 checks in this process; a log of one range is
+        always checked here). This process stitches the ranges in order: each range must
+        start from the chain value the previous one ended with, the Merkle nodes spanning
+        two ranges and the checkpoint roots are computed from the ranges' subtree hashes.
+        Memory: one read batch per worker, O(log n) hashes per range.
 
         With an ``anchor`` (default: the one given to ``open``), every checkpoint in the
         external log must verify under a trusted key and its root must equal the root
@@ -1193,197 +1216,30 @@ class Ledger:
         checkpoint signature), ``unverifiable`` (a checkpoint by an unknown key, or no key),
         ``valid-unpinned`` (records after the latest checkpoint), ``valid``. Without any
         anchor the database alone is checked and the result is ``valid`` or ``invalid``
-        (truncation and rollback are then out of sight).
+        (truncation and rollback are then out of sight). The outcome does not depend on
+        ``batch``, ``workers`` or ``range_size``.
 
-        Raises ``LedgerError`` when the database cannot be read.
+        Raises ``LedgerError`` when the database cannot be read, ``ValueError`` for a
+        ``range_size`` or ``workers`` below 1.
         """
+        if range_size < 1 or (workers is not None and workers < 1):
+            raise ValueError("range_size and workers must be at least 1")
         anchor = anchor if anchor is not None else self.anchor
         size = self.head().seq + 1
-        end = size if size > 0 else None
         cps = _CheckpointCursor(anchor, size) if anchor is not None else None
-        with _RawReader(self) as reader:
-            return self._verify_rows(reader, size, end, batch, cps)
-
-    def _verify_rows(
-        self,
-        reader: _RawReader,
-        size: int,
-        end: int | None,
-        batch: int,
-        cps: _CheckpointCursor | None,
-    ) -> VerifyResult:
-        """The streaming part of ``verify``: batches of ``2^k`` rows, so every batch starts at a
-        multiple of its size and its Merkle nodes are computed level by level."""
-        sha256 = hashlib.sha256
         block = 1 << (max(1, batch).bit_length() - 1)
-        stack: list[tuple[int, bytes]] = []  # perfect subtrees left of the current batch
-        prefix_cache: dict[tuple[str, str], bytes] = {}
-        log_json = self._log_json
-        version_tail = b',"v":' + str(RECORD_VERSION).encode() + b"}"
-        data_head = b'{"data":{'
-        prev = GENESIS
-        count = 0
-        next_stop = cps.next_size() if cps is not None else -1
-        lower: int | None = None
-        failure: tuple[int, str] | None = None
-        ph = reader.ph
-        columns = "seq, recorded_at, kind, body, leaf_hash, prev_hash, chain_hash"
-        bound = f" AND seq < {ph}" if end is not None else ""
-        first_sql = (
-            f"SELECT {columns} FROM ledger_entries WHERE log_id = {ph}{bound} "  # noqa: S608
-            f"ORDER BY seq LIMIT {ph}"
-        )
-        next_sql = (
-            f"SELECT {columns} FROM ledger_entries WHERE log_id = {ph} AND seq > {ph}"  # noqa: S608
-            f"{bound} ORDER BY seq LIMIT {ph}"
-        )
-        tail = ((end,) if end is not None else ()) + (block,)
-
-        def result(status: VerifyStatus, bad: int | None, problem: str | None) -> VerifyResult:
-            return VerifyResult(
-                status,
-                size,
-                bad,
-                problem,
-                count,
-                prev.hex(),
-                _fold(stack).hex() if count == size else "",
-                cps.latest_size if cps is not None else None,
-                cps.checked if cps is not None else 0,
-            )
-
-        if cps is not None:
-            while next_stop == 0:
-                problem = cps.check_root(merkle.EMPTY_ROOT)
-                if problem is not None:
-                    return result(VerifyStatus.INVALID, cps.matched, problem)
-                next_stop = cps.next_size()
-        while failure is None:
-            if lower is None:
-                rows = reader.fetch(first_sql, (self._log_id, *tail))
-            else:
-                rows = reader.fetch(next_sql, (self._log_id, lower, *tail))
-            if not rows:
-                break
-            start = count
-            leaves: list[bytes] = []
-            add = leaves.append
-            for seq, rec_at, kind, body, leaf, prev_hash, chained in rows:
-                if seq != count or sha256(b"\x00" + body).digest() != leaf:
-                    failure = self._slow_check(seq, rec_at, kind, body, leaf, count)
-                    break
-                prefix = prefix_cache.get((kind, rec_at))
-                if prefix is None:
-                    prefix = _tail_prefix(kind, rec_at, log_json)
-                    if len(prefix_cache) > 256:
-                        prefix_cache.clear()
-                    prefix_cache[(kind, rec_at)] = prefix
-                if not (
-                    body.startswith(data_head)
-                    and body.endswith(b"%s%d%s" % (prefix, seq, version_tail))
-                ):
-                    failure = self._slow_check(seq, rec_at, kind, body, leaf, count)
-                    break
-                if prev_hash != prev:
-                    failure = (seq, "prev_hash does not link to the previous record")
-                    break
-                chain = sha256(b"\x02" + prev + leaf).digest()
-                if chained != chain:
-                    failure = (seq, "chain_hash is wrong")
-                    break
-                prev = chain
-                count += 1
-                add(bytes(leaf))
-            # the batch's Merkle nodes, level by level (start is a multiple of ``block``)
-            levels = [leaves]
-            while len(levels[-1]) > 1:
-                below = levels[-1]
-                levels.append(
-                    [
-                        sha256(b"\x01" + a + b).digest()
-                        for a, b in zip(below[0::2], below[1::2], strict=False)
-                    ]
-                )
-            before = list(stack)
-            merged: dict[tuple[int, int], bytes] = {}
-            done = start
-            for node in _prefix_frontier(levels, count - start):
-                done += 1 << node[0]
-                stack.append(node)
-                while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
-                    level, right = stack.pop()
-                    joined = merkle.hash_children(stack.pop()[1], right)
-                    stack.append((level + 1, joined))
-                    merged[(level + 1, (done >> (level + 1)) - 1)] = joined
-            tree_bad = self._compare_tree(reader, start, count, levels, merged)
-            while cps is not None and start < next_stop <= count:
-                if tree_bad is not None and tree_bad[0] < next_stop:
-                    return result(VerifyStatus.INVALID, *tree_bad)
-                root = _fold(before + _prefix_frontier(levels, next_stop - start))
-                problem = cps.check_root(root)
-                if problem is not None:
-                    return result(VerifyStatus.INVALID, cps.matched, problem)
-                next_stop = cps.next_size()
-            if tree_bad is not None:
-                return result(VerifyStatus.INVALID, *tree_bad)
-            if len(rows) < block:
-                break
-            lower = int(rows[-1][0])
-        if failure is not None:
-            return result(VerifyStatus.INVALID, *failure)
-        if count != size:
-            return result(VerifyStatus.INVALID, count, f"record {count} is missing")
-        if cps is None:
-            return result(VerifyStatus.VALID, None, None)
-        return result(*cps.finish(count))
-
-    def _compare_tree(
-        self,
-        reader: _RawReader,
-        lo: int,
-        hi: int,
-        levels: list[list[bytes]],
-        merged: dict[tuple[int, int], bytes],
-    ) -> tuple[int, str] | None:
-        """Stored nodes completed by leaves ``lo..hi-1`` must equal the recomputed ones.
-
-        ``levels[L]`` are the level-L nodes inside the batch starting at leaf ``lo`` (a
-        multiple of the batch size); ``merged`` the nodes above it that the batch completed.
-        Returns ``(seq completing the first bad node, problem)`` or ``None``.
-        """
-        if hi <= lo:
-            return None
-        ph = reader.ph
-        parts: list[str] = []
-        params: list[Any] = []
-        for level in range(1, hi.bit_length() + 1):
-            first = -(-(lo + 1) // (1 << level)) - 1
-            last = (hi >> level) - 1
-            if first <= last:  # one primary-key range scan per level (an OR scans the table)
-                parts.append(
-                    f"SELECT level, idx, hash FROM ledger_tree WHERE log_id = {ph} "  # noqa: S608
-                    f"AND level = {ph} AND idx BETWEEN {ph} AND {ph}"
-                )
-                params += [self._log_id, level, first, last]
-        if not parts:
-            return None
-        rows = reader.fetch(" UNION ALL ".join(parts), tuple(params))
-        stored = {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
-        computed = dict(merged)
-        for level in range(1, len(levels)):
-            base = lo >> level
-            for j, node in enumerate(levels[level]):
-                computed[(level, base + j)] = node
-        if stored == computed:
-            return None
-        wrong = [k for k in computed.keys() | stored.keys() if stored.get(k) != computed.get(k)]
-        level, idx = min(wrong, key=lambda k: ((k[1] + 1) << k[0], k[0]))
-        done = ((idx + 1) << level) - 1
-        state = "missing" if (level, idx) not in stored else "wrong"
-        return done, (
-            f"stored Merkle node (level {level}, index {idx}) over records "
-            f"{idx << level}..{done} is {state}"
-        )
+        span = max(block, range_size // block * block)
+        if workers is None:
+            workers = min(os.cpu_count() or 1, VERIFY_MAX_WORKERS)
+        with _RawReader(self) as reader:
+            if workers > 1 and size > span:
+                count = min(workers, -(-size // span))
+                pool = ProcessPoolExecutor(count, mp_context=get_context("spawn"))
+                try:
+                    return _Stitcher(self, reader, size, block, span, cps, pool, count).run()
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            return _Stitcher(self, reader, size, block, span, cps, None).run()
 
     def _slow_check(
         self, seq: int, rec_at: str, kind: str, body: bytes, leaf: bytes, expected: int
@@ -1423,37 +1279,193 @@ class Ledger:
         return None
 
 
-def _fold(stack: list[tuple[int, bytes]]) -> bytes:
-    """RFC 9162 root of the perfect subtrees on ``stack`` (left to right)."""
-    if not stack:
-        return merkle.EMPTY_ROOT
-    node = stack[-1][1]
-    for _level, left in reversed(stack[:-1]):
-        node = merkle.hash_children(left, node)
-    return node
+class _Stitcher:
+    """The parent half of ``verify``: hands ranges to ``ledgerscan.scan_range`` (in this
+    process or a pool) and joins their results in seq order (see ``Ledger.verify``)."""
 
+    def __init__(
+        self,
+        ledger: Ledger,
+        reader: _RawReader,
+        size: int,
+        block: int,
+        span: int,
+        cps: _CheckpointCursor | None,
+        pool: ProcessPoolExecutor | None,
+        workers: int = 1,
+    ) -> None:
+        self.ledger = ledger
+        self.reader = reader
+        self.size = size
+        self.block = block
+        self.span = span
+        self.cps = cps
+        self.pool = pool
+        self.workers = workers
+        self.stack: list[ledgerscan.Piece] = []
+        self.chain = GENESIS
+        self.count = 0
+        self.next_stop = -1
 
-def _prefix_frontier(levels: list[list[bytes]], m: int) -> list[tuple[int, bytes]]:
-    """Perfect subtrees (level, hash) of the first ``m`` leaves of an aligned batch."""
-    out = []
-    offset = 0
-    for level in range(m.bit_length() - 1, -1, -1):
-        if m >> level & 1:
-            out.append((level, levels[level][offset >> level]))
-            offset += 1 << level
-    return out
+    def result(
+        self, status: VerifyStatus, bad: int | None, problem: str | None, checked: int | None = None
+    ) -> VerifyResult:
+        cps = self.cps
+        return VerifyResult(
+            status,
+            self.size,
+            bad,
+            problem,
+            self.count if checked is None else checked,
+            self.chain.hex(),
+            ledgerscan.fold(self.stack).hex() if self.count == self.size else "",
+            cps.latest_size if cps is not None else None,
+            cps.checked if cps is not None else 0,
+        )
 
+    def run(self) -> VerifyResult:
+        cps = self.cps
+        if cps is not None:
+            self.next_stop = cps.next_size()
+            while self.next_stop == 0:
+                problem = cps.check_root(merkle.EMPTY_ROOT)
+                if problem is not None:
+                    return self.result(VerifyStatus.INVALID, cps.matched, problem)
+                self.next_stop = cps.next_size()
+        results = self._results()
+        try:
+            for lines, found in results:
+                outcome = self._stitch(found, lines)
+                if outcome is not None:
+                    return outcome
+        finally:
+            results.close()
+        if cps is None:
+            return self.result(VerifyStatus.VALID, None, None)
+        return self.result(*cps.finish(self.count))
 
-def _tail_prefix(kind: str, recorded_at: str, log_json: bytes) -> bytes:
-    """The canonical bytes a record body has between ``data`` and its ``seq`` value."""
-    try:
-        kind_json = canonical_bytes(str(kind))
-        rec_json = canonical_bytes(str(recorded_at))
-    except RecordError:
-        return b"\xff"  # matches no canonical body: the slow check names the problem
-    return b"".join(
-        (b',"kind":', kind_json, b',"log":', log_json, b',"recorded_at":', rec_json, b',"seq":')
-    )
+    def _tasks(self) -> Iterator[tuple[int, int, list[tuple[int, LoggedCheckpoint]]]]:
+        """``(lo, hi, checkpoints with lo < size <= hi)`` per range, read from the external
+        log just before the range is handed out."""
+        cps = self.cps
+        for lo in range(0, self.size, self.span):
+            hi = min(lo + self.span, self.size)
+            stops: list[tuple[int, LoggedCheckpoint]] = []
+            while cps is not None and lo < self.next_stop <= hi:
+                assert cps.current is not None
+                stops.append((self.next_stop, cps.current))
+                self.next_stop = cps.next_size()
+            yield lo, hi, stops
+
+    def _results(
+        self,
+    ) -> Generator[tuple[list[tuple[int, LoggedCheckpoint]], ledgerscan.RangeResult], None, None]:
+        ledger = self.ledger
+        reader = self.reader
+        if self.pool is None:
+            for lo, hi, stops in self._tasks():
+                sizes = [s for s, _ in stops]
+                found = ledgerscan.scan_range(
+                    reader.fetch, reader.ph, ledger.log_id, lo, hi, self.size, self.block, sizes
+                )
+                yield stops, found
+            return
+        url = ledger._engine.url
+        if ledger.backend == "sqlite":
+            dsn = str(url.database)
+        else:
+            dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        window = 2 * self.workers
+        pending: deque[tuple[list[tuple[int, LoggedCheckpoint]], Future[Any]]] = deque()
+        error = ledger._dbapi_errors
+        try:
+            tasks = self._tasks()
+            while True:
+                for lo, hi, stops in tasks:
+                    future = self.pool.submit(
+                        ledgerscan.scan_range_in_process,
+                        ledger.backend,
+                        dsn,
+                        ledger.log_id,
+                        lo,
+                        hi,
+                        self.size,
+                        self.block,
+                        [s for s, _ in stops],
+                    )
+                    pending.append((stops, future))
+                    if len(pending) >= window:
+                        break
+                if not pending:
+                    return
+                stops, future = pending.popleft()
+                try:
+                    found = future.result()
+                except (error, BrokenProcessPool) as exc:
+                    raise _db_error("reading entries (verify worker)", exc) from exc
+                yield stops, found
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+    def _stitch(
+        self, found: ledgerscan.RangeResult, lines: list[tuple[int, LoggedCheckpoint]]
+    ) -> VerifyResult | None:
+        """Join one range; a ``VerifyResult`` when it ends the verification (invalid)."""
+        cps = self.cps
+        events: list[tuple[float, int, Any]] = []  # (seq order key, tie-break, what)
+        if found.lo > 0 and found.start_prev != self.chain:
+            problem = "prev_hash does not link to the previous record"
+            events.append((found.lo, 0, (found.lo, problem)))
+        for (size_at, pieces), (_, line) in zip(found.stops, lines, strict=False):
+            stack = list(self.stack)
+            for piece in pieces:
+                ledgerscan.push(stack, piece)
+            # a checkpoint of size s is checked once record s - 1 is
+            events.append((size_at - 0.5, 1, (size_at, line, ledgerscan.fold(stack))))
+        made: list[ledgerscan.Piece] = []
+        for piece in found.pieces:
+            ledgerscan.push(self.stack, piece, made)
+        node_bad = self._check_spanning(made)
+        if node_bad is not None:
+            events.append((node_bad[0], 0, node_bad))
+        for seq, problem in found.problems:
+            if not problem and found.row is not None:
+                r = found.row
+                seq, problem = self.ledger._slow_check(
+                    r.seq, r.recorded_at, r.kind, r.body, r.leaf, r.expected
+                )
+            events.append((seq, 0, (seq, problem)))
+        self.count = found.lo + found.verified
+        self.chain = found.end_chain
+        for _key, _tie, what in sorted(events, key=lambda e: (e[0], e[1])):
+            if len(what) == 3:
+                size_at, line, root = what
+                assert cps is not None
+                mismatch = cps.check_root(root, line)
+                if mismatch is not None:
+                    return self.result(VerifyStatus.INVALID, cps.matched, mismatch, size_at)
+            else:
+                return self.result(VerifyStatus.INVALID, what[0], what[1], what[0])
+        return None
+
+    def _check_spanning(self, made: list[ledgerscan.Piece]) -> tuple[int, str] | None:
+        """Stored nodes spanning two ranges (made while stitching) against the computed ones."""
+        if not made:
+            return None
+        ph = self.reader.ph
+        computed = {(level, first >> level): node for level, first, node in made}
+        probe = (
+            f"SELECT level, idx, hash FROM ledger_tree WHERE log_id = {ph} AND level = {ph} "  # noqa: S608
+            f"AND idx = {ph}"
+        )
+        keys = list(computed)
+        params: list[Any] = []
+        for level, idx in keys:
+            params += [self.ledger.log_id, level, idx]
+        rows = self.reader.fetch(" UNION ALL ".join([probe] * len(keys)), tuple(params))
+        stored = {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
+        return ledgerscan.check_nodes(stored, computed)
 
 
 class _RawReader:
@@ -1484,7 +1496,7 @@ class _RawReader:
         dbapi = self._dbapi
         error = self._ledger._engine.dialect.dbapi.Error  # type: ignore[union-attr]
         try:
-            cur = dbapi.cursor()
+            cur = dbapi.cursor() if self._sqlite else dbapi.cursor(binary=True)
             try:
                 cur.execute(sql, params)
                 rows: list[Any] = cur.fetchall()
@@ -1553,8 +1565,9 @@ class _CheckpointCursor:
                 return -1  # finish() reports the truncation
             return line.size
 
-    def check_root(self, root: bytes) -> str | None:
-        line = self.current
+    def check_root(self, root: bytes, line: LoggedCheckpoint | None = None) -> str | None:
+        """Compare ``root`` with checkpoint ``line`` (default: the last one read)."""
+        line = line if line is not None else self.current
         assert line is not None
         self.checked += 1
         if root != line.root:

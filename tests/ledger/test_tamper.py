@@ -33,8 +33,17 @@ def url(ledger_url: str) -> str:
 
 
 def verify(url: str) -> VerifyResult:
+    """``verify`` as one range, and cut into ranges of 2 and 4 records (stitched in this
+    process, as the worker pool's results are): the outcome must not depend on the cut."""
     with Ledger.open(url) as led:
-        return led.verify(batch=3)
+        whole = led.verify(batch=3, workers=1)
+        for span in (2, 4):
+            assert _outcome(led.verify(batch=3, workers=1, range_size=span)) == _outcome(whole)
+        return whole
+
+
+def _outcome(r: VerifyResult) -> tuple[object, ...]:
+    return (r.status, r.first_bad_seq, r.problem, r.records_checked, r.root)
 
 
 def assert_invalid(result: VerifyResult, seq: int, problem: str) -> None:
@@ -244,3 +253,31 @@ def test_random_single_byte_change_detected(sqlite_ledger: Path, data: st.DataOb
         conn.close()
     assert result.status == "invalid"
     assert result.first_bad_seq == seq
+
+
+# -- the same through worker processes (spawned; both backends) ------------------------------
+
+
+@pytest.mark.parametrize("tamper", ["none", "body", "tree"])
+def test_worker_processes_agree_with_one_process(url: str, tamper: str) -> None:
+    if tamper == "body":
+        body = bytearray(row(url, 6)["body"])
+        body[body.index(b"pull")] = ord("P")
+        update(url, 6, body=bytes(body))
+    elif tamper == "tree":  # a node spanning two ranges of 4: only the stitching sees it
+        with raw(url) as conn:
+            conn.execute(
+                sa.text("UPDATE ledger_tree SET hash = :h WHERE level = 3"), {"h": b"\1" * 32}
+            )
+    with Ledger.open(url) as led:
+        alone = led.verify(batch=3, workers=1)
+        pooled = led.verify(batch=3, workers=2, range_size=4)
+    assert _outcome(pooled) == _outcome(alone)
+    assert pooled.head_hash == alone.head_hash or tamper != "none"
+    if tamper == "none":
+        assert pooled.status == "valid" and pooled.records_checked == N
+    elif tamper == "body":
+        assert (pooled.status, pooled.first_bad_seq) == ("invalid", 6)
+    else:
+        assert (pooled.status, pooled.first_bad_seq) == ("invalid", 7)
+        assert pooled.problem is not None and "level 3, index 0" in pooled.problem
