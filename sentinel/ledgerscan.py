@@ -191,6 +191,9 @@ def scan_range(
     )
     stack: list[Piece] = []
     prefix_cache: dict[tuple[str, str], bytes] = {}
+    prefix = b""
+    last_kind: object = None
+    last_rec_at: object = None
     count = lo
     stop_at = 0
     last: int | None = None
@@ -211,12 +214,14 @@ def scan_range(
                 out.row = RowProblem(seq, rec_at, kind, bytes(body), bytes(leaf), count)
                 bad = (seq, "")
                 break
-            prefix = prefix_cache.get((kind, rec_at))
-            if prefix is None:
-                prefix = _tail_prefix(kind, rec_at, log_json)
-                if len(prefix_cache) > 256:
-                    prefix_cache.clear()
-                prefix_cache[(kind, rec_at)] = prefix
+            if kind != last_kind or rec_at != last_rec_at:  # one append call: one pair
+                prefix = prefix_cache.get((kind, rec_at))
+                if prefix is None:
+                    prefix = _tail_prefix(kind, rec_at, log_json)
+                    if len(prefix_cache) > 256:
+                        prefix_cache.clear()
+                    prefix_cache[(kind, rec_at)] = prefix
+                last_kind, last_rec_at = kind, rec_at
             if not (
                 body.startswith(data_head)
                 and body.endswith(b"%s%d%s" % (prefix, seq, version_tail))
@@ -286,22 +291,32 @@ def _compare_tree(
         return None
     parts: list[str] = []
     params: list[Any] = []
+    expected: list[bytes] = []  # the computed nodes in the order the query returns them
+    above = {(level, first >> level): node for level, first, node in made}
     for level in range(1, count.bit_length() + 1):
         first = max(-(-(start + 1) // (1 << level)) - 1, -(-lo >> level))
         last = (count >> level) - 1
         if first <= last:  # one primary-key range scan per level (an OR scans the table)
             parts.append(
-                f"SELECT level, idx, hash FROM ledger_tree WHERE log_id = {ph} "  # noqa: S608
-                f"AND level = {ph} AND idx BETWEEN {ph} AND {ph}"
+                f"SELECT * FROM (SELECT level, idx, hash FROM ledger_tree "  # noqa: S608
+                f"WHERE log_id = {ph} AND level = {ph} AND idx BETWEEN {ph} AND {ph} "
+                "ORDER BY idx) AS l" + str(level)
             )
             params += [log_id, level, first, last]
+            if level < len(levels):
+                base = start >> level
+                expected += levels[level][first - base : last - base + 1]
+            else:
+                expected += [above.get((level, i), b"") for i in range(first, last + 1)]
     if not parts:
         return None
-    stored = {
-        (int(lv), int(ix)): bytes(h)
-        for lv, ix, h in fetch(" UNION ALL ".join(parts), tuple(params))
-    }
-    computed = {(level, first >> level): node for level, first, node in made}
+    rows = fetch(" UNION ALL ".join(parts), tuple(params))
+    if len(rows) == len(expected) and all(
+        h == e for (_lv, _ix, h), e in zip(rows, expected, strict=True)
+    ):
+        return None  # the common case: no dictionaries of every node
+    stored = {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
+    computed = dict(above)
     for level in range(1, len(levels)):
         base = start >> level
         for j, node in enumerate(levels[level]):

@@ -1202,7 +1202,10 @@ class Ledger:
         its own (``sentinel.ledgerscan``: rows, chain from the stored chain value before it,
         the Merkle nodes inside it), by up to ``workers`` processes (default: one per CPU,
         at most ``VERIFY_MAX_WORKERS``; 1 checks in this process; a log of one range is
-        always checked here). This process stitches the ranges in order: each range must
+        always checked here). Workers are started with multiprocessing's ``spawn`` method; if
+        they cannot start (a script without an ``if __name__ == "__main__"`` guard, as
+        multiprocessing requires), a warning is logged and the log is verified in this
+        process. This process stitches the ranges in order: each range must
         start from the chain value the previous one ended with, the Merkle nodes spanning
         two ranges and the checkpoint roots are computed from the ranges' subtree hashes.
         Memory: one read batch per worker, O(log n) hashes per range.
@@ -1237,8 +1240,14 @@ class Ledger:
                 pool = ProcessPoolExecutor(count, mp_context=get_context("spawn"))
                 try:
                     return _Stitcher(self, reader, size, block, span, cps, pool, count).run()
+                except BrokenProcessPool as exc:  # e.g. a script without a __main__ guard
+                    _log.warning(
+                        "ledger verify: worker processes failed (%s); verifying in this process",
+                        exc,
+                    )
                 finally:
                     pool.shutdown(wait=True, cancel_futures=True)
+                cps = _CheckpointCursor(anchor, size) if anchor is not None else None
             return _Stitcher(self, reader, size, block, span, cps, None).run()
 
     def _slow_check(
@@ -1401,7 +1410,7 @@ class _Stitcher:
                 stops, future = pending.popleft()
                 try:
                     found = future.result()
-                except (error, BrokenProcessPool) as exc:
+                except error as exc:
                     raise _db_error("reading entries (verify worker)", exc) from exc
                 yield stops, found
         finally:
