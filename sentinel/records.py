@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -238,9 +239,17 @@ class Unparsed:
         }
 
 
+# dotted-quad IPv4 as ipaddress writes it (no leading zeros, each octet ≤ 255): returned as
+# is, without parsing (the common case on every audit event)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def normalize_ip(text: str) -> str | None:
     """``text`` as a canonical IP address (RFC 5952 for IPv6; IPv4-mapped IPv6
     ``::ffff:a.b.c.d`` as the IPv4 address), or ``None`` if it is not one."""
+    if _CANONICAL_V4.fullmatch(text):
+        return text
     try:
         addr = ipaddress.ip_address(text.strip())
     except ValueError:

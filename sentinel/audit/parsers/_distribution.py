@@ -54,9 +54,6 @@ _DIGEST_RE = re.compile(rf"^{_DIGEST}$")
 # a path-only target urlsplit would leave alone: one leading "/", printable ASCII without
 # space, "%", "?", "#" (nothing to unquote, no query, no fragment, no scheme or netloc)
 _PLAIN_PATH = re.compile(r"/(?!/)[^\x00-\x20\x7f-\U0010ffff%?#]*")
-# dotted-quad IPv4 as ipaddress writes it (no leading zeros, each octet ≤ 255)
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +174,6 @@ def split_addr(
 
 
 def _norm_ip(text: str) -> str:
-    if _CANONICAL_V4.fullmatch(text):
-        return text  # normalize_ip(text) == text
     return normalize_ip(text) or text
 
 
