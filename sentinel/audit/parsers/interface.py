@@ -67,8 +67,9 @@ def _has_float(value: Any) -> bool:
     return False
 
 
-def _loads(raw: bytes | str) -> Any:
-    """``json.loads(raw)``, through ``orjson`` when it gives the same value.
+def _loads(raw: bytes | str) -> tuple[Any, bool]:
+    """``json.loads(raw)``, through ``orjson`` when it gives the same value; and whether the
+    value is a flat object (no nested object or array: depth 1).
 
     orjson is faster but differs on some input: it refuses NaN/Infinity, lone surrogate
     escapes, a byte-order mark and numbers overflowing a double (``json`` accepts them), and
@@ -80,14 +81,14 @@ def _loads(raw: bytes | str) -> Any:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return json.loads(raw)  # json decides, and words the error
+        return json.loads(raw), False  # json decides, and words the error
     if type(value) is dict:
         kinds = set(map(type, value.values()))
         if float not in kinds and kinds.isdisjoint(_CONTAINERS):
-            return value
+            return value, True
     if _has_float(value):
-        return json.loads(raw)
-    return value
+        return json.loads(raw), False
+    return value, False
 
 
 def loads_limited(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
@@ -97,9 +98,11 @@ def loads_limited(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     ``JSONDepthError``) on invalid, non-UTF-8 or too deeply nested input.
     """
     try:
-        value = _loads(raw)
+        value, flat = _loads(raw)
     except RecursionError as exc:
         raise JSONDepthError(f"JSON nests deeper than {max_depth} levels") from exc
+    if flat and max_depth >= 1:
+        return value
     if isinstance(raw, bytes):
         opens = raw.count(b"[") + raw.count(b"{")
     else:
