@@ -5,6 +5,13 @@ Usage::
 
     .venv/bin/python bench/bench_ingest.py [-n 1000000] [--file LOG] [--pg ADMIN_URL]
         [--skip-pg] [--skip-rsyslog] [--profile-lines 100000] [--keep]
+        [--verify-sizes 1000000,10000000] [--pg-verify-sizes 1000000] [--ledger-dir DIR]
+
+The whole issue-3 figure set in one run (ingest both backends, rsyslog, verify of 1 M and
+10 M records)::
+
+    .venv/bin/python bench/bench_ingest.py --file /tmp/bench-1m.log \
+        --verify-sizes 1000000,10000000 --pg-verify-sizes 1000000 --ledger-dir /tmp/bench-ledgers
 
 Needs rsyslog for the side-by-side figure (``apt-get install rsyslog``; the daemon is run in
 the foreground with a private configuration, it does not touch the system's syslog).
@@ -21,7 +28,10 @@ Steps, each in its own process so that peak RSS (``wait4`` ``ru_maxrss``) is tha
    file from the start) and omfile writing each line unchanged (``%rawmsg%``) to a temporary
    file; timed from the spawn until the output holds every line, then stopped by its PID;
 5. cProfile of the same ingest (SQLite) over the first ``--profile-lines`` lines: the top
-   functions by own time and by cumulative time.
+   functions by own time and by cumulative time;
+6. with ``--verify-sizes``/``--pg-verify-sizes``: ``bench_ledger.big_verify`` per size
+   (a ledger bulk-built to that size, one checkpoint, ``Ledger.verify``: records/s by wall
+   and by CPU second, peak RSS); ``--ledger-dir`` keeps the SQLite ledgers for the next run.
 
 Prints a table (tool, lines, events, wall seconds, lines/s, events/s, CPU seconds, lines per
 CPU second, peak RSS) and the profile. On a shared machine the wall figures include waiting
@@ -262,6 +272,34 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def verify_big(args: argparse.Namespace, tmp: Path) -> None:
+    """Step 6: ``bench_ledger.big_verify`` for each requested size and backend."""
+    sizes = [int(x) for x in args.verify_sizes.split(",") if x.strip()]
+    pg_sizes = [int(x) for x in args.pg_verify_sizes.split(",") if x.strip()]
+    if not sizes and not pg_sizes:
+        return
+    sys.path.insert(0, str(HERE))
+    import bench_ledger
+
+    print("\nverification (bulk-built ledgers, one checkpoint each)")
+    where = args.ledger_dir or tmp
+    where.mkdir(parents=True, exist_ok=True)
+    for n in sizes:
+        bench_ledger.big_verify("sqlite", f"sqlite:///{where}/ledger-{n}.db", n, None)
+    for n in pg_sizes:
+        name = f"sentinel_bench_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(args.pg, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            url = args.pg.rsplit("/", 1)[0] + f"/{name}"
+            bench_ledger.big_verify("postgresql", url, n, None)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", "--lines", type=int, default=1_000_000)
@@ -271,6 +309,9 @@ def main() -> None:
     ap.add_argument("--skip-rsyslog", action="store_true")
     ap.add_argument("--profile-lines", type=int, default=100_000, help="0: no profile")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--verify-sizes", default="", help="SQLite verify sizes, e.g. 1000000,10000000")
+    ap.add_argument("--pg-verify-sizes", default="", help="PostgreSQL verify sizes")
+    ap.add_argument("--ledger-dir", type=Path, help="keep/reuse the SQLite verify ledgers here")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-ingest-"))
@@ -316,6 +357,7 @@ def main() -> None:
         if args.profile_lines:
             print(f"\ncProfile: sentinel audit ingest (SQLite), first {args.profile_lines} lines")
             print(profile(log, args.profile_lines, tmp))
+        verify_big(args, tmp)
     finally:
         if args.keep:
             print(f"kept {tmp}")

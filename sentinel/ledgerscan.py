@@ -215,12 +215,13 @@ def scan_range(
                 bad = (seq, "")
                 break
             if kind != last_kind or rec_at != last_rec_at:  # one append call: one pair
-                prefix = prefix_cache.get((kind, rec_at))
-                if prefix is None:
-                    prefix = _tail_prefix(kind, rec_at, log_json)
+                cached = prefix_cache.get((kind, rec_at))
+                if cached is None:
+                    cached = _tail_prefix(kind, rec_at, log_json)
                     if len(prefix_cache) > 256:
                         prefix_cache.clear()
-                    prefix_cache[(kind, rec_at)] = prefix
+                    prefix_cache[(kind, rec_at)] = cached
+                prefix = cached
                 last_kind, last_rec_at = kind, rec_at
             if not (
                 body.startswith(data_head)
