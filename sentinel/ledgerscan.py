@@ -355,7 +355,6 @@ def scan_range_in_process(
 
         conn = sqlite3.connect(dsn, isolation_level=None, timeout=60.0)
         conn.execute("PRAGMA query_only = 1")
-        conn.execute("PRAGMA mmap_size = 1073741824")  # reads without a copy per page
 
         def fetch(sql: str, params: tuple[Any, ...]) -> list[Any]:
             rows: list[Any] = conn.execute(sql, params).fetchall()
