@@ -61,15 +61,31 @@ Outcome = Literal["success", "failure", "unknown"]
 ClientIPSource = Literal["socket", "header"]
 
 
-def position_key(src_pos: str) -> str:
-    """The part of ``src_pos`` that identifies the bytes, not the name they were read under.
+#: a file position: ``<path>@<dev>:<ino>.<gen>:<fingerprint>:<offset>`` plus what a parser
+#: appends for the n-th record of one line/payload (``#<n>``, ``@<n>``); the path may hold
+#: anything, so the pattern is anchored on the end
+_FILE_POS = re.compile(r"@[^@:/]+:\d+\.\d+:(?P<fp>[0-9a-f]{16}):(?P<rest>\d+(?:[#@][^/]*)?)$")
 
-    Tailed and ingested files have ``src_pos = "<path>@<dev>:<ino>.<gen>:<offset>"``; the same
-    file reached through another path (``./a/../a/x.log``, a symlink, or renamed by logrotate)
-    has the same device, inode and offset, so dedup keys drop the path. Other positions
-    (webhook deliveries) are returned unchanged.
+
+def position_key(src_pos: str) -> str:
+    """The part of ``src_pos`` that identifies the *content*, not the file it was read from.
+
+    Tailed and ingested files have ``src_pos = "<path>@<dev>:<ino>.<gen>:<fp>:<offset>"``
+    (``fp``: ``sentinel.audit.cursor.first_line_fingerprint``, the SHA-256 of the file's first
+    line); the key is ``"<fp>:<offset>"`` (plus a parser's ``#<n>`` suffix). So the same bytes
+    read under another path, a symlink, a rename, a copy (logrotate ``copytruncate``, a restored
+    backup, a log fetched from another host), a ``.gz`` or a new generation of the same inode
+    give the same key — the record's hash is the other half of the dedup key. Limit: two
+    different files of one source whose first lines are identical share the fingerprint, so a
+    line with the same bytes at the same offset in both is taken as one (it is the same
+    content). A ``src_pos`` of the earlier form ``<path>@<dev>:<ino>.<gen>:<offset>`` (records
+    written before fingerprints) keeps its earlier key ``"<dev>:<ino>.<gen>:<offset>"``. Other
+    positions (webhook deliveries, syslog frames) are returned unchanged.
     """
-    _path, at, rest = src_pos.rpartition("@")
+    m = _FILE_POS.search(src_pos)
+    if m is not None:
+        return f"{m['fp']}:{m['rest']}"
+    _path, at, rest = src_pos.rpartition("@")  # the earlier rule, for earlier records
     if at and rest.count(":") >= 2:
         return rest
     return src_pos

@@ -6,6 +6,12 @@ of the next unread line (fail2ban ``server/filter.py`` ``FileContainer`` does th
 
 ``CursorStore`` is anything with ``get_cursor(key) -> str | None``; ``sentinel.ledger.Ledger``
 is one (its ``append(..., cursors={key: value})`` commits cursor and records together).
+The *content identity* of a file — what dedup keys use, so that a byte-for-byte copy
+(logrotate ``copytruncate``'s ``app.log.1``, a restored backup, a log fetched from another
+host) is recognised — is ``first_line_fingerprint``: the SHA-256 of the file's first line
+(without its newline), capped at ``HEAD_BYTES`` (Filebeat's ``fingerprint`` file identity and
+fail2ban's head hash do the same). Device and inode stay in ``src_pos`` for people to read.
+
 ``JSONFileCursorStore`` is a small standalone store (one JSON file, atomic replace) for tests
 and ``sentinel audit`` dry runs.
 """
@@ -23,6 +29,26 @@ from typing import Protocol, runtime_checkable
 from sentinel.errors import InputError
 
 HEAD_BYTES = 1024
+#: hex digits of the first-line fingerprint kept in ``src_pos`` (64 bits: two different first
+#: lines collide with probability 2^-64, and even then only lines with the same bytes at the
+#: same offset would share a dedup key)
+FINGERPRINT_HEX = 16
+
+
+def first_line_fingerprint(head: bytes) -> str:
+    """Content identity of a file whose first bytes are ``head``: the SHA-256 (hex, first
+    ``FINGERPRINT_HEX`` digits) of its first line without the ``\\n``, at most ``HEAD_BYTES``
+    bytes of it.
+
+    ``head`` is the file's first line, or its first ``HEAD_BYTES`` bytes or more (anything after
+    the first newline is ignored). A file whose whole content has no newline (a finished file,
+    read to its end) is fingerprinted by that content. Two files with the same first line share
+    a fingerprint: their lines are then told apart by offset and content only (see
+    ``sentinel.records.position_key``).
+    """
+    nl = head.find(b"\n", 0, HEAD_BYTES)
+    first = head[:nl] if nl >= 0 else head[:HEAD_BYTES]
+    return hashlib.sha256(first).hexdigest()[:FINGERPRINT_HEX]
 
 
 @runtime_checkable
@@ -43,12 +69,14 @@ class Cursor:
     head_sha256: str
     head_len: int
     offset: int
-    #: bumped each time the same inode was truncated or rewritten (keeps ``src_pos`` unique)
+    #: bumped each time the same inode was truncated or rewritten (informative: it tells the
+    #: generations of one inode apart in ``src_pos``; dedup keys use the content fingerprint)
     gen: int = 0
 
-    def file_id(self, path: str) -> str:
-        """``"<path>@<dev>:<ino>.<gen>"``: the file part of every ``src_pos`` from this file."""
-        return f"{path}@{self.dev}:{self.ino}.{self.gen}"
+    def file_id(self, path: str, fingerprint: str) -> str:
+        """``"<path>@<dev>:<ino>.<gen>:<fingerprint>"``: the file part of every ``src_pos``
+        from this file (``fingerprint``: ``first_line_fingerprint`` of its content)."""
+        return f"{path}@{self.dev}:{self.ino}.{self.gen}:{fingerprint}"
 
     def dumps(self) -> str:
         """Compact JSON string (what the store keeps)."""

@@ -9,14 +9,17 @@ pretty-printed), or one JSON document per line (envelopes, or Sentinel's capture
 itself (NDJSON, e.g. a day of MinIO audit log) is read line by line instead, each line at
 most ``max_payload_line`` bytes (16 MiB; longer → ``Unparsed``), in bounded memory.
 
-``src_pos`` is ``"<absolute path>@<dev>:<ino>.0:<byte offset>"``, the same scheme the tailer
-uses, so a file ingested by hand and later tailed gives the same dedup keys.
+``src_pos`` is ``"<absolute path>@<dev>:<ino>.0:<fingerprint>:<byte offset>"``, the same
+scheme the tailer uses; the fingerprint (``cursor.first_line_fingerprint``: SHA-256 of the
+file's first line, at most 1 KiB) is the file's content identity, and dedup keys use it with
+the offset instead of device and inode (``sentinel.records.position_key``): a file ingested by
+hand and later tailed, or a byte-for-byte copy of it ingested again, gives the same keys.
 
 A gzip file (RFC 1952 magic ``1f 8b``, e.g. a log rotated with logrotate ``compress``) is read
 decompressed: offsets are then offsets in the decompressed stream. ``-`` reads standard input
 (spooled to an anonymous temporary file first, since reading needs to seek); its positions are
-``<stdin>@stdin:0.0:<offset>``, which identify nothing durable — fine for a dry run, and the
-reason ``sentinel audit ingest`` refuses ``-``.
+``<stdin>@0:0.0:<fingerprint>:<offset>`` — fine for a dry run; ``sentinel audit ingest``
+refuses ``-`` (a re-run must be recognisable from a file).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from sentinel.audit.cursor import Cursor
+from sentinel.audit.cursor import HEAD_BYTES, Cursor, first_line_fingerprint
 from sentinel.audit.lines import DEFAULT_MAX_LINE, Line, Oversize, iter_lines
 from sentinel.audit.parsers import PAYLOAD_FORMATS, Parser
 from sentinel.audit.parsers.interface import flush_parser, loads_limited
@@ -70,7 +73,7 @@ def parse_file(
             fh: BinaryIO = stack.enter_context(tempfile.TemporaryFile())
             shutil.copyfileobj(sys.stdin.buffer, fh)
             fh.seek(0)
-            file_id = "<stdin>@stdin:0.0"
+            name, cur = "<stdin>", Cursor(0, 0, "", 0, 0)
         else:
             try:
                 fh = stack.enter_context(path.open("rb"))
@@ -79,12 +82,14 @@ def parse_file(
             st = os.fstat(fh.fileno())
             if not os.path.isfile(path):  # noqa: PTH113 - after open, to report directories
                 raise InputError(f"{path}: not a regular file")
-            file_id = Cursor(st.st_dev, st.st_ino, "", 0, 0).file_id(str(path.absolute()))
+            name, cur = str(path.absolute()), Cursor(st.st_dev, st.st_ino, "", 0, 0)
         if fh.read(2) == _GZIP_MAGIC:
             fh.seek(0)
             fh = cast(BinaryIO, stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb")))
         fh.seek(0)
         try:
+            file_id = cur.file_id(name, first_line_fingerprint(fh.read(HEAD_BYTES)))
+            fh.seek(0)
             if parser.name in PAYLOAD_FORMATS:
                 data = fh.read(max_payload_file + 1)
                 if len(data) <= max_payload_file:

@@ -32,7 +32,14 @@ Cursor and rotation (as fail2ban ``FileContainer``; ``cursor.Cursor``):
   while Sentinel was down — and only then the new file. A damaged .gz is read up to the
   damage, counted in ``read_errors`` and left.
 
-``src_pos`` is ``"<path>@<dev>:<ino>.<gen>:<byte offset>"``. Wake-ups: watchdog file events on
+``src_pos`` is ``"<path>@<dev>:<ino>.<gen>:<fingerprint>:<byte offset>"``; the fingerprint
+(``cursor.first_line_fingerprint``, SHA-256 of the file's first line, at most 1 KiB) is the
+file's content identity and, with the offset, what dedup keys use (``records.position_key``):
+a copy of the file (copytruncate's ``app.log.1`` matched by a glob, a restored backup), its
+``.gz``, the same file ingested by hand, or a generation of the inode rewritten with the same
+bytes give the same keys. Records are only made of complete lines (or the last line of a
+finished file), so the first line is complete — or at least 1 KiB long — when the first record
+is made and the fingerprint never changes under a file's records. Wake-ups: watchdog file events on
 the directory, and a poll every ``poll_interval`` seconds as fallback. ``start()``/``stop()``
 run one worker thread (plus watchdog's observer), both joined on ``stop()``.
 """
@@ -52,7 +59,13 @@ from typing import BinaryIO, cast
 
 from watchdog.observers import Observer
 
-from sentinel.audit.cursor import HEAD_BYTES, Cursor, CursorStore, head_of
+from sentinel.audit.cursor import (
+    HEAD_BYTES,
+    Cursor,
+    CursorStore,
+    first_line_fingerprint,
+    head_of,
+)
 from sentinel.audit.lines import CHUNK, DEFAULT_MAX_LINE, KEEP, Line, Oversize, iter_lines
 from sentinel.audit.parsers.interface import Parser, flush_parser
 from sentinel.fswake import FileWake
@@ -169,6 +182,8 @@ class FileTailer:
         self.stats = TailStats()
         self._fh: BinaryIO | None = None
         self._cur: Cursor | None = None
+        #: ``first_line_fingerprint`` of the open file (``None``: not known yet)
+        self._fp: str | None = None
         self._started = False
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -223,6 +238,7 @@ class FileTailer:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        self._fp = None
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -395,8 +411,9 @@ class FileTailer:
         least ``saved.offset`` uncompressed bytes."""
         fh = _gzip_open(path)
         try:
-            head = fh.read(saved.head_len)
-            if len(head) != saved.head_len or sha256_hex(head) != saved.head_sha256:
+            head = fh.read(HEAD_BYTES)
+            known = head[: saved.head_len]
+            if len(known) != saved.head_len or sha256_hex(known) != saved.head_sha256:
                 fh.close()
                 return False
             fh.seek(saved.offset)
@@ -409,6 +426,7 @@ class FileTailer:
             return False
         log.info("%s: finishing the rotated file from %s", self.path, path)
         self._fh, self._cur = fh, saved
+        self._fp = first_line_fingerprint(head)  # read now: seeking back in gzip is slow
         return True
 
     def _newer_siblings(self, found: tuple[Path, os.stat_result], saved: Cursor) -> list[Path]:
@@ -508,6 +526,7 @@ class FileTailer:
             log.info("%s: truncated or rewritten; reading again from the start", self.path)
             sha, n = head_of(fd)
             self._cur = Cursor(cur.dev, cur.ino, sha, n, 0, cur.gen + 1)
+            self._fp = None  # new content: the next line at offset 0 gives it
         elif cur.head_len < HEAD_BYTES and size > cur.head_len:
             sha, n = head_of(fd)
             self._cur = Cursor(cur.dev, cur.ino, sha, n, cur.offset, cur.gen)
@@ -585,9 +604,28 @@ class FileTailer:
             body = Oversize(kept[:KEEP], digest.hexdigest(), length)
         return Line(start, body, start + length)
 
+    def _fingerprint(self, line: Line) -> str:
+        """The open file's content fingerprint; ``line`` is the line about to be parsed (a
+        complete line, so when it is not the first one the first line is complete too)."""
+        if line.start == 0:
+            first = line.data.head if isinstance(line.data, Oversize) else line.data
+            self._fp = first_line_fingerprint(first)
+        elif self._fp is None:
+            assert self._fh is not None
+            fh = self._fh
+            if isinstance(fh, _GzipStream):  # only when not set on opening: rewinds
+                back = fh.tell()
+                fh.seek(0)
+                head = fh.read(HEAD_BYTES)
+                fh.seek(back)
+            else:
+                head = os.pread(fh.fileno(), HEAD_BYTES, 0)
+            self._fp = first_line_fingerprint(head)
+        return self._fp
+
     def _parse(self, line: Line) -> list[AuditEvent | Unparsed]:
         assert self._cur is not None
-        pos = f"{self._cur.file_id(str(self.path))}:{line.start}"
+        pos = f"{self._cur.file_id(str(self.path), self._fingerprint(line))}:{line.start}"
         if isinstance(line.data, Oversize):
             over = line.data
             return [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.audit.cursor import Cursor, JSONFileCursorStore
+from sentinel.audit.cursor import Cursor, JSONFileCursorStore, first_line_fingerprint
 from sentinel.audit.parsers import PARSERS
 from sentinel.audit.tailer import FileTailer, TailBatch
 from sentinel.records import AuditEvent, Unparsed
@@ -72,7 +72,8 @@ def test_append_and_partial_line(tmp_path: Path, access_lines: list[bytes]) -> N
     first = sink.records[0]
     assert isinstance(first, AuditEvent)
     st = log.stat()
-    assert first.src_pos == f"{log}@{st.st_dev}:{st.st_ino}.0:0"
+    fp = first_line_fingerprint(access_lines[0])
+    assert first.src_pos == f"{log}@{st.st_dev}:{st.st_ino}.0:{fp}:0"
     assert sink.records[3].src_pos.endswith(f":{sum(len(x) + 1 for x in access_lines[:3])}")
     tailer.close()
 
@@ -125,8 +126,12 @@ def test_copytruncate(tmp_path: Path, access_lines: list[bytes]) -> None:
     tailer.poll_once()
     assert sink.lines() == sha(access_lines[:13])
     assert tailer.stats.truncations == 1
-    # same inode, same offsets as before the truncation, yet distinct positions
-    assert sink.records[10].src_pos.endswith(".1:0") and sink.records[0].src_pos.endswith(".0:0")
+    # same inode, same offsets as before the truncation: the generation tells them apart in
+    # src_pos, the new content (first line) in the dedup key
+    fp0, fp1 = (first_line_fingerprint(x) for x in (access_lines[0], access_lines[10]))
+    assert sink.records[10].src_pos.endswith(f".1:{fp1}:0")
+    assert sink.records[0].src_pos.endswith(f".0:{fp0}:0")
+    assert sink.records[10].dedup_key != sink.records[0].dedup_key
     tailer.close()
 
 

@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 import requests
 
-from sentinel.audit.cursor import Cursor
+from sentinel.audit.cursor import Cursor, first_line_fingerprint
 from sentinel.config import DEFAULT_CONFIG_TOML
 from sentinel.ledger import Ledger
 from sentinel.runtime.setup import init_directory
@@ -289,7 +289,8 @@ def test_tailer_survives_sigkill(tmp_path: Path, ledger_url: str) -> None:
 
     data = log.read_bytes()
     st = log.stat()
-    file_id = Cursor(st.st_dev, st.st_ino, "", 0, 0).file_id(str(log))
+    fp = first_line_fingerprint(data.split(b"\n", 1)[0])
+    file_id = Cursor(st.st_dev, st.st_ino, "", 0, 0).file_id(str(log), fp)
     expected: dict[str, tuple[str, str]] = {}  # tag → (raw_sha256, src_pos)
     offset = 0
     for raw in data.splitlines(keepends=True):
