@@ -9,8 +9,10 @@ watchdog event in the glob's base directory (the longest leading part without ``
 * New files that start to match are picked up on the next pass and read from the start.
 * Compressed files (``*.gz``) are never tailed as files of their own: they only finish a
   rotation (``FileTailer``). A glob that also matches rotated names (``*.log*``) makes each
-  rotated file a new source of the same lines; the dedup keys (device, inode, offset, hash)
-  keep the ledger free of duplicates, but prefer a glob that matches live files only.
+  rotated file a new source of the same lines; the dedup keys (the file's first-line
+  fingerprint, offset, hash: ``records.position_key``) recognise them whether the rotated file
+  was renamed or copied (``copytruncate``), so the ledger stays free of duplicates, but prefer a
+  glob that matches live files only (every rotation is read again).
 * A path that no longer exists and whose open file yields nothing more is forgotten (its
   cursor stays committed; if the path comes back, its new tailer resumes from the cursor).
 * At most ``max_files`` files are tailed at once; further matches are logged and counted in

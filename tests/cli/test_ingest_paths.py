@@ -1,5 +1,6 @@
 """Re-ingesting the same bytes under another path (./x/../x, symlink, logrotate rename) adds
-nothing: dedup keys name the file by device and inode, not by path."""
+nothing: dedup keys name the file by its content (first-line fingerprint), not by path. Copies:
+tests/audit/test_content_identity.py."""
 
 from __future__ import annotations
 
