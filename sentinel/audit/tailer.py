@@ -39,9 +39,11 @@ a copy of the file (copytruncate's ``app.log.1`` matched by a glob, a restored b
 ``.gz``, the same file ingested by hand, or a generation of the inode rewritten with the same
 bytes give the same keys. Records are only made of complete lines (or the last line of a
 finished file), so the first line is complete — or at least 1 KiB long — when the first record
-is made and the fingerprint never changes under a file's records. Wake-ups: watchdog file events on
-the directory, and a poll every ``poll_interval`` seconds as fallback. ``start()``/``stop()``
-run one worker thread (plus watchdog's observer), both joined on ``stop()``.
+is made and the fingerprint never changes under a file's records.
+
+Wake-ups: watchdog file events on the directory, and a poll every ``poll_interval`` seconds as
+fallback. ``start()``/``stop()`` run one worker thread (plus watchdog's observer), both joined
+on ``stop()``.
 """
 
 from __future__ import annotations
