@@ -10,9 +10,12 @@ O(``max_line`` + chunk) whatever the line length.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 DEFAULT_MAX_LINE = 1 << 20  # 1 MiB
@@ -102,3 +105,72 @@ def _skip_oversize(fh: BinaryIO, buf: bytes, chunk: int) -> tuple[Oversize, byte
         digest.update(data[:nl])
         length += nl
         return _oversize(head, digest, length), data[nl + 1 :]
+
+
+#: what reading a damaged gzip stream raises
+GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+class GzipExpansionError(gzip.BadGzipFile):
+    """A gzip stream decompressed to more than ``GzipStream.max_ratio`` times its size."""
+
+
+class GzipStream:
+    """A gzip file (RFC 1952) read decompressed, for rotated logs (``app.log.1.gz``).
+
+    ``read`` returns every byte before a damage (``gzip.GzipFile.read`` drops the bytes of the
+    buffered read that hit it) and raises the error (one of ``GZIP_ERRORS``) on the next call.
+    ``max_ratio``, when set, bounds the decompressed size to ``max(max_ratio × compressed
+    size, 64 MiB)``: beyond it ``GzipExpansionError`` — a decompression bomb (a few hundred KB
+    of gzip holding gigabytes of newlines) must not keep a reader busy for hours. Rotated text
+    logs compress about 5-30×.
+    """
+
+    FLOOR = 64 << 20
+
+    def __init__(self, source: Path | BinaryIO, *, max_ratio: int | None = None) -> None:
+        if isinstance(source, Path):
+            self._gz = gzip.open(source, "rb")  # noqa: SIM115 - closed by close()
+            compressed = source.stat().st_size
+        else:
+            self._gz = gzip.GzipFile(fileobj=source, mode="rb")
+            at = source.tell()
+            compressed = source.seek(0, 2)
+            source.seek(at)
+        self._limit = max(max_ratio * compressed, self.FLOOR) if max_ratio is not None else None
+        self._error: BaseException | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        if self._error is not None:
+            raise self._error
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            try:
+                data = self._gz.read1(n - len(out) if n >= 0 else CHUNK)
+            except GZIP_ERRORS as exc:
+                if not out:
+                    raise
+                self._error = exc
+                break
+            if not data:
+                break
+            out += data
+            if self._limit is not None and self._gz.tell() > self._limit:
+                self._error = GzipExpansionError(
+                    f"decompresses to more than {self._limit} bytes (over the expansion "
+                    "limit: a decompression bomb?); not read further"
+                )
+                break
+        return bytes(out)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._gz.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._gz.tell()
+
+    def fileno(self) -> int:
+        return self._gz.fileno()
+
+    def close(self) -> None:
+        self._gz.close()

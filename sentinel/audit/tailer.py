@@ -48,12 +48,10 @@ on ``stop()``.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +66,16 @@ from sentinel.audit.cursor import (
     first_line_fingerprint,
     head_of,
 )
-from sentinel.audit.lines import CHUNK, DEFAULT_MAX_LINE, KEEP, Line, Oversize, iter_lines
+from sentinel.audit.lines import (
+    CHUNK,
+    DEFAULT_MAX_LINE,
+    GZIP_ERRORS,
+    KEEP,
+    GzipStream,
+    Line,
+    Oversize,
+    iter_lines,
+)
 from sentinel.audit.parsers.interface import Parser, flush_parser
 from sentinel.fswake import FileWake
 from sentinel.records import AuditEvent, Unparsed, sha256_hex
@@ -79,45 +86,8 @@ log = logging.getLogger(__name__)
 GZIP_SUFFIX = ".gz"
 #: at most this many rotated siblings are examined when finishing a rotation (bounds the work)
 MAX_SIBLINGS = 64
-_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
-
-
-class _GzipStream:
-    """A gzip file whose ``read`` returns every byte before a damage (``gzip.GzipFile.read``
-    drops the bytes of the buffered read that hit it) and raises on the next call."""
-
-    def __init__(self, path: Path) -> None:
-        self._gz = gzip.open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._error: BaseException | None = None
-
-    def read(self, n: int = -1) -> bytes:
-        if self._error is not None:
-            raise self._error
-        out = bytearray()
-        while n < 0 or len(out) < n:
-            try:
-                data = self._gz.read1(n - len(out) if n >= 0 else CHUNK)
-            except _GZIP_ERRORS as exc:
-                if not out:
-                    raise
-                self._error = exc
-                break
-            if not data:
-                break
-            out += data
-        return bytes(out)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._gz.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._gz.tell()
-
-    def fileno(self) -> int:
-        return self._gz.fileno()
-
-    def close(self) -> None:
-        self._gz.close()
+_GZIP_ERRORS = GZIP_ERRORS
+_GzipStream = GzipStream
 
 
 def _gzip_open(path: Path) -> BinaryIO:
