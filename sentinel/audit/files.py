@@ -24,7 +24,6 @@ refuses ``-`` (a re-run must be recognisable from a file).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import shutil
@@ -36,7 +35,14 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from sentinel.audit.cursor import HEAD_BYTES, Cursor, first_line_fingerprint
-from sentinel.audit.lines import DEFAULT_MAX_LINE, Line, Oversize, iter_lines
+from sentinel.audit.lines import (
+    DEFAULT_MAX_LINE,
+    GZIP_ERRORS,
+    GzipStream,
+    Line,
+    Oversize,
+    iter_lines,
+)
 from sentinel.audit.parsers import PAYLOAD_FORMATS, Parser
 from sentinel.audit.parsers.interface import flush_parser, loads_limited
 from sentinel.errors import InputError
@@ -45,6 +51,8 @@ from sentinel.records import AuditEvent, Unparsed
 MAX_PAYLOAD_FILE = 64 << 20
 #: a line of a payload file read line by line (NDJSON over ``MAX_PAYLOAD_FILE``), at most
 MAX_PAYLOAD_LINE = 16 << 20
+#: a gzip input may decompress to at most this many times its size (64 MiB at least)
+MAX_GZIP_RATIO = 200
 #: the path that means standard input
 STDIN = Path("-")
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -65,7 +73,10 @@ def parse_file(
     With ``finish`` (the default) what the parser still holds is flushed at the end
     (``flush_parser``: ``k8s-audit`` requests seen only at a non-final stage); a caller reading
     several files of one source passes ``False`` and flushes once after the last file.
-    Raises ``InputError`` if it cannot be read (missing, a directory, a damaged gzip stream,
+    A gzip stream damaged (or expanding over ``MAX_GZIP_RATIO``) after its start gives the
+    records before the damage and one ``Unparsed`` for the rest.
+    Raises ``InputError`` if it cannot be read (missing, a directory, a gzip stream damaged
+    at its start,
     a payload file over ``max_payload_file`` bytes that is not one JSON document per line).
     """
     with ExitStack() as stack:
@@ -85,7 +96,9 @@ def parse_file(
             name, cur = str(path.absolute()), Cursor(st.st_dev, st.st_ino, "", 0, 0)
         if fh.read(2) == _GZIP_MAGIC:
             fh.seek(0)
-            fh = cast(BinaryIO, stack.enter_context(gzip.GzipFile(fileobj=fh, mode="rb")))
+            stream = GzipStream(fh, max_ratio=MAX_GZIP_RATIO)
+            stack.callback(stream.close)
+            fh = cast(BinaryIO, stream)
         fh.seek(0)
         try:
             file_id = cur.file_id(name, first_line_fingerprint(fh.read(HEAD_BYTES)))
@@ -94,6 +107,7 @@ def parse_file(
                 data = fh.read(max_payload_file + 1)
                 if len(data) <= max_payload_file:
                     yield from _payloads(data, parser, source, file_id)
+                    yield from _damage(fh, source, file_id, len(data))
                 elif _is_ndjson(data, max_payload_line):
                     del data  # one JSON document per line: read line by line, bounded
                     fh.seek(0)
@@ -129,9 +143,14 @@ def _lines(
     fh: BinaryIO, parser: Parser, source: str, file_id: str, max_line: int
 ) -> Iterator[AuditEvent | Unparsed]:
     end = 0
-    for line in iter_lines(fh, 0, max_line=max_line):
-        yield from _one(line, parser, source, file_id, max_line)
-        end = line.end
+    try:
+        for line in iter_lines(fh, 0, max_line=max_line):
+            if line.data and line.data != b"\r":  # a blank line carries nothing
+                yield from _one(line, parser, source, file_id, max_line)
+            end = line.end
+    except GZIP_ERRORS as exc:
+        yield _damaged(exc, source, file_id, end)
+        return
     fh.seek(end)
     rest = fh.read(max_line + 1)
     if rest:
@@ -144,6 +163,22 @@ def _lines(
                 size += len(chunk)
             data = Oversize(rest[:1024], digest.hexdigest(), size - end)
         yield from _one(Line(end, data, size), parser, source, file_id, max_line)
+
+
+def _damaged(exc: BaseException, source: str, file_id: str, at: int) -> Unparsed:
+    """The rest of a damaged (or over-expanding) gzip stream, from decompressed byte ``at``:
+    kept as one ``Unparsed`` so the records before the damage still count."""
+    reason = f"damaged gzip stream: {exc}; nothing from this byte on could be read"
+    return Unparsed(source, reason, b"", f"{file_id}:{at}")
+
+
+def _damage(fh: BinaryIO, source: str, file_id: str, at: int) -> Iterator[Unparsed]:
+    """After a whole-file read: an ``Unparsed`` if the gzip stream was damaged at ``at``."""
+    if isinstance(fh, GzipStream):
+        try:
+            fh.read(1)
+        except GZIP_ERRORS as exc:
+            yield _damaged(exc, source, file_id, at)
 
 
 def _one(

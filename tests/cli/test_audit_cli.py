@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sentinel.cli.main import cli
@@ -148,6 +149,7 @@ def test_parse_reads_gzip_and_stdin_like_the_plain_file(corpus: Path, tmp_path: 
     packed = tmp_path / "registry-app-json.log.1.gz"  # logrotate `compress`
     packed.write_bytes(gzip.compress(plain.read_bytes()))
     expected = run("audit", "parse", "--format", "distribution-json", str(plain))
+    expected_json = run("audit", "parse", "--format", "distribution-json", "--json", str(plain))[1]
     assert expected[0] == 0 and len(expected[1].splitlines()) == 63
     assert run("audit", "parse", "--format", "distribution-json", str(packed))[:2] == expected[:2]
     res = CliRunner().invoke(
@@ -155,9 +157,42 @@ def test_parse_reads_gzip_and_stdin_like_the_plain_file(corpus: Path, tmp_path: 
     )
     assert (res.exit_code, res.stdout) == expected[:2]
     damaged = tmp_path / "cut.log.gz"
-    damaged.write_bytes(packed.read_bytes()[:-20])  # truncated gzip stream: a read error
-    code, _, err = run("audit", "parse", "--format", "distribution-json", str(damaged))
+    damaged.write_bytes(packed.read_bytes()[:3000])  # cut short: lines before it still count
+    code, out, err = run("audit", "parse", "--format", "distribution-json", "--json", str(damaged))
+    rows = [json.loads(line) for line in out.splitlines()]
+    events, kept = rows[:-1], rows[-1]["unparsed"]
+    assert code == 1 and 0 < len(events) < 63 and all("unparsed" not in r for r in events)
+    plain_rows = [json.loads(line) for line in expected_json.splitlines()[: len(events)]]
+    for got, want in zip(events, plain_rows, strict=True):  # same records; another file name
+        assert {**got, "src_pos": ""} == {**want, "src_pos": ""}
+    assert kept["reason"].startswith("damaged gzip stream") and "damaged gzip" in err
+    garbage = tmp_path / "garbage.gz"
+    garbage.write_bytes(b"\x1f\x8b" + b"\x00" * 40)  # damaged at its very start: an error
+    code, _, err = run("audit", "parse", "--format", "distribution-json", str(garbage))
     assert code == 2 and "read error" in err
+
+
+def test_gzip_bomb_is_cut_at_the_expansion_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gzip
+
+    from sentinel.audit.files import MAX_GZIP_RATIO
+    from sentinel.audit.lines import GzipStream
+
+    # the 64 MiB floor scaled down to 4 MiB, so the test reads 4 MiB of newlines, not 64
+    monkeypatch.setattr(GzipStream, "FLOOR", 4 << 20)
+    bomb = tmp_path / "bomb.log.gz"
+    with gzip.open(bomb, "wb") as fh:  # ~30 KB of gzip holding 32 MiB of newlines
+        for _ in range(32):
+            fh.write(b"\n" * (1 << 20))
+    limit = max(bomb.stat().st_size * MAX_GZIP_RATIO, 4 << 20)  # ~6.5 MB, far below 32 MiB
+    code, out, _ = run("audit", "parse", "--format", "distribution-json", "--json", str(bomb))
+    assert code == 1
+    (kept,) = [json.loads(line)["unparsed"] for line in out.splitlines()]
+    assert "expansion limit" in kept["reason"]
+    offset = int(kept["src_pos"].rsplit(":", 1)[1])
+    assert limit <= offset <= limit + (1 << 20)
 
 
 def test_ingest_refuses_stdin_and_reports_empty_files(tmp_path: Path) -> None:
