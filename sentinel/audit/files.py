@@ -16,10 +16,11 @@ the offset instead of device and inode (``sentinel.records.position_key``): a fi
 hand and later tailed, or a byte-for-byte copy of it ingested again, gives the same keys.
 
 A gzip file (RFC 1952 magic ``1f 8b``, e.g. a log rotated with logrotate ``compress``) is read
-decompressed: offsets are then offsets in the decompressed stream. ``-`` reads standard input
-(spooled to an anonymous temporary file first, since reading needs to seek); its positions are
-``<stdin>@0:0.0:<fingerprint>:<offset>`` — fine for a dry run; ``sentinel audit ingest``
-refuses ``-`` (a re-run must be recognisable from a file).
+decompressed: offsets are then offsets in the decompressed stream. ``-`` reads standard input,
+and a pipe or character device (``/dev/stdin``, ``<(zcat …)``) is read the same way: spooled
+to an anonymous temporary file first, since reading needs to seek. Positions are then
+``<stdin>@0:0.0:<fingerprint>:<offset>`` (or the pipe's path); their dedup keys rest on the
+content identity, so the same bytes piped in twice are recognised.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -81,9 +83,7 @@ def parse_file(
     """
     with ExitStack() as stack:
         if path == STDIN:
-            fh: BinaryIO = stack.enter_context(tempfile.TemporaryFile())
-            shutil.copyfileobj(sys.stdin.buffer, fh)
-            fh.seek(0)
+            fh: BinaryIO = _spool(sys.stdin.buffer, stack)
             name, cur = "<stdin>", Cursor(0, 0, "", 0, 0)
         else:
             try:
@@ -91,9 +91,13 @@ def parse_file(
             except OSError as exc:
                 raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
             st = os.fstat(fh.fileno())
-            if not os.path.isfile(path):  # noqa: PTH113 - after open, to report directories
+            if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+                fh, cur = _spool(fh, stack), Cursor(0, 0, "", 0, 0)
+            elif not stat.S_ISREG(st.st_mode):
                 raise InputError(f"{path}: not a regular file")
-            name, cur = str(path.absolute()), Cursor(st.st_dev, st.st_ino, "", 0, 0)
+            else:
+                cur = Cursor(st.st_dev, st.st_ino, "", 0, 0)
+            name = str(path.absolute())
         if fh.read(2) == _GZIP_MAGIC:
             fh.seek(0)
             stream = GzipStream(fh, max_ratio=MAX_GZIP_RATIO)
@@ -123,6 +127,14 @@ def parse_file(
             raise InputError(f"{path}: read error: {exc}") from exc
         if finish:
             yield from flush_parser(parser, source)
+
+
+def _spool(source: BinaryIO, stack: ExitStack) -> BinaryIO:
+    """``source`` (a pipe) copied to an anonymous temporary file, rewound; closed by ``stack``."""
+    fh: BinaryIO = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - it is one
+    shutil.copyfileobj(source, fh)
+    fh.seek(0)
+    return fh
 
 
 def _is_ndjson(data: bytes, max_line: int) -> bool:

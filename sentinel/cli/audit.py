@@ -32,7 +32,7 @@ from sentinel.audit.parsers.interface import flush_parser
 from sentinel.audit.records import to_ledger_batch
 from sentinel.cli.common import EXIT_FINDINGS, EXIT_OK, CliState, handle_errors, pass_state
 from sentinel.config import AUDIT_FORMATS
-from sentinel.errors import ConfigError, InputError
+from sentinel.errors import ConfigError
 from sentinel.records import AuditEvent, Unparsed
 from sentinel.timefmt import format_ts
 
@@ -129,17 +129,16 @@ def _where(src_pos: str) -> str:
     return src_pos
 
 
-#: C0 controls, DEL and C1 controls: a log field must never move the terminal's cursor (a
-#: ``\r`` in a claimed user name could print a forged line over a real one)
-_CONTROL = dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)])
-
-
 def _safe(text: str) -> str:
-    """``text`` with control characters shown as escapes (``\r``, ``\x1b``), for a terminal."""
-    if not any(ord(c) in _CONTROL for c in text):
+    """``text`` with every non-printable character (``str.isprintable``: controls such as
+    ``\r`` and ESC, bidi overrides such as U+202E, line separators, zero-width format
+    characters) shown as a Python escape, for a terminal: a log field must never move the
+    cursor or disguise what is printed (a ``\r`` in a claimed user name could print a forged
+    line over a real one; U+202E can make ``evil`` read as ``live``)."""
+    if text.isprintable():
         return text
     return "".join(
-        c.encode("unicode_escape").decode("ascii") if ord(c) in _CONTROL else c for c in text
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
     )
 
 
@@ -171,6 +170,27 @@ def _records(
             name = "standard input" if path == STDIN else str(path)
             click.echo(f"sentinel: {_safe(name)}: no audit records found", err=True)
     yield from flush_parser(parser, source)  # k8s requests seen only at a non-final stage
+
+
+#: actions that say the format understood what the request did to a model or the registry
+_REGISTRY_ACTIONS = frozenset(
+    {"push", "pull", "delete", "untag", "mount", "tag", "register", "stage_change", "login"}
+)
+
+
+def _hint_format(fmt: str, actions: Counter[str]) -> None:
+    """A note on stderr when a sizeable input gave events but not one registry action (only
+    ``other``, refusals, failures): the lines fitted the format's shape (the combined log
+    format is shared by many servers) without meaning anything in it — often the wrong
+    ``--format``."""
+    total = sum(actions.values())
+    if total >= 10 and not _REGISTRY_ACTIONS & actions.keys():
+        click.echo(
+            f"sentinel: note: none of the {total} events is a registry action "
+            f"({', '.join(sorted(actions))}); if this log is not from a {fmt} source, "
+            "check --format",
+            err=True,
+        )
 
 
 def _human(e: AuditEvent) -> str:
@@ -226,17 +246,21 @@ def parse(
     options = parser_options(zone, mapping_path, secret_path)
     dedup = Deduplicator()
     tally = _Tally()
+    actions: Counter[str] = Counter()
     for item in dedup.filter(_records(files, fmt, src, options)):
         if isinstance(item, Unparsed):
             tally.add(item)
             if as_json:
                 click.echo(json.dumps({"unparsed": item.to_json()}, ensure_ascii=False))
-        elif as_json:
+            continue
+        actions[item.action] += 1
+        if as_json:
             click.echo(json.dumps(item.to_json(), ensure_ascii=False))
         else:
             click.echo(_human(item))
     if dedup.dropped:
         click.echo(f"sentinel: {dedup.dropped} duplicate(s) dropped", err=True)
+    _hint_format(fmt, actions)
     tally.report()
     raise SystemExit(EXIT_FINDINGS if tally.unparsed else EXIT_OK)
 
@@ -270,17 +294,11 @@ def ingest(
 
     \b
     Every event becomes an "audit_event" record, every unparsed input an "unparsed" record.
-    FILE may be gzip-compressed; not - (standard input has no position that would make a
-    re-run idempotent: save it to a file first).
+    FILE may be gzip-compressed, or - for standard input (the same bytes piped in again
+    are recognised: dedup keys rest on the content, not the file).
     Exit codes: 0 all parsed; 1 some input unparsed (still recorded); 2 error.
     """
     from sentinel.ledger import Ledger
-
-    if STDIN in files:
-        raise InputError(
-            "-: ingest reads files, not standard input (a re-run could not be recognised); "
-            "save the input to a file, or use `sentinel audit parse -` for a dry run"
-        )
 
     src = _source(state, source)
     options = parser_options(zone, mapping_path, secret_path)

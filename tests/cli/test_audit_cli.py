@@ -195,16 +195,45 @@ def test_gzip_bomb_is_cut_at_the_expansion_limit(
     assert limit <= offset <= limit + (1 << 20)
 
 
-def test_ingest_refuses_stdin_and_reports_empty_files(tmp_path: Path) -> None:
+def test_ingest_from_stdin_twice_appends_once_and_empty_files_are_reported(
+    corpus: Path, tmp_path: Path
+) -> None:
     url = f"sqlite:///{tmp_path / 'l.db'}"
-    res = CliRunner().invoke(
-        cli, ["audit", "ingest", "--ledger", url, "--format", "distribution-json", "-"], input=b"{}"
-    )
-    assert res.exit_code == 2 and "standard input" in res.stderr
+    data = (corpus / LIVE / "registry-app-json.log").read_bytes()
+    args = ["audit", "ingest", "--ledger", url, "--format", "distribution-json", "-"]
+    first = CliRunner().invoke(cli, args, input=data)
+    again = CliRunner().invoke(cli, args, input=data)  # the same bytes: the content identity
+    assert first.exit_code == 0 and first.stdout.startswith("appended 63 record(s)")
+    assert again.exit_code == 0 and "appended 0 record(s), 63 duplicate(s)" in again.stdout
     empty = tmp_path / "empty.log"
     empty.write_bytes(b"")
     code, out, err = run("audit", "parse", "--format", "distribution-json", str(empty))
     assert code == 0 and out == "" and f"{empty}: no audit records found" in err
+
+
+def test_a_pipe_path_is_read_like_stdin(corpus: Path) -> None:
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("sentinel"))
+    data = (corpus / LIVE / "registry-app-json.log").read_bytes()
+    done = subprocess.run(  # /dev/stdin is then a pipe, not a regular file
+        [exe, "audit", "parse", "--format", "distribution-json", "/dev/stdin"],
+        input=data,
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 63
+
+
+def test_wrong_format_gets_a_note(corpus: Path) -> None:
+    combined = corpus / LIVE / "registry-access-combined.log"  # a distribution access log
+    code, out, err = run("audit", "parse", "--format", "mlflow-access", str(combined))
+    assert code == 0 and len(out.splitlines()) == 63
+    assert "none of the 63 events is a registry action" in err and "--format" in err
+    _, _, err = run("audit", "parse", "--format", "distribution-access", str(combined))
+    assert "note" not in err
 
 
 def test_text_output_escapes_control_characters_and_shows_assumed_zone(
@@ -216,12 +245,12 @@ def test_text_output_escapes_control_characters_and_shows_assumed_zone(
         if '"auth.user.name"' in raw
     )
     record = json.loads(line)
-    record["auth.user.name"] = "root\r\x1b[2JFAKE"  # would rewrite the terminal line
+    record["auth.user.name"] = "root\r\x1b[2JFAKE\u202eevil\u2028"  # rewrites/disguises
     log = tmp_path / "forged.log"
     log.write_text(json.dumps(record) + "\n")
     code, out, _ = run("audit", "parse", "--format", "distribution-json", str(log))
-    assert code == 0 and "\r" not in out and "\x1b" not in out
-    assert "root\\r\\x1b[2JFAKE" in out
+    assert code == 0 and not any(c in out for c in "\r\x1b\u202e\u2028")
+    assert "root\\r\\x1b[2JFAKE\\u202eevil\\u2028" in out
     uvicorn = corpus / "registry-logs/mlflow-live/mlflow-3.17.2-uvicorn-access.log"
     _, out, _ = run(
         "audit", "parse", "--format", "mlflow-access", "--zone", "Europe/Berlin", str(uvicorn)
