@@ -18,11 +18,18 @@ Mapping: ``operator`` → ``actor`` (verified: Harbor authenticated it; ``""`` �
 only claimed on a failed login).
 ``resource`` ``project/repo:tag``, ``project/repo@sha256:…`` or ``project/repo:sha256:…`` →
 ``artifact``/``reference``/``digest``. ``action``: ``pull`` → ``pull``; ``create`` of an
-artifact or tag → ``push``; ``delete`` of an artifact/repository → ``delete``, of a tag →
-``untag``; ``login``/``logout`` → ``login`` (``…fail…``, or a ``login`` whose
-``operation_result`` is false, → ``auth_failure`` with the user name only claimed); any action on
-a project, user, robot, configuration, policy… (``resourceType`` not artifact/repository/tag,
-or a bare number as resource) → ``config_change``; anything else → ``other``.
+artifact or tag → ``push``; ``delete`` of a project, repository or artifact → ``delete``
+(an artifact deleted by tag removes the manifest and all its tags, so with
+``resourceType="artifact"`` it is a ``delete`` whatever the reference; without a type a
+``repo:tag`` resource is taken as a tag), of a tag → ``untag``. A project ``delete`` removes
+every repository in the project: ``artifact`` is the project name, or, when Harbor logged only
+the project id (2.9: ``resourceType="project"``, ``resource:1``), that id, and ``detail`` says
+which. ``login``/``logout`` → ``login`` (``…fail…``, or a ``login`` whose
+``operation_result`` is false, → ``auth_failure`` with the user name only claimed); any other
+action on a project, and any action on a project member, user, robot, configuration, policy,
+quota… (``resourceType`` not artifact/repository/tag, or a bare number as resource without a
+type) → ``config_change``: these change access or settings, not stored content; anything
+else → ``other``.
 
 Known gaps (DESIGN.md "Known traps"): the record has no result before 2.13 (``outcome`` is
 ``unknown`` unless ``operation_result`` says) and never a client address; HEAD-only pulls are
@@ -65,6 +72,8 @@ _CONFIG_TYPES = frozenset(
     {"project", "user", "robot", "configuration", "user_group", "member", "policy", "quota"}
 )
 _ARTIFACT_TYPES = frozenset({"artifact", "repository", "tag", ""})
+#: resource types whose ``delete`` removes stored content (a tag's delete is an ``untag``)
+_DELETE_TYPES = frozenset({"project", "repository", "artifact"})
 
 
 def _pairs(body: str) -> dict[str, str]:
@@ -96,6 +105,8 @@ def _action(op: str, rtype: str, reference: str | None, digest: str | None, res:
     op = op.lower()
     if "login" in op or "logout" in op or rtype == "user_login":
         return "auth_failure" if "fail" in op else "login"
+    if op == "delete" and rtype in _DELETE_TYPES:
+        return "delete"  # a project or an artifact goes with everything in it, tags included
     if rtype in _CONFIG_TYPES or (not rtype and res.isdigit()):
         return "config_change"
     if rtype not in _ARTIFACT_TYPES:
@@ -111,6 +122,16 @@ def _action(op: str, rtype: str, reference: str | None, digest: str | None, res:
     if op == "update":
         return "config_change"
     return "other"
+
+
+def _project_delete_detail(resource: str, description: str | None) -> str:
+    what = (
+        f"project id {resource} deleted (Harbor logged the project id, not its name)"
+        if resource.isdigit()
+        else f"project {resource or '(unnamed)'} deleted"
+    )
+    what += ": every repository in it is deleted"
+    return f"{what}; {description}" if description else what
 
 
 def _outcome(pairs: dict[str, str]) -> Outcome:
@@ -168,6 +189,13 @@ class HarborAuditParser:
         operator = fields.get("operator") or pairs.get("operator") or None
         action = _action(op, rtype, reference, digest, resource)
         outcome = _outcome(pairs)
+        detail = (
+            redact_text(pairs["operation_description"])
+            if pairs.get("operation_description")
+            else None
+        )
+        if rtype == "project" and action == "delete":
+            detail = _project_delete_detail(resource, detail)
         if action == "login" and outcome == "failure":
             action = "auth_failure"  # 2.13+: "action:login, … operation_result:false"
         if action == "auth_failure":
@@ -187,9 +215,7 @@ class HarborAuditParser:
                 reference=reference,
                 digest=digest,
                 ts_zone_assumed=stamp.zone_assumed,
-                detail=redact_text(pairs["operation_description"])
-                if pairs.get("operation_description")
-                else None,
+                detail=detail,
             )
         ]
 

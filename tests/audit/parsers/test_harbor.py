@@ -36,8 +36,13 @@ def test_audit_file_corpus(corpus: Path) -> None:
             None,
             "sha256:b71d05f4134bef16ca13143f5ff72a10aee23b05c2421e3f503c3f294bffa1c3",
         ),
-        ("config_change", None, "1", None, None),  # 2.9: operator="" resourceType="project"
+        ("delete", None, "1", None, None),  # 2.9: operator="" resourceType="project"
     ]
+    # a project delete removes every repository in it; Harbor logged only the project id
+    assert evs[4].detail == (
+        "project id 1 deleted (Harbor logged the project id, not its name): "
+        "every repository in it is deleted"
+    )
     # the operation time (Go time.String(), nanoseconds) wins over the syslog header
     assert format_ts(evs[0].ts) == "2022-07-19T06:54:41.148677Z"
     assert format_ts(evs[4].ts) == "2023-10-18T07:43:52.725217Z"
@@ -333,3 +338,36 @@ def test_registry_log_access_lines_behind_a_syslog_tag(corpus: Path) -> None:
     line = path.read_bytes().splitlines()[1]
     (ev,) = parse_one("distribution-access", b"Jun 13 01:40:55 172.18.0.1 " + line)
     assert isinstance(ev, AuditEvent) and ev.client_ip == "172.17.0.7"
+
+
+def test_audit_delete_by_resource_type(corpus: Path) -> None:
+    """Line 5 of the corpus file (2.9, resourceType in the bracket) with other resource types:
+    only content-removing deletes are deletes, a tag delete an untag, the rest settings."""
+    line = (corpus / H / "harbor-audit-syslog.log").read_bytes().splitlines()[4]
+    assert b'resourceType="project"' in line and line.endswith(b"action:delete, resource:1")
+
+    def parse(rtype: bytes, resource: bytes) -> AuditEvent:
+        raw = line.replace(b'"project"', b'"' + rtype + b'"').replace(
+            b"resource:1", b"resource:" + resource
+        )
+        (ev,) = parse_one("harbor-audit-syslog", raw)
+        assert isinstance(ev, AuditEvent)
+        return ev
+
+    named = parse(b"project", b"ml-models")
+    assert (named.action, named.artifact) == ("delete", "ml-models")
+    assert named.detail == "project ml-models deleted: every repository in it is deleted"
+    repo = parse(b"repository", b"ml-models/bert")
+    assert (repo.action, repo.artifact, repo.detail) == ("delete", "ml-models/bert", None)
+    # an artifact deleted by tag takes the manifest and all its tags with it
+    art = parse(b"artifact", b"ml-models/bert:v2")
+    assert (art.action, art.artifact, art.reference) == ("delete", "ml-models/bert", "v2")
+    tag = parse(b"tag", b"ml-models/bert:v2")
+    assert (tag.action, tag.artifact, tag.reference) == ("untag", "ml-models/bert", "v2")
+    for rtype in (b"project_member", b"member", b"robot", b"user", b"quota", b"policy"):
+        ev = parse(rtype, b"7")
+        assert (ev.action, ev.artifact, ev.detail) == ("config_change", "7", None), rtype
+    # other project actions change settings, not content
+    create = line.replace(b"action:delete", b"action:create")
+    (ev,) = parse_one("harbor-audit-syslog", create)
+    assert isinstance(ev, AuditEvent) and ev.action == "config_change"
