@@ -50,7 +50,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any, Protocol
 
-from sentinel.audit.parsers import PARSERS
+from sentinel.audit.parsers import PARSERS, ParserOptions, build_parser
 from sentinel.audit.parsers.interface import (
     MAX_JSON_DEPTH,
     Parser,
@@ -211,15 +211,22 @@ class Route:
 MLFLOW_CAPTURE_HEADERS = ("X-MLflow-Delivery-Id", "X-MLflow-Timestamp", "X-MLflow-Signature")
 
 
+def mlflow_verified_parser() -> Parser:
+    """The ``mlflow-webhook`` parser for a route whose ``MLflowSignatureAuth`` has verified
+    every delivery before the parser sees it (its events are not marked unverified)."""
+    return build_parser("mlflow-webhook", ParserOptions(signature_checked_upstream=True))
+
+
 def mlflow_route(
     secret: str, *, path: str = "/mlflow", source: str = "mlflow", max_skew_seconds: int = 300
 ) -> Route:
     """The route for MLflow 3 model-registry webhooks: ``MLflowSignatureAuth`` and the
-    ``mlflow-webhook`` parser fed capture records (delivery id → ``event_id``)."""
+    ``mlflow-webhook`` parser fed capture records (delivery id → ``event_id``). The secret is
+    required (``ValueError`` when empty): there is no unsigned MLflow route."""
     return Route(
         path,
         source,
-        PARSERS["mlflow-webhook"],
+        mlflow_verified_parser(),
         MLflowSignatureAuth(secret, max_skew_seconds),
         JSON_TYPES,
         MLFLOW_CAPTURE_HEADERS,

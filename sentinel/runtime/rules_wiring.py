@@ -55,6 +55,7 @@ from sentinel.audit.webhook import (
     WebhookReceiver,
     make_ssl_context,
     mlflow_route,
+    mlflow_verified_parser,
 )
 from sentinel.config import Settings
 from sentinel.errors import ConfigError
@@ -165,6 +166,17 @@ def webhook_from_settings(settings: Settings, deliver: Deliver, token: str) -> W
             parser = get_parser(spec.format)
         except ConfigError as exc:
             raise ConfigError(str(settings.path), exc.problem, f"{key}.format") from exc
+        if spec.format == "mlflow-webhook":
+            if spec.auth != "mlflow-signature":
+                # MLflow signs its deliveries and sends no token: any other auth would let
+                # unsigned (forgeable) MLflow events in, so the route is refused
+                raise ConfigError(
+                    str(settings.path),
+                    'format mlflow-webhook needs auth = "mlflow-signature" (MLflow signs its '
+                    "deliveries; they are never accepted unverified)",
+                    f"{key}.auth",
+                )
+            parser = mlflow_verified_parser()
         auth: BearerAuth | MLflowSignatureAuth | HmacSha256Auth
         if spec.auth == "bearer":
             auth = BearerAuth(secret)

@@ -87,6 +87,8 @@ def test_mlflow_signed_deliveries_are_accepted(
     assert ("resnet50", "1", "register") in named and ("resnet50", "2", "register") in named
     assert ("resnet50", "champion", "tag") in named and ("bert", None, "register") in named
     assert all(e.source == "mlflow-hook" for e in sink.events)
+    # the receiver verified each signature: no event says "signature not verified"
+    assert all("not verified" not in (e.detail or "") for e in sink.events)
     # the delivery id (a header) is the request id; the event id is the signed body's hash,
     # the same on every retry: a retried delivery is recognisable
     ids = [e.request_id for e in sink.events]

@@ -193,8 +193,25 @@ def test_configured_routes_for_harbor_and_more(tmp_path: Path, corpus: Path) -> 
     for bad, key in [
         (routes.replace("harbor-webhook", "no-such-format"), "webhook.routes.0.format"),
         (routes.replace('"/harbor"', '"/notifications"'), "webhook.routes"),
+        # MLflow signs and sends no token: a bearer/HMAC route would take unsigned MLflow events
+        (routes.replace("harbor-webhook", "mlflow-webhook"), "webhook.routes.0.auth"),
+        (
+            routes.replace("harbor-webhook", "mlflow-webhook").replace(
+                "secret_file", 'auth = "hmac-sha256"\nsecret_file'
+            ),
+            "webhook.routes.0.auth",
+        ),
     ]:
         (tmp_path / "sentinel.toml").write_text(base.replace(routes, bad))
         with pytest.raises(ConfigError) as info:
             webhook_from_settings(load_settings(tmp_path / "sentinel.toml"), got.extend, "t" * 20)
         assert info.value.key == key
+
+    signed = routes.replace("harbor-webhook", "mlflow-webhook").replace(
+        "secret_file", 'auth = "mlflow-signature"\nsecret_file'
+    )
+    (tmp_path / "sentinel.toml").write_text(base.replace(routes, signed))
+    rx2 = webhook_from_settings(load_settings(tmp_path / "sentinel.toml"), got.extend, "t" * 20)
+    parser = rx2.routes["/harbor"].parser
+    assert parser.name == "mlflow-webhook"
+    assert parser.options.signature_checked_upstream  # type: ignore[attr-defined]

@@ -29,13 +29,16 @@ class ParserOptions:
     ``zone``: zone of zone-less times (events then carry ``ts_zone_assumed``); ``clock``:
     returns aware UTC "now", the reference for syslog's missing year; ``mapping``: the
     ``jsonmap`` field mapping; ``webhook_secret``: shared secret for webhook signatures
-    (MLflow), bytes.
+    (MLflow), bytes; ``signature_checked_upstream``: the caller (the daemon's webhook
+    receiver, ``MLflowSignatureAuth``) verified each delivery's signature before handing it
+    over, so the parser needs no secret to call it verified.
     """
 
     zone: tzinfo = UTC
     clock: Callable[[], datetime] = field(default=utcnow)
     mapping: JsonMapping | None = None
     webhook_secret: bytes | None = None
+    signature_checked_upstream: bool = False
 
 
 DEFAULT_OPTIONS = ParserOptions()

@@ -11,8 +11,14 @@ When the parser has a secret (``ParserOptions.webhook_secret``, ``sentinel audit
 --webhook-secret-file``) every delivery must be verified: a capture record must carry a valid
 signature, else it is ``Unparsed`` ("signature …"), and a bare body — which carries no
 signature to verify — is ``Unparsed`` too ("unverifiable …"): with a secret, nothing
-unverified becomes an event. Without a secret both are read as they are (the daemon's
-receiver verifies the signature itself before it hands a capture record over).
+unverified becomes an event. The daemon's receiver verifies the signature itself before it
+hands a capture record over (its parser is built with
+``ParserOptions.signature_checked_upstream``). Otherwise — no secret and no receiver — nothing
+is verified: anyone who can write the input can forge a delivery. Such events keep
+``actor_verified`` false and their ``detail`` ends with
+``"; signature not verified: no webhook secret configured"``, and the parser logs one warning
+(``logging``, level WARNING) the first time it makes one, which ``sentinel audit parse``
+prints on stderr.
 
 Mapping (``entity.action``):
 
@@ -41,6 +47,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -58,7 +65,11 @@ from sentinel.audit.parsers.interface import ParseResult
 from sentinel.audit.timeparse import parse_rfc3339, parse_unix
 from sentinel.records import Action, AuditEvent, Unparsed, sha256_hex
 
+log = logging.getLogger(__name__)
+
 SOURCE_KIND = "mlflow"
+#: appended to ``detail`` of an event whose delivery's signature nobody checked
+UNVERIFIED = "signature not verified: no webhook secret configured"
 SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_HEADER = "X-MLflow-Delivery-Id"
@@ -131,6 +142,8 @@ class MlflowWebhookParser:
 
     def __init__(self, options: ParserOptions = DEFAULT_OPTIONS) -> None:
         self.options = options
+        #: events made from deliveries whose signature was not verified (no secret)
+        self.unverified = 0
 
     def parse(self, raw: bytes, *, source: str, src_pos: str) -> ParseResult:
         """One delivery → one event, or ``Unparsed``. Never raises."""
@@ -167,6 +180,15 @@ class MlflowWebhookParser:
             detail = f"{kind}: alias {alias} -> version {version_s}"
         elif entity == "model_version_tag" and s(data, "key"):
             detail = f"{kind}: {s(data, 'key')}"
+        if secret is None and not self.options.signature_checked_upstream:
+            detail = f"{detail}; {UNVERIFIED}"
+            if not self.unverified:
+                log.warning(
+                    "mlflow-webhook: no webhook secret configured, delivery signatures are "
+                    "NOT verified (a forged delivery would be accepted); give "
+                    "--webhook-secret-file to verify them"
+                )
+            self.unverified += 1
         return [
             AuditEvent(
                 ts=ts,

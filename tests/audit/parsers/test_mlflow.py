@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from sentinel.audit.parsers import ParserOptions, verify_mlflow_signature
 from sentinel.audit.parsers.mlflow_access import classify
-from sentinel.audit.parsers.mlflow_webhook import mlflow_signature
+from sentinel.audit.parsers.mlflow_webhook import UNVERIFIED, mlflow_signature
 from sentinel.records import AuditEvent, Unparsed
 from sentinel.timefmt import format_ts
 from tests.audit.parsers.util import REG, parse_one, read
@@ -181,3 +186,72 @@ def test_webhook_rejects() -> None:
     assert isinstance(u, Unparsed) and "no entity/action/timestamp" in u.reason
     (u2,) = parse_one("mlflow-webhook", b"{nope")
     assert isinstance(u2, Unparsed) and u2.reason.startswith("not JSON")
+
+
+def _forged(corpus: Path) -> bytes:
+    """The first captured delivery with its model renamed and its signature kept (sweep 2)."""
+    first = (corpus / ML / "mlflow-3.17.2-webhooks-received.jsonl").read_bytes().splitlines()[0]
+    rec = json.loads(first)
+    assert '"resnet50"' in rec["body"]
+    rec["body"] = rec["body"].replace('"resnet50"', '"evilnet"')
+    return json.dumps(rec).encode()
+
+
+def test_unverified_deliveries_say_so(corpus: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sentinel.audit.parsers import build_parser
+
+    forged = _forged(corpus)
+    body = (corpus / ML / "mlflow-webhook-registered_model-created.json").read_bytes()
+    parser = build_parser("mlflow-webhook")
+    with caplog.at_level(logging.WARNING):
+        got = [
+            *parser.parse(forged, source="t", src_pos="1"),
+            *parser.parse(body, source="t", src_pos="2"),
+        ]
+    assert all(isinstance(e, AuditEvent) for e in got)
+    for ev in got:
+        assert isinstance(ev, AuditEvent)
+        assert ev.detail == f"registered_model.created; {UNVERIFIED}"
+        assert not ev.actor_verified
+    assert [e.artifact for e in got if isinstance(e, AuditEvent)] == ["evilnet", "resnet50"]
+    warned = [r for r in caplog.records if "NOT verified" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    # with the secret the forgery is refused; the daemon's receiver checks signatures itself,
+    # so its parser does not mark events it hands over
+    (refused,) = parse_one("mlflow-webhook", forged, ParserOptions(webhook_secret=SECRET))
+    assert isinstance(refused, Unparsed) and "signature" in refused.reason
+    genuine = (corpus / ML / "mlflow-3.17.2-webhooks-received.jsonl").read_bytes().splitlines()[0]
+    for opts in (
+        ParserOptions(webhook_secret=SECRET),
+        ParserOptions(signature_checked_upstream=True),
+    ):
+        (ok,) = parse_one("mlflow-webhook", genuine, opts)
+        assert isinstance(ok, AuditEvent) and ok.detail == "registered_model.created"
+
+
+def test_cli_parse_warns_once_without_a_secret(corpus: Path, tmp_path: Path) -> None:
+    capture = corpus / ML / "mlflow-3.17.2-webhooks-received.jsonl"
+    forged = tmp_path / "forged.jsonl"
+    forged.write_bytes(_forged(corpus) + b"\n")
+    exe = str(Path(sys.executable).with_name("sentinel"))
+    cmd = [exe, "audit", "parse", "--format", "mlflow-webhook", "--json"]
+    res = subprocess.run(
+        [*cmd, str(capture), str(forged)], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(x) for x in res.stdout.splitlines()]
+    assert len(events) == 8
+    assert all(e["detail"].endswith(UNVERIFIED) and not e["actor_verified"] for e in events)
+    assert res.stderr.count("signatures are NOT verified") == 1
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    res2 = subprocess.run(
+        [*cmd, "--webhook-secret-file", str(secret), str(capture), str(forged)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res2.returncode == 1 and "NOT verified" not in res2.stderr
+    events2 = [json.loads(x) for x in res2.stdout.splitlines()]
+    assert sum("unparsed" in e for e in events2) == 1
+    assert [e["detail"] for e in events2 if "unparsed" not in e][0] == "registered_model.created"
