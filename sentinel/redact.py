@@ -9,12 +9,23 @@ events (MinIO paths and user agents).
 
 What is a secret (header, JSON key and query parameter names compared case-insensitively):
 
-- ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie``, ``X-Registry-Auth``,
-  API keys, and any name ending in ``signature``, ``secret``, ``password``/``passwd``,
-  ``token`` or ``private-key`` (``X-MLflow-Signature``, ``X-Hub-Signature-256``,
-  ``X-Amz-Security-Token``, ``client_secret`` ...); AWS SigV4 query parameters
+- ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie``, ``X-Registry-Auth``
+  (Docker Engine API: base64 of a JSON ``{"username", "password", …}``), ``X-Registry-Config``,
+  a Docker config's ``auth``/``identitytoken``, API keys, any name ending in ``signature``,
+  ``token``, ``private-key`` or ``api-key`` (``X-MLflow-Signature``, ``X-Hub-Signature-256``,
+  ``X-Amz-Security-Token``, ``client_secret`` ...), and any name with ``secret``,
+  ``password`` or ``passwd`` anywhere in it (``AWS_SECRET_ACCESS_KEY``,
+  ``aws_secret_access_key``, ``MINIO_ROOT_PASSWORD``); AWS SigV4 query parameters
   (``X-Amz-Signature``, ``X-Amz-Credential``; AWS SigV4 docs, "Authenticating requests: using
   query parameters") and SSE-C keys;
+- such a name's value in every written form: a JSON member (also escaped, also a list),
+  a header line, ``Name: value`` in the middle of a log line, Go's ``map[Name:[…]]``, a query
+  parameter, and an environment/ini/shell assignment (``NAME=value``, ``name = value``,
+  ``export NAME="value"``);
+- the ``value`` of a ``{"name": <such a name>, "value": …}`` pair (a Kubernetes container's
+  ``env``);
+- base64 of a JSON object holding such a name (an ``X-Registry-Auth`` value wherever it is
+  written, even without its header name);
 - ``Bearer``/``Basic`` credentials (RFC 6750, RFC 7617) wherever they appear;
 - the password of a URL's userinfo (``scheme://user:password@host``, RFC 3986 section 3.2.1);
 - the values of a Kubernetes Secret's ``data``/``stringData`` (in input that mentions a
@@ -34,6 +45,7 @@ itself never reaches the ledger or the terminal.
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -48,6 +60,9 @@ SECRET_NAMES = frozenset(
         "cookie",
         "set-cookie",
         "x-registry-auth",
+        "x-registry-config",
+        "auth",
+        "identitytoken",
         "x-amz-signature",
         "x-amz-credential",
         "x-amz-security-token",
@@ -72,8 +87,11 @@ SECRET_NAMES = frozenset(
 
 #: name suffixes that make any name secret (``x-hub-signature-256`` → "signature" inside)
 _SUFFIX = r"(?:signature(?:-256)?|secret|password|passwd|token|private[-_]?key|api[-_]?key)"
+#: words that make a name secret wherever they are in it (``AWS_SECRET_ACCESS_KEY``,
+#: ``MYSQL_ROOT_PASSWORD_HASH``, ``secretKey``)
+_INFIX = r"(?:secret|password|passwd)"
 _NAMES = "|".join(sorted((re.escape(n) for n in SECRET_NAMES), key=len, reverse=True))
-_NAME = rf"(?:{_NAMES}|[\w.-]*{_SUFFIX})"
+_NAME = rf"(?:{_NAMES}|[\w.-]*{_SUFFIX}|[\w.-]*{_INFIX}[\w.-]*)"
 _NAME_RE = re.compile(rf"(?i:{_NAME})")
 
 # "Name": "value" in (possibly broken) JSON text; the value may be cut short
@@ -90,7 +108,27 @@ _HEADER_LINE = re.compile(
     re.MULTILINE,
 )
 # name=value in a query string or a SigV4 header (…,Signature=hex)
-_QUERY_PAIR = re.compile(rb"(?<![\w-])((?i:" + _NAME.encode() + rb")=)[^&\s\",;]*")
+_QUERY_PAIR = re.compile(rb"(?<![\w-])((?i:" + _NAME.encode() + rb")=)[^&\s\",;'\\][^&\s\",;]*")
+# env/ini/shell assignments: NAME = value, NAME="value", export NAME='value' (also escaped)
+_ASSIGN = re.compile(
+    rb"(?<![\w-])((?i:" + _NAME.encode() + rb")[ \t]*=[ \t]*)"
+    rb"(?:(\\*[\"'])(?:[^\"'\r\n\\]|\\(?![\"']))*(?:\\*[\"'])?|[^\s&\",;'\\]+)"
+)
+# "Name: value" in the middle of a line (a header dumped into a log message); a Bearer/Basic
+# value is left to _SCHEME, a JSON value ("Name": "…") was handled by _JSON_PAIR
+_INLINE_HEADER = re.compile(
+    rb"(?<![\w-])((?i:" + _NAME.encode() + rb")[ \t]*:[ \t]*)"
+    rb"(?!(?i:bearer|basic)\s)(?=[^\s\"'\\\[{])[^\s\",;\\]+"
+)
+# a Kubernetes env var / name-value pair: {"name": "AWS_SECRET_ACCESS_KEY", "value": "…"}
+_NAME_VALUE = re.compile(
+    rb'(\\*"name\\*"\s*:\s*\\*"(?i:' + _NAME.encode() + rb')\\*"\s*,\s*'
+    rb'\\*"value\\*"\s*:\s*(\\*"))(?:[^"\\]|\\+[^"\\])*'
+)
+# base64 (standard or URL-safe) of a JSON object ("{\"" encodes as eyJ): X-Registry-Auth's
+# {"username", "password", ...}, a Docker config "auth"; redacted when it holds a secret name
+_B64_JSON = re.compile(rb"eyJ[A-Za-z0-9+/_-]{8,}={0,2}")
+_JSON_KEY = re.compile(rb'"(?i:' + _NAME.encode() + rb')"\s*:')
 # Bearer/Basic credentials wherever they are (RFC 6750 b64token, RFC 7617)
 _SCHEME = re.compile(rb"(?i)(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{6,}")
 # scheme://user:password@host
@@ -146,6 +184,15 @@ def _k8s_data(m: re.Match[bytes]) -> bytes:
     return m[1] + body
 
 
+def _b64_json(m: re.Match[bytes]) -> bytes:
+    token = m[0]
+    try:
+        decoded = base64.b64decode(token.replace(b"-", b"+").replace(b"_", b"/") + b"==")
+    except ValueError:
+        return token
+    return _R if _JSON_KEY.search(decoded) else token
+
+
 def redact_bytes(raw: bytes) -> bytes:
     """``raw`` with every secret (module docstring) replaced by ``REDACTED``.
 
@@ -155,9 +202,13 @@ def redact_bytes(raw: bytes) -> bytes:
     out = _JSON_PAIR.sub(lambda m: m[1] + b'"' + _R + b'"', raw)
     out = _ESC_PAIR.sub(lambda m: m[1] + _R, out)
     out = _JSON_LIST.sub(lambda m: m[1] + b'"' + _R + b'"', out)
+    out = _NAME_VALUE.sub(lambda m: m[1] + _R, out)
     out = _GO_MAP.sub(lambda m: m[1] + _R, out)
     out = _HEADER_LINE.sub(lambda m: m[1] + _R, out)
+    out = _ASSIGN.sub(lambda m: m[1] + (m[2] or b"") + _R + (m[2] or b""), out)
     out = _QUERY_PAIR.sub(lambda m: m[1] + _R, out)
+    out = _INLINE_HEADER.sub(lambda m: m[1] + _R, out)
+    out = _B64_JSON.sub(_b64_json, out)
     out = _SCHEME.sub(lambda m: m[1] + _R, out)
     out = _USERINFO.sub(lambda m: m[1] + _R, out)
     if _SECRET_HINT.search(out):

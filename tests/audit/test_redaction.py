@@ -7,6 +7,7 @@ unreadable (a body cut short, a bad timestamp, a whole file cut mid-secret).
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -151,3 +152,71 @@ def test_unparsed_redacts_a_window_and_keeps_the_original_hash() -> None:
     small = Unparsed("s", "why", b'{"Cookie": "a=b"}', "f:0")
     assert small.to_json()["raw_truncated"] is False
     assert small.to_json()["raw_kept"] == '{"Cookie": "REDACTED"}'
+
+
+REGISTRY_AUTH = base64.b64encode(
+    json.dumps({"username": "bob", "password": "hunter2-reg-pw", "serveraddress": "r.io"}).encode()
+)
+AWS_SECRET = b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def test_registry_auth_and_env_assignments_on_corpus_lines(corpus: Path) -> None:
+    """Sweep 2 finding 13: X-Registry-Auth (base64 JSON with a password) and env-style
+    ``*SECRET*``/``*PASSWORD*`` assignments, written into corpus lines in every usual form."""
+    app = (corpus / REG / "distribution-live/registry-app-json.log").read_bytes().splitlines()[0]
+    assert b"headers=map[Authorization:[Bearer placeholder-token]]" in app
+    pw = b"hunter2-reg-pw"
+    forms = [
+        # mid-line header, Go header map, JSON member, escaped JSON, bare base64 value
+        app.replace(b"timeout=2s", b"timeout=2s, X-Registry-Auth: " + REGISTRY_AUTH),
+        app.replace(b"Authorization:[Bearer", b"X-Registry-Auth:[" + REGISTRY_AUTH + b" x"),
+        app.replace(b'"level"', b'"X-Registry-Auth":"' + REGISTRY_AUTH + b'","level"'),
+        app.replace(b"timeout=2s", b'body={\\"x-registry-auth\\": \\"' + REGISTRY_AUTH),
+        app.replace(b"timeout=2s", b"auth=" + REGISTRY_AUTH.decode().rstrip("=").encode()),
+        app.replace(b"timeout=2s", b"creds " + REGISTRY_AUTH),
+        # environment / ini / shell assignments, a Kubernetes container env entry
+        app.replace(b"timeout=2s", b"env AWS_SECRET_ACCESS_KEY=" + AWS_SECRET),
+        app.replace(b"timeout=2s", b'export AWS_SECRET_ACCESS_KEY=\\"' + AWS_SECRET + b'\\"'),
+        b"[default]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = " + AWS_SECRET,
+        b"MINIO_ROOT_USER=admin MINIO_ROOT_PASSWORD='" + AWS_SECRET + b"' minio server /d",
+        app.replace(b'"level"', b'"aws_secret_access_key":"' + AWS_SECRET + b'","level"'),
+    ]
+    for raw in forms:
+        assert pw in raw or AWS_SECRET in raw or REGISTRY_AUTH.rstrip(b"=") in raw
+        kept = Unparsed("s", "why", raw, "f:0").raw
+        assert pw not in kept and AWS_SECRET not in kept, kept
+        assert REGISTRY_AUTH.rstrip(b"=")[:20] not in kept, kept
+        assert REDACTED.encode() in kept
+        assert redact_bytes(kept) == kept  # idempotent
+    # identifiers stay: the access key id, the user name, the rest of the line
+    ini = Unparsed("s", "why", forms[8], "f:0").raw
+    assert b"aws_access_key_id = AKIDEXAMPLE" in ini
+    assert b"MINIO_ROOT_USER=admin" in Unparsed("s", "why", forms[9], "f:0").raw
+    assert b"configuring endpoint sentinel" in Unparsed("s", "why", forms[6], "f:0").raw
+    k8s = (corpus / REG / "kubernetes/k8s-audit-delete-deployment-falco-fixture.jsonl").read_bytes()
+    env = b'"env":[{"name":"AWS_SECRET_ACCESS_KEY","value":"' + AWS_SECRET + b'"}],'
+    pod = k8s.strip().replace(b'"kind":"Event"', env + b'"kind":"Event"', 1)
+    assert AWS_SECRET in pod
+    kept = Unparsed("s", "why", pod, "f:0").raw
+    assert AWS_SECRET not in kept and b'"name":"AWS_SECRET_ACCESS_KEY"' in kept
+    # base64 JSON without a secret (a JWT header) is left alone
+    jwt_header = base64.urlsafe_b64encode(b'{"alg":"ES256","typ":"JWT"}').rstrip(b"=")
+    assert redact_bytes(b"id " + jwt_header) == b"id " + jwt_header
+
+
+def test_env_assignment_in_an_unparsed_mlflow_line(corpus: Path, tmp_path: Path) -> None:
+    """The MLflow server's stderr (not an access log: every line unparsed) with the
+    credentials a start script might echo: none reaches `audit parse --json`."""
+    lines = (corpus / REG / "mlflow-live/mlflow-3.17.2-uvicorn-server-stderr.log").read_bytes()
+    first = lines.splitlines()[0]
+    extra = b" MLFLOW_TRACKING_PASSWORD=hunter2-mlflow AWS_SECRET_ACCESS_KEY=" + AWS_SECRET
+    path = tmp_path / "stderr.log"
+    path.write_bytes(first + extra + b"\n")
+    res = CliRunner().invoke(
+        cli, ["audit", "parse", "--format", "mlflow-access", "--json", str(path)]
+    )
+    assert res.exit_code == 1, res.output
+    (row,) = [json.loads(x)["unparsed"] for x in res.stdout.splitlines()]
+    assert b"hunter2-mlflow" not in res.stdout_bytes and AWS_SECRET not in res.stdout_bytes
+    assert "MLFLOW_TRACKING_PASSWORD=REDACTED AWS_SECRET_ACCESS_KEY=REDACTED" in row["raw_kept"]
+    assert row["raw_sha256"] == sha256_hex(first + extra)
