@@ -35,13 +35,24 @@ a quota refusal → ``failure``.
 not a user, for replication, retention and scan events) is no actor: ``actor`` is ``None`` and
 ``detail`` says ``trigger <name>``. A ``tag`` equal to the digest (pull by digest) is not a
 reference. No client address is sent. CloudEvents ``id`` → ``event_id`` (``#<n>`` appended for
-the n-th event after the first) and ``requestid`` → ``request_id``; the default format has no
-id (dedup by position).
+the n-th event after the first) and ``requestid`` → ``request_id``.
+
+The default format has no id, and Harbor retries a failed delivery with the same payload, so
+its ``event_id`` is derived from the payload itself: ``payload-sha256:<hex>``, the SHA-256 of
+the body's RFC 8785 canonical JSON (``rfc8785``; the bytes' hash when the body cannot be
+canonicalised, e.g. an integer beyond 2**53), ``#<n>`` appended as above. A redelivery — the
+same payload, even re-indented or received once as a capture record and once bare — is then
+one event. Caveat: the payload holds ``occur_at`` in whole seconds, the operator and the
+resources (digest, tag) but nothing unique to one operation, so two genuinely separate
+identical operations (the same user pulling the same digest twice within one second) give
+byte-identical payloads and are counted once.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import rfc8785
 
 from sentinel.audit.parsers._common import (
     DEFAULT_OPTIONS,
@@ -141,7 +152,7 @@ class HarborWebhookParser:
         trigger = operator if operator and operator.lower() in TRIGGERS else None
         if trigger:
             operator = None
-        event_id = s(body, "id")
+        event_id = s(body, "id") if cloud else _payload_id(body, delivery.body_bytes)
         digest = sha256_hex(raw)
         base: dict[str, Any] = {
             "ts": ts,
@@ -226,6 +237,15 @@ class HarborWebhookParser:
             detail=f"harbor {kind}",
         )
         return out
+
+
+def _payload_id(body: dict[str, Any], body_bytes: bytes) -> str:
+    """``payload-sha256:<hex>`` of the body's RFC 8785 canonical form (module docstring)."""
+    try:
+        canonical = rfc8785.dumps(body)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError):
+        canonical = body_bytes.strip()
+    return "payload-sha256:" + sha256_hex(canonical)
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:

@@ -166,8 +166,8 @@ def test_webhooks_default_and_cloudevents(corpus: Path) -> None:
             assert ev.actor_verified is (actor is not None)
             if fmt == "cloudevents":
                 assert ev.event_id and ev.request_id
-            else:
-                assert ev.event_id is None
+            else:  # no id in the payload: derived from its canonical content
+                assert ev.event_id and ev.event_id.startswith("payload-sha256:")
     (ev,) = read(corpus / H / "webhook-artifact-deleted-cloudevents-docs.json", "harbor-webhook")[0]
     assert (ev.artifact, ev.digest, format_ts(ev.ts), ev.event_id) == (
         "harbor/alpine",
@@ -371,3 +371,49 @@ def test_audit_delete_by_resource_type(corpus: Path) -> None:
     create = line.replace(b"action:delete", b"action:create")
     (ev,) = parse_one("harbor-audit-syslog", create)
     assert isinstance(ev, AuditEvent) and ev.action == "config_change"
+
+
+def test_default_webhook_redelivery_is_one_event(corpus: Path, tmp_path: Path) -> None:
+    """Sweep 2 finding 6: a default-format payload has no id; a redelivery (the same payload,
+    re-indented, or as a capture record) is one event, a different operation is not."""
+    from sentinel.audit.dedup import Deduplicator
+
+    path = corpus / H / "webhook-artifact-pulled-default-docs.json"
+    body = json.loads(path.read_bytes())
+    compact = json.dumps(body).encode()
+    capture = json.dumps(
+        {"received_at": "x", "path": "/harbor", "headers": {}, "body": json.dumps(body)}
+    ).encode()
+    later = json.dumps({**body, "occur_at": body["occur_at"] + 1}).encode()
+    (first,) = read(path, "harbor-webhook")[0]
+    again = [e for raw in (compact, capture) for e in parse_one("harbor-webhook", raw)]
+    assert [e.event_id for e in again if isinstance(e, AuditEvent)] == [first.event_id] * 2
+    (other,) = parse_one("harbor-webhook", later)
+    assert isinstance(other, AuditEvent) and other.event_id != first.event_id
+    dedup = Deduplicator()
+    kept = list(dedup.filter([first, *again, other]))
+    assert kept == [first, other] and dedup.dropped == 2
+    # several events from one payload keep distinct ids (#n), the same on a redelivery
+    ret = json.loads((corpus / H / "webhook-tag-retention-finished-default-docs.json").read_bytes())
+    deleted = ret["event_data"]["retention"]["deleted_artifact"]
+    ret["event_data"]["retention"]["deleted_artifact"] = [
+        *deleted,
+        {**deleted[0], "name_tag": "x:y"},
+    ]
+    evs = parse_one("harbor-webhook", json.dumps(ret).encode())
+    ids = [e.event_id for e in evs if isinstance(e, AuditEvent)]
+    assert len(ids) == 2 and ids[1] == f"{ids[0]}#1"
+    redelivered = parse_one("harbor-webhook", json.dumps(ret, indent=4).encode())
+    assert [e.event_id for e in redelivered if isinstance(e, AuditEvent)] == ids
+    # the CLI: the same payload as two files is one pull, and says a duplicate was dropped
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(compact)
+    from click.testing import CliRunner
+
+    from sentinel.cli.main import cli
+
+    res = CliRunner().invoke(
+        cli, ["audit", "parse", "--format", "harbor-webhook", "--json", str(path), str(copy)]
+    )
+    assert res.exit_code == 0, res.output
+    assert len(res.stdout.splitlines()) == 1 and "1 duplicate(s) dropped" in res.stderr
