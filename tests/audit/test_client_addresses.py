@@ -51,6 +51,13 @@ def _dist_pull(corpus: Path, remoteaddr: str) -> AuditEvent:
         ("::ffff:81.2.69.142:40000", "81.2.69.142", "socket"),  # IPv4-mapped → IPv4
         ("2001:DB8::1:0", "2001:db8::1", "header"),  # port 0: proxy-headers rewrote it
         ("127.0.0.1:47172", "127.0.0.1", "socket"),
+        # older uvicorn kept a port written in X-Forwarded-For inside the host, then ":0"
+        ("203.0.113.7:1024:0", "203.0.113.7", "header"),
+        ("[2001:db8::7]:8080:0", "2001:db8::7", "header"),
+        ("::ffff:203.0.113.7:0", "203.0.113.7", "header"),
+        # uvicorn 0.54 keeps that port: the line cannot be told from a direct connection
+        # (documented in the parser: the deployment decides)
+        ("203.0.113.7:1024", "203.0.113.7", "socket"),
     ],
 )
 def test_uvicorn_client_port_split(corpus: Path, client: str, ip: str, source: str) -> None:
@@ -95,3 +102,10 @@ def test_ipv4_mapped_gb_client_gives_a_finding(corpus: Path) -> None:
         "GB",
         "socket",
     )
+
+
+def test_uvicorn_forwarded_non_ip_stays_in_detail(corpus: Path) -> None:
+    # a trusted proxy passing "X-Forwarded-For: unknown" → uvicorn logs "unknown:0"
+    ev = _uvicorn_pull(corpus, "unknown:0")
+    assert (ev.client_ip, ev.client_ip_source) == (None, "header")
+    assert ev.detail is not None and "client address 'unknown' is not an IP address" in ev.detail

@@ -9,10 +9,29 @@ layouts, both read by this one parser (captured from MLflow 3.17.2, corpus ``mlf
       2026/11/29 19:16:39 INFO:     127.0.0.1:55778 - "GET /health HTTP/1.1" 200 OK
 
   The time is read in the configured zone (``ts_zone_assumed``). A line without the time
-  prefix (plain uvicorn) is ``Unparsed``: Sentinel never invents a time. The client is
-  ``host:port``; uvicorn's proxy-headers middleware (on by default for ``127.0.0.1`` proxies)
-  replaces it with the ``X-Forwarded-For`` address and port ``0`` — so port 0 means
-  ``header``, any other port ``socket``. No user is logged.
+  prefix (plain uvicorn) is ``Unparsed``: Sentinel never invents a time. No user is logged.
+
+  The client is uvicorn's ``scope["client"]`` written ``%s:%d`` (``protocols/utils.py``
+  ``get_client_addr``): the TCP peer, *unless* uvicorn's ``ProxyHeadersMiddleware`` replaced
+  it. That middleware is on by default (``--proxy-headers``) and trusts the peers in
+  ``--forwarded-allow-ips`` / ``$FORWARDED_ALLOW_IPS`` (default ``127.0.0.1``): a request from
+  a trusted peer that carries ``X-Forwarded-For`` is logged with the rightmost untrusted
+  entry of that header (the first entry when every entry is trusted or the setting is
+  ``*``). So behind a local reverse proxy the logged address came from a header. What the
+  line shows, and how Sentinel labels it:
+
+  - ``host:0`` → ``header``, certain: a TCP source port is never 0, and uvicorn writes port
+    0 whenever the entry it took had no port (every uvicorn before the 2026 change for
+    uvicorn issue #2789; after it, an entry without a port). Older uvicorn kept a port
+    written in the header inside the host (``1.2.3.4:1024:0``): the address is the part
+    before that port, still ``header``.
+  - ``host:<non-zero port>`` → ``socket``, but not certain: uvicorn since that change (0.54 is
+    one) also takes a port written in the header (``X-Forwarded-For: 1.2.3.4:1024``, as AWS
+    ALB and HAProxy can send), and the line is then the same as a direct connection. Only
+    the deployment tells: if uvicorn sits behind a proxy that writes ports into
+    ``X-Forwarded-For``, or a local process can reach it with that header, treat uvicorn
+    addresses as header-sourced (the proxy's own access log then holds the socket peer). A request from a trusted peer *without* the header is logged
+    with that peer's own address (the proxy's, usually ``127.0.0.1``), ``socket``.
 * gunicorn ``--access-logfile`` (``--app-name basic-auth``): Combined Log Format
   (gunicorn ``glogging.py``, ``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"``).
   ``%(u)s`` is the Basic-auth user name *as sent*: on a 401 it is only claimed
@@ -53,7 +72,7 @@ from sentinel.audit.parsers._common import DEFAULT_OPTIONS, ParserOptions, bad
 from sentinel.audit.parsers._distribution import split_addr
 from sentinel.audit.parsers.interface import ParseResult
 from sentinel.audit.timeparse import Stamp, parse_apache, parse_local
-from sentinel.records import Action, AuditEvent, ClientIPSource, sha256_hex
+from sentinel.records import Action, AuditEvent, ClientIPSource, normalize_ip, sha256_hex
 
 SOURCE_KIND = "mlflow"
 
@@ -133,6 +152,18 @@ def api_route(uri: str) -> str | None:
     return m["rest"].rstrip("/") if m else None
 
 
+def _forwarded(entry: str) -> str:
+    """The address in the ``X-Forwarded-For`` entry uvicorn logged as the host (port 0):
+    the entry itself when it is an IP address, else the address before a port the header
+    carried (``1.2.3.4:1024``, ``[2001:db8::1]:8080``: uvicorn before issue #2789's change),
+    else the entry verbatim (not an IP address: ``AuditEvent`` keeps it in ``detail``)."""
+    ip = normalize_ip(entry)
+    if ip:
+        return ip
+    host, _ = split_addr(entry, with_port=True)
+    return normalize_ip(host or "") or entry
+
+
 class MlflowAccessParser:
     """Parser for one MLflow access-log line (uvicorn or gunicorn layout)."""
 
@@ -157,9 +188,11 @@ class MlflowAccessParser:
                 stamp = parse_local(m["ts"], "%Y/%m/%d %H:%M:%S", zone=self.options.zone)
             except ValueError as exc:
                 return [bad(source, f"bad time: {exc}", raw, src_pos)]
-            client_ip, ip_source = split_addr(m["client"], with_port=True)  # uvicorn: %s:%d
-            if m["client"].endswith(":0"):
-                ip_source = "header"
+            client = m["client"]
+            if client.endswith(":0"):  # proxy-headers took it from X-Forwarded-For
+                client_ip, ip_source = _forwarded(client[:-2]), "header"
+            else:
+                client_ip, ip_source = split_addr(client, with_port=True)  # uvicorn: %s:%d
         elif m := _GUNICORN.match(text):
             try:
                 stamp = Stamp(parse_apache(m["ts"]))
