@@ -303,6 +303,14 @@ class WebhookRoute(_Section):
     #: file holding the token or secret (at least 16 characters)
     secret_file: Path
 
+    @model_validator(mode="after")
+    def _mlflow_is_signed(self) -> WebhookRoute:
+        # MLflow signs its deliveries and sends no token: any other auth would take unsigned,
+        # forgeable MLflow events
+        if self.format == "mlflow-webhook" and self.auth != "mlflow-signature":
+            raise ValueError('format mlflow-webhook needs auth = "mlflow-signature"')
+        return self
+
 
 class WebhookSection(_Section):
     enabled: bool = False
@@ -600,7 +608,8 @@ signature_max_age = 300
 # Per client address: sustained requests per second and burst (429 beyond).
 rate_limit = 20.0
 rate_burst = 100
-# Further endpoints, one table each; auth = bearer | mlflow-signature | hmac-sha256. Example:
+# Further endpoints, one table each; auth = bearer | mlflow-signature | hmac-sha256
+# (format mlflow-webhook: mlflow-signature only, an unsigned MLflow route is refused). Example:
 # [[webhook.routes]]
 # path = "/harbor"
 # source = "harbor"

@@ -193,20 +193,21 @@ def test_configured_routes_for_harbor_and_more(tmp_path: Path, corpus: Path) -> 
     for bad, key in [
         (routes.replace("harbor-webhook", "no-such-format"), "webhook.routes.0.format"),
         (routes.replace('"/harbor"', '"/notifications"'), "webhook.routes"),
-        # MLflow signs and sends no token: a bearer/HMAC route would take unsigned MLflow events
-        (routes.replace("harbor-webhook", "mlflow-webhook"), "webhook.routes.0.auth"),
-        (
-            routes.replace("harbor-webhook", "mlflow-webhook").replace(
-                "secret_file", 'auth = "hmac-sha256"\nsecret_file'
-            ),
-            "webhook.routes.0.auth",
-        ),
     ]:
         (tmp_path / "sentinel.toml").write_text(base.replace(routes, bad))
         with pytest.raises(ConfigError) as info:
             webhook_from_settings(load_settings(tmp_path / "sentinel.toml"), got.extend, "t" * 20)
         assert info.value.key == key
 
+    # MLflow signs and sends no token: a bearer/HMAC route would take unsigned MLflow events,
+    # so such a route is refused when the configuration is loaded
+    mlflow = routes.replace("harbor-webhook", "mlflow-webhook")
+    for unsigned in (mlflow, mlflow.replace("secret_file", 'auth = "hmac-sha256"\nsecret_file')):
+        (tmp_path / "sentinel.toml").write_text(base.replace(routes, unsigned))
+        with pytest.raises(ConfigError) as info:
+            load_settings(tmp_path / "sentinel.toml")
+        assert info.value.key == "webhook.routes.0"
+        assert 'needs auth = "mlflow-signature"' in str(info.value)
     signed = routes.replace("harbor-webhook", "mlflow-webhook").replace(
         "secret_file", 'auth = "mlflow-signature"\nsecret_file'
     )
