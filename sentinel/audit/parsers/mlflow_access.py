@@ -30,8 +30,9 @@ layouts, both read by this one parser (captured from MLflow 3.17.2, corpus ``mlf
     ALB and HAProxy can send), and the line is then the same as a direct connection. Only
     the deployment tells: if uvicorn sits behind a proxy that writes ports into
     ``X-Forwarded-For``, or a local process can reach it with that header, treat uvicorn
-    addresses as header-sourced (the proxy's own access log then holds the socket peer). A request from a trusted peer *without* the header is logged
-    with that peer's own address (the proxy's, usually ``127.0.0.1``), ``socket``.
+    addresses as header-sourced (the proxy's own access log then holds the socket peer).
+  - A request from a trusted peer *without* the header is logged with that peer's own
+    address (the proxy's, usually ``127.0.0.1``), ``socket``.
 * gunicorn ``--access-logfile`` (``--app-name basic-auth``): Combined Log Format
   (gunicorn ``glogging.py``, ``%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"``).
   ``%(u)s`` is the Basic-auth user name *as sent*: on a 401 it is only claimed
@@ -188,7 +189,8 @@ class MlflowAccessParser:
                 stamp = parse_local(m["ts"], "%Y/%m/%d %H:%M:%S", zone=self.options.zone)
             except ValueError as exc:
                 return [bad(source, f"bad time: {exc}", raw, src_pos)]
-            client = m["client"]
+            client: str = m["client"]
+            client_ip: str | None
             if client.endswith(":0"):  # proxy-headers took it from X-Forwarded-For
                 client_ip, ip_source = _forwarded(client[:-2]), "header"
             else:

@@ -184,9 +184,10 @@ class MlflowWebhookParser:
             detail = f"{detail}; {UNVERIFIED}"
             if not self.unverified:
                 log.warning(
-                    "mlflow-webhook: no webhook secret configured, delivery signatures are "
-                    "NOT verified (a forged delivery would be accepted); give "
-                    "--webhook-secret-file to verify them"
+                    "mlflow-webhook source %r: no webhook secret configured, delivery "
+                    "signatures are NOT verified (a forged delivery would be accepted); "
+                    "`sentinel audit parse|ingest --webhook-secret-file` verifies them",
+                    source,
                 )
             self.unverified += 1
         return [

@@ -254,4 +254,4 @@ def test_cli_parse_warns_once_without_a_secret(corpus: Path, tmp_path: Path) -> 
     assert res2.returncode == 1 and "NOT verified" not in res2.stderr
     events2 = [json.loads(x) for x in res2.stdout.splitlines()]
     assert sum("unparsed" in e for e in events2) == 1
-    assert [e["detail"] for e in events2 if "unparsed" not in e][0] == "registered_model.created"
+    assert next(e["detail"] for e in events2 if "unparsed" not in e) == "registered_model.created"
