@@ -21,6 +21,7 @@ NEEDED=(
   sysctl:procps
   systemd-analyze:systemd
   openssl:openssl
+  logrotate:logrotate
 )
 
 missing=()
