@@ -63,4 +63,4 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     exit 1
   fi
 fi
-echo "install-deps: ok (docker-registry, skopeo, promtool, tcpreplay, iproute2, tshark, openssl, PostgreSQL up)"
+echo "install-deps: ok (${NEEDED[*]%%:*}; PostgreSQL up)"
