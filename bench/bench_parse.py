@@ -152,6 +152,18 @@ def g_distribution_access(g: Gen) -> str:
     )
 
 
+def g_harbor_nginx(g: Gen) -> str:
+    """Harbor's nginx access log (Helm chart ``log_format``): ``[time]:addr - "req" status
+    bytes "referer" "agent" request_time upstream_time pipe``."""
+    method, uri, status = g.request()
+    ts = g.tick()
+    return (
+        f'[{ts:%d}/{MONTHS[ts.month - 1]}/{ts:%Y:%H:%M:%S} +0000]:{g.ip()} - "{method} {uri} '
+        f'HTTP/1.1" {status} {g.r.randrange(100000)} "-" "{g.pick(UAS)}" '
+        f"0.{g.r.randrange(999):03d} 0.{g.r.randrange(999):03d} ."
+    )
+
+
 def g_distribution_notifications(g: Gen) -> str:
     repo = g.pick(REPOS)
     action = g.pick(["push", "pull", "delete", "mount"])
@@ -449,6 +461,7 @@ GENERATORS: dict[str, Callable[[Gen], str]] = {
     "harbor-audit-syslog": g_harbor_audit_syslog,
     "harbor-audit-file": g_harbor_audit_file,
     "harbor-webhook": g_harbor_webhook,
+    "harbor-nginx": g_harbor_nginx,
     "minio-audit": g_minio_audit,
     "minio-notification": g_minio_notification,
     "mlflow-access": g_mlflow_access,
