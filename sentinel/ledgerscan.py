@@ -150,6 +150,14 @@ def _block_pieces(levels: list[list[bytes]], start: int, m: int) -> list[Piece]:
     return out
 
 
+def _blob(column: str, ph: str) -> str:
+    """``column`` read as bytes. SQLite (placeholder ``?``) keeps any value in any column: a
+    body edited by hand with string functions (``substr(body, …) || 'x'``) comes back as TEXT;
+    ``CAST(… AS BLOB)`` gives its UTF-8 bytes, which then fail the hash check like any other
+    modification instead of crashing the verifier. PostgreSQL's ``bytea`` needs no cast."""
+    return f"CAST({column} AS BLOB)" if ph == "?" else column
+
+
 def scan_range(
     fetch: Fetch,
     ph: str,
@@ -174,12 +182,15 @@ def scan_range(
     out = RangeResult(lo, hi)
     if lo > 0:
         found = fetch(
-            f"SELECT chain_hash FROM ledger_entries WHERE log_id = {ph} AND seq = {ph}",  # noqa: S608
+            f"SELECT {_blob('chain_hash', ph)} FROM ledger_entries "  # noqa: S608
+            f"WHERE log_id = {ph} AND seq = {ph}",
             (log_id, lo - 1),
         )
         out.start_prev = bytes(found[0][0]) if found else b""
     prev = out.start_prev
-    columns = "seq, recorded_at, kind, body, leaf_hash, prev_hash, chain_hash"
+    columns = "seq, recorded_at, kind, " + ", ".join(
+        _blob(c, ph) for c in ("body", "leaf_hash", "prev_hash", "chain_hash")
+    )
     lower = "" if lo == 0 else f" AND seq >= {ph}"
     first_sql = (
         f"SELECT {columns} FROM ledger_entries WHERE log_id = {ph}{lower} AND seq < {ph} "  # noqa: S608

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sentinel import __version__
@@ -48,6 +48,18 @@ def _event_time(kind: str, data: Mapping[str, Any], recorded_at: str) -> datetim
         return parse_ts(str(value))
     except ValueError:
         return parse_ts(recorded_at)
+
+
+#: records of flows that left the jurisdiction (in the period by flow time or by recording)
+_VIOLATION_KINDS = frozenset({"egress_violation", "egress_violation_repeat"})
+
+
+def _recorded(rec: Mapping[str, Any]) -> datetime:
+    """When the ledger recorded ``rec`` (``recorded_at``; the epoch if it is unreadable)."""
+    try:
+        return parse_ts(str(rec.get("recorded_at", "")))
+    except ValueError:
+        return datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def build_report(
@@ -87,7 +99,11 @@ def build_report(
         kind = str(rec.get("kind", ""))
         data = rec.get("data") or {}
         when = _event_time(kind, data, str(rec.get("recorded_at", "")))
-        if not start <= when < end:
+        if not start <= when < end and not (
+            # a violation recorded in the period counts whatever time its flow claims: an
+            # exporter with a wrong clock (or an old capture judged today) must not hide it
+            kind in _VIOLATION_KINDS and start <= _recorded(rec) < end
+        ):
             continue
         records_in_period += 1
         if kind == "audit_event":
@@ -128,8 +144,17 @@ def build_report(
 
     criteria: dict[str, dict[str, Any]] = {}
     flows_seen = sum(by_verdict.values())
-    if violation_count or repeated:
-        status, summary = "fail", f"{violation_count} flow(s) left the jurisdiction"
+    # the flow summaries count violations too; the criterion fails on either count, so that
+    # the verdict can never say "none left" above a table that lists violations
+    summarized = by_verdict.get("violation", 0)
+    if violation_count or repeated or summarized:
+        left = max(violation_count, summarized)
+        status, summary = "fail", f"{left} flow(s) left the jurisdiction"
+        if summarized != violation_count:
+            summary += (
+                f" ({summarized} per the flow summaries, {violation_count} violation "
+                "record(s) in this period)"
+            )
         if repeated:
             summary += f", and {repeated} repeat(s) of them (aggregated)"
     elif flows_seen:

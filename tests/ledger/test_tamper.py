@@ -281,3 +281,35 @@ def test_worker_processes_agree_with_one_process(url: str, tamper: str) -> None:
     else:
         assert (pooled.status, pooled.first_bad_seq) == ("invalid", 7)
         assert pooled.problem is not None and "level 3, index 0" in pooled.problem
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        # the usual hand edit with the sqlite3 shell: string functions make the body TEXT
+        ("body = substr(body, 1, 20) || 'Z' || substr(body, 22)", "leaf_hash"),
+        ("body = CAST(body AS TEXT)", None),  # same bytes, another storage class
+        ("leaf_hash = hex(leaf_hash)", "leaf_hash"),
+        ("chain_hash = 'x'", "chain"),
+    ],
+)
+def test_sqlite_value_of_another_type_is_a_finding_not_a_crash(
+    tmp_path: Path, edit: str, problem: str | None
+) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    with Ledger.open(url, clock=FixedClock()) as led:
+        led.append([audit_record(i) for i in range(N)])
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(f"UPDATE ledger_entries SET {edit} WHERE seq = 4")
+        (kind,) = conn.execute("SELECT typeof(body) FROM ledger_entries WHERE seq = 4").fetchone()
+    finally:
+        conn.close()
+    for workers in (1, 2):  # in process and through spawned workers
+        with Ledger.open(url) as led:
+            result = led.verify(workers=workers, range_size=4)
+        if problem is None:  # the content did not change: nothing to report
+            assert kind == "text" and result.ok, result
+        else:
+            assert_invalid(result, 4, problem)

@@ -236,3 +236,34 @@ def test_violations_show_their_dns_names_escaped(tmp_path: Path) -> None:
     assert "s3-r-w.ap-northeast-2.amazonaws.com" in html and "TTL 5 s" in html
     assert evil not in html and "&lt;b&gt;x&lt;/b&gt;.example" in html
     assert "52.95.110.1:443</code></td>" in html  # no name: the address alone
+
+
+def test_a_flow_time_outside_the_period_cannot_hide_a_violation() -> None:
+    """An exporter with a wrong clock (NetFlow v5 header of 2023) judged today: the violation
+    record carries the flow's own time, the summary the time it arrived; the residency verdict
+    must fail, never say "none left" above a table of violations."""
+    old_flow = {
+        "kind": "egress_violation",
+        "recorded_at": "2026-11-29T10:00:00.000000Z",  # recorded in the period
+        "data": {
+            "last_seen": "2023-04-04T08:00:00.000000Z",  # the flow's claimed time
+            "remote_ip": "52.95.110.1",
+            "remote_port": 443,
+            "country": "US",
+            "reason": "foreign country",
+        },
+    }
+    summary = _summary("2026-11-29T10:00:00.000000Z", "US", "violation")
+    both = build_report([old_flow, summary], start=START, end=END, verification=None)
+    residency = both["criteria"][0]
+    assert residency["status"] == "fail"
+    assert residency["violation_count"] == 1 and residency["violations"][0]["country"] == "US"
+    # the summary alone (violation records outside the period either way) still fails
+    alone = build_report([summary], start=START, end=END, verification=None)
+    residency = alone["criteria"][0]
+    assert residency["status"] == "fail"
+    assert residency["summary"].startswith("1 flow(s) left the jurisdiction (1 per the flow")
+    # a violation both flown and recorded outside the period stays out
+    old_flow["recorded_at"] = "2023-04-04T08:00:01.000000Z"
+    gone = build_report([old_flow], start=START, end=END, verification=None)
+    assert gone["criteria"][0]["status"] == "no data"
