@@ -341,10 +341,17 @@ def export(
     """
     led, _shown = _open(state)
     out = sys.stdout.buffer
+    n = 0
     with led:
-        for entry in led.query_entries(kind, since, until, by=by):
+        for n, entry in enumerate(led.query_entries(kind, since, until, by=by), 1):  # noqa: B007
             out.write(entry.body + b"\n")
     out.flush()
+    if n == 0:  # say so: an empty output must not look like a typo accepted in silence
+        what = f"of kind {kind!r} " if kind is not None else ""
+        click.echo(
+            f"sentinel: no record {what}in the window (`sentinel ledger stats` lists the kinds)",
+            err=True,
+        )
 
 
 @ledger.command("stats")

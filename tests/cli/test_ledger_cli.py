@@ -78,6 +78,10 @@ def test_export_window_prints_hashed_bytes(ledger_url: str, tmp_path: Path) -> N
     assert [leaf_hash(line) for line in lines] == [stored[1], stored[2], stored[5]]
     res = runner.invoke(cli, ["--config", cfg, "ledger", "export", "--kind", "egress_violation"])
     assert [json.loads(x)["seq"] for x in res.stdout_bytes.splitlines()] == [5]
+    assert "no record" not in res.stderr
+    res = runner.invoke(cli, ["--config", cfg, "ledger", "export", "--kind", "egress_violaton"])
+    assert res.exit_code == 0 and res.stdout == ""
+    assert "no record of kind 'egress_violaton' in the window" in res.stderr
     res = runner.invoke(cli, ["--config", cfg, "ledger", "export", "--from", "yesterday"])
     assert res.exit_code == 2
     assert "RFC 3339" in res.output
