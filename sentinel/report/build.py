@@ -282,6 +282,7 @@ class _Coverage:
                 "losses": Counter(),
                 "observed_from": None,
                 "observed_to": None,
+                "_watched": [],
             },
         )
         counts = data.get("counts") or {}
@@ -293,6 +294,7 @@ class _Coverage:
             for loss in LOSS_WORDS:
                 if counts.get(loss):
                     src["losses"][loss] += int(counts[loss])
+            src["_watched"].append((start, end))
             if src["observed_from"] is None or start < src["observed_from"]:
                 src["observed_from"] = start
             if src["observed_to"] is None or end > src["observed_to"]:
@@ -314,15 +316,22 @@ class _Coverage:
     def result(self) -> dict[str, Any]:
         sources = []
         silences = lost = 0
+        unwatched_total = 0
         for name in sorted(self.sources):
-            src = self.sources[name]
+            src = dict(self.sources[name])
+            unwatched = _unwatched(src.pop("_watched"))
+            unwatched_seconds = sum(g["seconds"] for g in unwatched)
+            unwatched_total += len(unwatched)
             losses = dict(sorted(src["losses"].items()))
-            complete = not src["silence_count"] and not any(losses.values())
+            complete = not src["silence_count"] and not any(losses.values()) and not unwatched
             silences += src["silence_count"]
             lost += sum(losses.values())
             sources.append(
                 {
                     **src,
+                    "unwatched": unwatched[:MAX_LISTED],
+                    "unwatched_count": len(unwatched),
+                    "unwatched_seconds": unwatched_seconds,
                     "losses": losses,
                     "loss_text": [f"{n} {LOSS_WORDS[k]}" for k, n in losses.items() if n],
                     "status": "complete" if complete else "gaps",
@@ -331,13 +340,39 @@ class _Coverage:
         if not sources:
             status = "no data"
             summary = "no sensor-health record in this period: its coverage is not known"
-        elif silences or lost:
+        elif silences or lost or unwatched_total:
             status = "gaps"
             summary = (
-                f"{len(sources)} source(s) watched; {silences} silence(s) and {lost} lost "
-                "event(s) or packet(s): the evidence of this period is incomplete where listed"
+                f"{len(sources)} source(s) watched; {silences} silence(s), {unwatched_total} "
+                f"stretch(es) not watched (Sentinel not running) and {lost} lost event(s) or "
+                "packet(s): the evidence of this period is incomplete where listed"
             )
         else:
             status = "complete"
             summary = f"{len(sources)} source(s) watched, no silence, nothing lost"
         return {"status": status, "summary": summary, "sources": sources}
+
+
+#: consecutive summaries of one run abut; a gap longer than this between them is time the
+#: source was not watched (Sentinel stopped, crashed or restarted)
+UNWATCHED_TOLERANCE_S = 1.0
+
+
+def _unwatched(watched: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Gaps between the summarized periods of one source (RFC 3339 strings), oldest first:
+    ``[{"from", "to", "seconds"}]`` — stretches in which no Sentinel watched it."""
+    spans: list[tuple[datetime, datetime]] = []
+    for start, end in watched:
+        try:
+            spans.append((parse_ts(start), parse_ts(end)))
+        except ValueError:
+            continue
+    spans.sort()
+    gaps: list[dict[str, Any]] = []
+    reach: datetime | None = None
+    for begun, ended in spans:
+        if reach is not None and (begun - reach).total_seconds() > UNWATCHED_TOLERANCE_S:
+            seconds = int((begun - reach).total_seconds())
+            gaps.append({"from": format_ts(reach), "to": format_ts(begun), "seconds": seconds})
+        reach = ended if reach is None or ended > reach else reach
+    return gaps

@@ -267,3 +267,41 @@ def test_a_flow_time_outside_the_period_cannot_hide_a_violation() -> None:
     old_flow["recorded_at"] = "2023-04-04T08:00:01.000000Z"
     gone = build_report([old_flow], start=START, end=END, verification=None)
     assert gone["criteria"][0]["status"] == "no data"
+
+
+def _health(start: str, end: str, activity: int) -> dict[str, Any]:
+    return {
+        "kind": "sensor_health",
+        "recorded_at": end,
+        "data": {
+            "source": "file:registry",
+            "source_kind": "audit",
+            "event": "summary",
+            "period_start": start,
+            "period_end": end,
+            "counts": {"activity": activity, "silences": 0, "silent_seconds": 0},
+        },
+    }
+
+
+def test_coverage_lists_the_time_no_sentinel_was_watching(tmp_path: Path) -> None:
+    """Two runs of the daemon, stopped for ten minutes between them: summaries of one run abut,
+    the stretch between the runs is listed as not watched and the coverage is not complete."""
+    records = [
+        _health("2026-11-29T10:00:00.000000Z", "2026-11-29T11:00:00.000000Z", 5),
+        _health("2026-11-29T11:00:00.000000Z", "2026-11-29T11:30:00.000000Z", 3),  # stop
+        _health("2026-11-29T11:40:00.000000Z", "2026-11-29T12:00:00.000000Z", 2),  # restart
+    ]
+    report = build_report(records, start=START, end=END, verification=None)
+    cov = report["coverage"]
+    (src,) = cov["sources"]
+    assert src["unwatched"] == [
+        {"from": "2026-11-29T11:30:00.000000Z", "to": "2026-11-29T11:40:00.000000Z", "seconds": 600}
+    ]
+    assert src["status"] == "gaps" and cov["status"] == "gaps"
+    assert "1 stretch(es) not watched" in cov["summary"]
+    html = render_html(report)
+    assert "Not watched" in html and "2026-11-29T11:40:00.000000Z" in html
+    one_run = build_report(records[:2], start=START, end=END, verification=None)
+    assert one_run["coverage"]["status"] == "complete"
+    assert one_run["coverage"]["sources"][0]["unwatched"] == []
