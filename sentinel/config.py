@@ -281,6 +281,16 @@ class AuditFile(_Section):
     #: ``mlflow-access`` only: reconstruct unnamed models/versions from the REST API
     mlflow_rest: MlflowRest | None = None
 
+    @field_validator("path")
+    @classmethod
+    def _valid_glob(cls, value: Path) -> Path:
+        from sentinel.audit.globtailer import glob_problem, is_glob
+
+        problem = glob_problem(value) if is_glob(value) else None
+        if problem is not None:
+            raise ValueError(f"bad glob {str(value)!r}: {problem}")
+        return value
+
     @model_validator(mode="after")
     def _rest_for_mlflow(self) -> AuditFile:
         if self.mlflow_rest is not None and self.format != "mlflow-access":

@@ -15,6 +15,10 @@ watchdog event in the glob's base directory (the longest leading part without ``
   glob that matches live files only (every rotation is read again).
 * A path that no longer exists and whose open file yields nothing more is forgotten (its
   cursor stays committed; if the path comes back, its new tailer resumes from the cursor).
+* A pass that fails (a bug, an unexpected error) is logged, counted in
+  ``stats.failed_passes`` and handed to ``on_error``; the worker keeps polling. A bad glob
+  (``glob_problem``) is refused by the constructor (``ValueError``; the config refuses it
+  first), and a glob that matches nothing at ``start()`` is logged as a warning.
 * At most ``max_files`` files are tailed at once; further matches are logged and counted in
   ``skipped_files`` (a size limit, like every input).
 
@@ -35,7 +39,7 @@ from watchdog.observers import Observer
 from sentinel.audit.cursor import CursorStore
 from sentinel.audit.lines import DEFAULT_MAX_LINE
 from sentinel.audit.parsers.interface import Parser
-from sentinel.audit.tailer import GZIP_SUFFIX, FileTailer, TailBatch, TailStats
+from sentinel.audit.tailer import GZIP_SUFFIX, FileTailer, TailBatch, TailStats, guarded_pass
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,37 @@ _MAGIC = frozenset("*?[")
 def is_glob(path: str | Path) -> bool:
     """Whether ``path`` holds glob wildcards (``*``, ``?``, ``[``)."""
     return any(c in _MAGIC for c in str(path))
+
+
+def glob_problem(pattern: str | Path) -> str | None:
+    """What is wrong with the glob ``pattern`` (``pathlib.Path.glob`` syntax), or ``None``.
+
+    Refused: ``**`` mixed with other characters in one path part (``**x``: ``Path.glob``
+    raises ``ValueError`` on it), a ``[`` without its ``]`` (``fnmatch`` would read it as a
+    literal ``[`` and silently match nothing), and a last part ``**`` (matches directories
+    only, never a file). Checks the text only; never touches the file system.
+    """
+    parts = Path(pattern).parts
+    for part in parts:
+        if "**" in part and part != "**":
+            return f"'**' must be a whole path part (as in 'logs/**/*.log'), not {part!r}"
+        i, n = 0, len(part)
+        while i < n:
+            if part[i] == "[":
+                j = i + 1
+                if j < n and part[j] == "!":
+                    j += 1
+                if j < n and part[j] == "]":
+                    j += 1
+                while j < n and part[j] != "]":
+                    j += 1
+                if j >= n:
+                    return f"'[' without a closing ']' in {part!r} (write '[[]' for a literal '[')"
+                i = j
+            i += 1
+    if parts and parts[-1] == "**":
+        return "a glob ending in '**' matches directories only; end it with a file pattern"
+    return None
 
 
 def glob_base(pattern: str) -> Path:
@@ -85,8 +120,13 @@ class GlobTailer:
         batch_lines: int = 1000,
         use_watchdog: bool = True,
         max_files: int = MAX_FILES,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.pattern = str(Path(pattern).absolute())
+        problem = glob_problem(self.pattern)
+        if problem is not None:
+            raise ValueError(f"bad glob {self.pattern!r}: {problem}")
+        self.on_error = on_error
         self.source_id = source_id
         self.parser = parser
         self.cursor_store = cursor_store
@@ -98,6 +138,7 @@ class GlobTailer:
         self.max_files = max_files
         self.skipped_files = 0
         self._tailers: dict[Path, FileTailer] = {}
+        #: counters of retired tailers, plus this glob's own failed passes
         self._retired = TailStats()
         self._skipped: set[Path] = set()
         self._stop = threading.Event()
@@ -119,6 +160,7 @@ class GlobTailer:
                 if f.name != "last_error":
                     setattr(total, f.name, getattr(total, f.name) + getattr(t.stats, f.name))
             total.last_error = t.stats.last_error or total.last_error
+        total.last_error = self._retired.last_error or total.last_error
         for f in fields(TailStats):
             if f.name != "last_error":
                 setattr(total, f.name, getattr(total, f.name) + getattr(self._retired, f.name))
@@ -131,8 +173,12 @@ class GlobTailer:
         if self._thread is not None:
             raise RuntimeError("tailer already started")
         self._stop.clear()
+        base = glob_base(self.pattern)
+        if not base.is_dir():
+            log.warning("%s: no such directory (yet); %s matches nothing", base, self.pattern)
+        elif not any(self._matching()):
+            log.warning("%s matches no file (yet); polling for one", self.pattern)
         if self.use_watchdog:
-            base = glob_base(self.pattern)
             observer = Observer()
             try:
                 recursive = is_glob(Path(self.pattern).parent)
@@ -171,7 +217,7 @@ class GlobTailer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.poll_once()
+            guarded_pass(self.poll_once, self._retired, self.pattern, self.on_error)
             self._wake.wait(self.poll_interval)
             self._wake.clear()
 
@@ -184,18 +230,21 @@ class GlobTailer:
         for path, tailer in list(self._tailers.items()):
             if self._stop.is_set():
                 break
-            n = tailer.poll_once()
+            n = guarded_pass(tailer.poll_once, tailer.stats, path, self.on_error)
             consumed += n
             if n == 0 and path not in matches and not path.exists():
                 self._retire(path)
         return consumed
 
+    def _matching(self) -> list[Path]:
+        """Regular, uncompressed files matching the glob now, sorted."""
+        base = glob_base(self.pattern)
+        found = base.glob(str(Path(self.pattern).relative_to(base)))
+        return sorted(p for p in found if not p.name.endswith(GZIP_SUFFIX) and p.is_file())
+
     def _discover(self) -> set[Path]:
         matches: set[Path] = set()
-        base = glob_base(self.pattern)
-        for path in sorted(base.glob(str(Path(self.pattern).relative_to(base)))):
-            if path.name.endswith(GZIP_SUFFIX) or not path.is_file():
-                continue
+        for path in self._matching():
             matches.add(path)
             if path in self._tailers:
                 continue
@@ -220,6 +269,7 @@ class GlobTailer:
                 max_line=self.max_line,
                 batch_lines=self.batch_lines,
                 use_watchdog=False,
+                on_error=self.on_error,
             )
         return matches
 

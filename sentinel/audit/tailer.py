@@ -116,7 +116,40 @@ class TailStats:
     truncations: int = 0
     sink_errors: int = 0
     read_errors: int = 0
+    #: worker passes that failed with an unexpected exception (logged; the worker keeps polling)
+    failed_passes: int = 0
     last_error: str | None = field(default=None)
+
+
+def guarded_pass(
+    poll: Callable[[], int],
+    stats: TailStats,
+    what: object,
+    on_error: Callable[[BaseException], None] | None = None,
+) -> int:
+    """Run one worker pass ``poll()``; an exception is counted in ``stats.failed_passes``,
+    kept in ``stats.last_error``, logged (with its traceback the first time) and passed to
+    ``on_error``, and 0 is returned: a worker thread never dies of one bad pass."""
+    try:
+        return poll()
+    except Exception as exc:
+        stats.failed_passes += 1
+        stats.last_error = f"{type(exc).__name__}: {exc}"
+        if stats.failed_passes == 1:
+            log.exception("%s: tailer pass failed (counted; it keeps polling)", what)
+        else:
+            log.error(
+                "%s: tailer pass failed again (%d so far): %s",
+                what,
+                stats.failed_passes,
+                stats.last_error,
+            )
+        if on_error is not None:
+            try:
+                on_error(exc)
+            except Exception:
+                log.exception("%s: error callback failed", what)
+        return 0
 
 
 class FileTailer:
@@ -140,8 +173,10 @@ class FileTailer:
         max_line: int = DEFAULT_MAX_LINE,
         batch_lines: int = 1000,
         use_watchdog: bool = True,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.path = Path(path).absolute()
+        self.on_error = on_error
         self.source_id = source_id
         self.parser = parser
         self.cursor_store = cursor_store
@@ -214,12 +249,16 @@ class FileTailer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.poll_once()
+            guarded_pass(self.poll_once, self.stats, self.path, self.on_error)
             self._wake.wait(self.poll_interval)
             self._wake.clear()
+        guarded_pass(self._flush_held, self.stats, self.path, self.on_error)
+
+    def _flush_held(self) -> int:
         held = flush_parser(self.parser, self.source_id)  # k8s: stages with no final stage
         if held and self._cur is not None:
             self._deliver(held, self._cur.offset, 0)
+        return 0
 
     # -- one pass ----------------------------------------------------------------------------
 

@@ -381,6 +381,13 @@ def trusted_verifiers(signing_key: Path, origin: str) -> tuple[tuple[Verifier, .
     return tuple(found.values()), problems
 
 
+def check_checkpoint_dir(settings: Settings) -> None:
+    """Refuse (``ConfigError``, key ``ledger.checkpoint_dir``) a checkpoint directory equal
+    to, or inside, the SQLite database's directory: a restore of that directory would reach
+    the checkpoints meant to catch it. ``sentinel run`` checks it at start."""
+    _check_dirs(settings, settings.resolve(settings.ledger.checkpoint_dir))
+
+
 def _check_dirs(settings: Settings, checkpoint_dir: Path) -> None:
     url = settings.ledger_url
     if url.startswith("sqlite:///"):

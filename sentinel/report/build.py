@@ -259,6 +259,7 @@ LOSS_WORDS = {
     "lost_destroys": "connection end(s) missed in an overrun",
     "sequence_gaps": "NetFlow/IPFIX record(s) (v9: export packets) missing by sequence number",
     "missing_templates": "NetFlow/IPFIX data set(s) whose template never came",
+    "failed_passes": "audit-tailer pass(es) that failed with an error (records late or missing)",
 }
 
 

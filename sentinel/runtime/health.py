@@ -14,7 +14,9 @@ capture, conntrack, NetFlow collectors), how much it saw and what it lost, and r
     period's ``activity`` (events or packets), ``silences`` started, ``silent_seconds`` within
     the period, and each loss counter the source reports (``drops``: packets the kernel
     dropped before capture; ``overruns``: conntrack ENOBUFS; ``lost_destroys``: conntrack ends
-    missed in an overrun; ``sequence_gaps``/``missing_templates``: NetFlow/IPFIX).
+    missed in an overrun; ``sequence_gaps``/``missing_templates``: NetFlow/IPFIX;
+    ``failed_passes``: audit-tailer passes that failed with an error, the source's records
+    late or missing until it recovers).
 
   Body: ``{"source", "source_kind", "event", "period_start", "period_end" (RFC 3339 UTC),
   "silence_after_seconds", "counts": {name: int}}``; deduplicated by source, event and period.
@@ -49,7 +51,14 @@ log = logging.getLogger(__name__)
 
 SourceKind = Literal["audit", "capture", "conntrack", "netflow"]
 #: loss counters a probe may report (``sentinel_source_losses_total{loss}``)
-LOSSES = ("drops", "overruns", "lost_destroys", "sequence_gaps", "missing_templates")
+LOSSES = (
+    "drops",
+    "overruns",
+    "lost_destroys",
+    "sequence_gaps",
+    "missing_templates",
+    "failed_passes",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,8 @@ class SensorReading:
 
 
 Probe = Callable[[], SensorReading]
+#: cumulative loss counters of a push source (``add_source(losses=...)``)
+LossProbe = Callable[[], Mapping[str, int]]
 
 
 @dataclass(slots=True)
@@ -73,6 +84,7 @@ class _State:
     kind: SourceKind
     silence_after: float
     probe: Probe | None
+    losses: LossProbe | None
     last_activity_at: datetime
     period_start: datetime
     pushed: int = 0
@@ -130,10 +142,12 @@ class HealthMonitor:
         probe: Probe | None = None,
         *,
         silence_after: float | None = None,
+        losses: LossProbe | None = None,
     ) -> None:
         """Watch ``source`` from now on (its silence is measured from this moment).
 
-        ``probe`` (pull) returns cumulative counters; without one, call ``touch``.
+        ``probe`` (pull) returns cumulative counters; without one, call ``touch``, and
+        ``losses`` (optional) returns the push source's cumulative loss counters.
         """
         now = self.clock()
         with self._lock:
@@ -144,6 +158,7 @@ class HealthMonitor:
                 kind,
                 silence_after or self.silence_after,
                 probe,
+                losses,
                 last_activity_at=now,
                 period_start=now,
             )
@@ -162,7 +177,8 @@ class HealthMonitor:
 
     def _read(self, state: _State) -> SensorReading:
         if state.probe is None:
-            return SensorReading(state.pushed)
+            losses = state.losses() if state.losses is not None else {}
+            return SensorReading(state.pushed, losses)
         return state.probe()
 
     # -- the periodic job ---------------------------------------------------------------------
@@ -246,7 +262,7 @@ class HealthMonitor:
             silent += _overlap(state.silent_since, now, state.period_start, now)
         counts: dict[str, int] = {"activity": 0, "silences": 0}
         for loss in LOSSES:
-            if state.probe is not None and loss in state.seen_losses:
+            if loss in state.seen_losses:
                 counts[loss] = 0
         counts.update({k: int(v) for k, v in state.counts.items()})
         counts["silent_seconds"] = int(silent)

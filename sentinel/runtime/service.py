@@ -13,7 +13,8 @@ import logging
 import signal
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, Protocol
@@ -35,9 +36,11 @@ from sentinel.ledger import Ledger
 from sentinel.ledger.checkpoint import (
     ConsistencyError,
     anchor_from_settings,
+    check_checkpoint_dir,
     load_signer,
     make_checkpoint,
 )
+from sentinel.ledger.tsa import trust_from_settings
 from sentinel.metrics import Metrics, MetricsServer
 from sentinel.policy.audit_rules import AuditRuleEngine
 from sentinel.policy.egress import EgressPolicy
@@ -105,6 +108,8 @@ class Service:
         s = self.settings
         try:
             load_signer(s)  # fail fast: without its key the ledger cannot be pinned
+            check_checkpoint_dir(s)  # as `ledger checkpoint --sign`: refused before any source
+            trust_from_settings(s)  # tsa_ca_file / tsa_cert readable now, not at a checkpoint
             self.ledger = Ledger.open(
                 s.ledger_url, log_id=s.ledger.log_id, anchor=anchor_from_settings(s)
             )
@@ -125,7 +130,8 @@ class Service:
             )
             if s.metrics.enabled:
                 host, port = _split(s.metrics.listen)
-                self._metrics_server = self.metrics.serve(host, port)
+                with self._listening("metrics.listen", s.metrics.listen):
+                    self._metrics_server = self.metrics.serve(host, port)
                 log.info("metrics on http://%s:%d/metrics", host, self._metrics_server.port)
             self._start_scheduler()
             self._start_sources()
@@ -266,21 +272,31 @@ class Service:
             self._add_worker(self._conntrack)
             self._watch(ct.name, "conntrack", lambda: conntrack_probe(ct))
         if s.netflow is not None:
-            self._add_worker(self._make_netflow(s.netflow))
+            with self._listening("netflow.listen", s.netflow.listen):
+                self._add_worker(self._make_netflow(s.netflow))
             assert self.netflow is not None
             self._watch(self.netflow.source, "netflow", _netflow_probe(self.netflow))
         for spec in s.audit.files:
-            self._add_worker(self._make_tailer(spec))
-            self._watch(f"file:{spec.id}", "audit")
+            tailer = self._make_tailer(spec)
+            self._add_worker(tailer)
+            self._watch(
+                f"file:{spec.id}",
+                "audit",
+                losses=_tail_losses(tailer),
+            )
         if s.webhook.enabled:
-            self._add_worker(self._make_webhook())
+            with self._listening("webhook.listen", s.webhook.listen):
+                webhook = self._make_webhook()
+            self._add_worker(webhook)
             sources = {s.webhook.source, *(r.source for r in s.webhook.routes)}
             if s.webhook.mlflow_secret_file is not None:
                 sources.add(s.webhook.mlflow_source)
             for source in sorted(sources):
                 self._watch(f"webhook:{source}", "audit")
         if s.syslog.enabled:
-            self._add_worker(syslog_from_settings(s, self._deliver_syslog))
+            with self._listening("syslog.listen", s.syslog.listen):
+                syslog = syslog_from_settings(s, self._deliver_syslog)
+            self._add_worker(syslog)
             self._watch(f"syslog:{s.syslog.source}", "audit")
 
     def _watch(
@@ -288,12 +304,36 @@ class Service:
         source: str,
         kind: Literal["audit", "capture", "conntrack", "netflow"],
         probe: Callable[[], SensorReading] | None = None,
+        *,
+        losses: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         """Let the health monitor watch ``source`` (audit sources get the audit silence)."""
         if self.health is None or source in self.health.sources:
             return
         silence = self.settings.health.audit_silence_after if kind == "audit" else None
-        self.health.add_source(source, kind, probe, silence_after=silence)
+        self.health.add_source(source, kind, probe, silence_after=silence, losses=losses)
+
+    @contextmanager
+    def _listening(self, key: str, address: str) -> Iterator[None]:
+        """Turn a failed bind of ``address`` (port in use, address not local) into a
+        ``ConfigError`` naming ``key``: one line and exit 2, never a traceback."""
+        try:
+            yield
+        except OSError as exc:
+            raise ConfigError(
+                str(self.settings.path),
+                f"cannot listen on {address}: {exc.strerror or exc}",
+                key=key,
+            ) from exc
+        except CaptureError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, OSError):
+                raise
+            raise ConfigError(
+                str(self.settings.path),
+                f"cannot listen on {address}: {cause.strerror or cause}",
+                key=key,
+            ) from exc
 
     def _add_worker(self, worker: Worker) -> None:
         worker.start()
@@ -348,7 +388,7 @@ class Service:
         with collector.lock:
             self.metrics.observe_netflow(collector.stats, collector.kernel_drops)
 
-    def _make_tailer(self, spec: AuditFile) -> Worker:
+    def _make_tailer(self, spec: AuditFile) -> FileTailer | GlobTailer:
         """A tailer for one ``[[audit.files]]`` entry, its parser built with the entry's
         zone and (``jsonmap``) mapping file. Raises ``ConfigError`` naming the entry."""
         assert self.ledger is not None
@@ -377,6 +417,9 @@ class Service:
             if self.health is not None:
                 self.health.touch(health_id, batch.lines)
 
+        def on_error(exc: BaseException) -> None:  # the pass is logged and retried
+            self.metrics.source_errors.labels(health_id).inc()
+
         path = self.settings.resolve(spec.path)
         tailer = GlobTailer if is_glob(spec.path) else FileTailer  # one cursor per file
         return tailer(
@@ -386,6 +429,7 @@ class Service:
             self.ledger,
             deliver,
             poll_interval=self.settings.audit.poll_interval,
+            on_error=on_error,
         )
 
     def _make_webhook(self) -> Worker:
@@ -642,6 +686,11 @@ class _NetflowWorker:
     def stop(self) -> None:
         self.judge.stop()
         self.after()
+
+
+def _tail_losses(tailer: FileTailer | GlobTailer) -> Callable[[], dict[str, int]]:
+    """Health loss counters of a tailer: its failed passes (``TailStats.failed_passes``)."""
+    return lambda: {"failed_passes": tailer.stats.failed_passes}
 
 
 def _split(hostport: str) -> tuple[str, int]:
