@@ -80,6 +80,9 @@ def _workdir(
     """``init_directory`` with the test's ledger, sources and no metrics; (config, token)."""
     text = _patch(DEFAULT_CONFIG_TOML, 'url = "sqlite:///state/ledger.db"', f'url = "{ledger_url}"')
     text = _patch(text, "poll_interval = 1.0", "poll_interval = 0.1")
+    # outside the directory that holds the SQLite file (`sentinel run` refuses it inside)
+    outside = tmp_path.parent / f"{tmp_path.name}-checkpoints"
+    text = _patch(text, 'checkpoint_dir = "checkpoints"', f'checkpoint_dir = "{outside}"')
     text = _patch(text, 'enabled = true\nlisten = "127.0.0.1:9464"', "enabled = false")
     if tail is not None:
         text = _patch(
