@@ -50,6 +50,13 @@ class Metrics:
             ["reason", "country"],
             registry=r,
         )
+        self.orientation_unknown = Counter(
+            "sentinel_egress_orientation_unknown",
+            "Flows judged with neither endpoint in the policy's local_networks (NetFlow/IPFIX): "
+            "both endpoints judged as the remote one, the worse verdict kept. Set "
+            "local_networks to your own address ranges.",
+            registry=r,
+        )
         self.audit_events = Counter(
             "sentinel_audit_events",
             "Normalized registry audit events, by source, action and outcome.",
@@ -311,14 +318,19 @@ class Metrics:
             self.netflow_pending.set(stats.pending_sets)
 
     def count_verdicts(self, verdicts: Iterable[Verdict]) -> None:
-        """Count flows, egress bytes per country and violations."""
+        """Count flows, egress bytes per country, violations and flows of unknown
+        orientation."""
+        unknown = 0
         for v in verdicts:
             self.flows.labels(v.verdict, v.reason).inc()
+            unknown += v.flow.orientation_unknown
             country = v.location_label
             if v.flow.bytes_out:
                 self.egress_bytes.labels(country).inc(v.flow.bytes_out)
             if v.verdict == "violation":
                 self.violations.labels(v.reason, country).inc()
+        if unknown:
+            self.orientation_unknown.inc(unknown)
 
     def count_audit(self, items: Iterable[AuditEvent | Unparsed]) -> None:
         """Count audit events by source/action/outcome and unparsed input by source."""

@@ -275,11 +275,35 @@ def normalize_ip(text: str) -> str | None:
     return str(addr)
 
 
-PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 47: "gre", 50: "esp"}
+#: IANA "Assigned Internet Protocol Numbers" (keywords, lower case) for the protocols a network
+#: flow commonly carries; experimental (253, 254), "any host internal protocol" (61) and other
+#: numbers keep the ``ip-<n>`` form
+PROTOCOL_NAMES = {
+    1: "icmp",
+    2: "igmp",
+    4: "ipv4",
+    6: "tcp",
+    17: "udp",
+    41: "ipv6",
+    46: "rsvp",
+    47: "gre",
+    50: "esp",
+    51: "ah",
+    58: "icmpv6",
+    88: "eigrp",
+    89: "ospf",
+    103: "pim",
+    112: "vrrp",
+    115: "l2tp",
+    132: "sctp",
+    136: "udplite",
+    137: "mpls-in-ip",
+}
 
 
 def protocol_name(number: int) -> str:
-    """IANA protocol number → lower-case name (``"ip-<n>"`` when unnamed)."""
+    """IANA protocol number → lower-case keyword of the IANA registry (``"ip-<n>"`` when
+    ``PROTOCOL_NAMES`` does not name it)."""
     return PROTOCOL_NAMES.get(number, f"ip-{number}")
 
 
@@ -322,6 +346,9 @@ class Flow:
     Ports are 0 for protocols without ports (ICMP) and for non-first IP fragments whose
     first fragment was not seen. ``remote_names``: DNS names the remote address was given
     for before the flow started (newest first; empty when none was seen).
+    ``orientation_unknown``: neither endpoint is in the policy's ``local_networks`` (NetFlow /
+    IPFIX records), so which one is ours is a guess; the policy then judges both endpoints as
+    the remote one and keeps the worse verdict (``EgressPolicy.evaluate``).
     """
 
     protocol: int
@@ -341,6 +368,7 @@ class Flow:
     #: bytes were then multiplied by N (estimates, as pmacct's renormalization)
     sampling_rate: int | None = None
     remote_names: tuple[RemoteName, ...] = ()
+    orientation_unknown: bool = False
 
     @property
     def packets(self) -> int:
@@ -350,6 +378,27 @@ class Flow:
     def remote_host(self) -> str | None:
         """The newest DNS name of the remote address, ``None`` when none was seen."""
         return self.remote_names[0].name if self.remote_names else None
+
+    def swapped(self) -> Flow:
+        """The same flow seen from the other end: local and remote (address, port) exchanged,
+        out and in counts exchanged; everything else kept. DNS names (given for the remote
+        address) are dropped."""
+        return Flow(
+            protocol=self.protocol,
+            local_ip=self.remote_ip,
+            local_port=self.remote_port,
+            remote_ip=self.local_ip,
+            remote_port=self.local_port,
+            packets_out=self.packets_in,
+            packets_in=self.packets_out,
+            bytes_out=self.bytes_in,
+            bytes_in=self.bytes_out,
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            exporter=self.exporter,
+            sampling_rate=self.sampling_rate,
+            orientation_unknown=self.orientation_unknown,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready; ``remote_names`` only when there are some (earlier records keep their
@@ -375,6 +424,8 @@ class Flow:
             body["sampling_rate"] = self.sampling_rate
         if self.remote_names:
             body["remote_names"] = [n.to_json() for n in self.remote_names]
+        if self.orientation_unknown:
+            body["orientation_unknown"] = True
         return body
 
 

@@ -22,6 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK = 0
 EXIT_FINDINGS = 1  # violations found / ledger invalid
 EXIT_ERROR = 2  # bad input, bad configuration, cannot run
+EXIT_INCOMPLETE = 3  # ran, nothing found, but an input gave nothing (or not all) to judge
 
 
 @dataclass

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import click
 
-from sentinel.cli.common import EXIT_FINDINGS, EXIT_OK, CliState, handle_errors, pass_state
+from sentinel.cli.common import (
+    EXIT_FINDINGS,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    CliState,
+    handle_errors,
+    pass_state,
+)
 from sentinel.errors import ConfigError
 from sentinel.flows import DEFAULT_DNS, DnsOptions, ReadStats, read_flows
 from sentinel.flows.netflow_collector import ExportPcapStats, read_export_flows
@@ -160,8 +167,12 @@ def check(
 
     \b
     Exit codes: 0 no violation; 1 violations found; 2 error (unreadable capture, policy or
-    database). A summary goes to stderr. Flows are named from the DNS answers seen before
-    they started (names=…; JSON remote_names with CNAME chains).
+    database); 3 no violation but the check is incomplete: no flow at all was judged, a
+    --netflow file held no NetFlow/IPFIX datagram, data sets never matched a template, or a
+    capture was truncated (judged as far as it goes). A summary goes to stderr. Flows are
+    named from the DNS answers seen before they started (names=…; JSON remote_names with CNAME
+    chains). A NetFlow record with neither end in the policy's local_networks is judged from
+    both ends (the worse verdict; JSON orientation_unknown: true): set local_networks.
     """
     if not pcaps and not netflows:
         raise ConfigError("egress check", "give at least one --pcap or --netflow file")
@@ -213,14 +224,28 @@ def check(
             block = verdicts[start : start + _BLOCK]
             lines = [dumps(v.to_json()) for v in block] if as_json else [_human(v) for v in block]
             click.echo("\n".join(lines))
-    rate = int(stats.packets / elapsed) if elapsed > 0 else 0
-    summary = (
-        f"sentinel: {len(pcaps) + len(netflows)} file(s), {stats.packets} packets, "
-        f"{len(flows)} flows, "
-        f"{violations} violation(s); not IP {stats.not_ip}, malformed {stats.malformed}, "
-        f"unsupported link type {stats.unsupported_linktype}, "
-        f"unmatched fragments {stats.fragments_unmatched}; {rate} packets/s"
-    )
+    if pcaps:
+        rate = int(stats.packets / elapsed) if elapsed > 0 else 0
+        summary = (
+            f"sentinel: {len(pcaps) + len(netflows)} file(s), {stats.packets} packets, "
+            f"{len(flows)} flows, "
+            f"{violations} violation(s); not IP {stats.not_ip}, malformed {stats.malformed}, "
+            f"unsupported link type {stats.unsupported_linktype}, "
+            f"unmatched fragments {stats.fragments_unmatched}; {rate} packets/s"
+        )
+    else:  # --netflow only: the flows are the exported records, not captured packets
+        records = nf_stats.decoder.records if nf_stats is not None else 0
+        rate = int(records / elapsed) if elapsed > 0 else 0
+        summary = (
+            f"sentinel: {len(netflows)} file(s), {records} flow records, {len(flows)} flows, "
+            f"{violations} violation(s); {rate} records/s"
+        )
+    unknown = sum(1 for f in flows if f.orientation_unknown)
+    if unknown:
+        summary += (
+            f"; {unknown} flow(s) with neither endpoint in local_networks, judged from both "
+            f"ends (set local_networks in {policy})"
+        )
     if dns is not None and pcaps:
         named = sum(1 for f in flows if f.remote_names)
         summary += f"; {named} flow(s) named from {stats.dns.get('responses', 0)} DNS answer(s)"
@@ -240,9 +265,34 @@ def check(
     click.echo(summary, err=True)
     if nf_stats is not None:
         click.echo(_netflow_summary(nf_stats), err=True)
-    for note in stats.notes:
+    notes = list(stats.notes) + (list(nf_stats.capture.notes) if nf_stats is not None else [])
+    for note in notes:
         click.echo(f"sentinel: warning: truncated capture: {note}", err=True)
     if stats.anomalies:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(stats.anomalies.items()))
         click.echo(f"sentinel: note: capture anomalies: {kinds}", err=True)
-    raise SystemExit(EXIT_FINDINGS if violations else EXIT_OK)
+    incomplete = _incomplete(len(flows), notes, nf_stats)
+    for reason in incomplete:
+        click.echo(f"sentinel: warning: incomplete check: {reason}", err=True)
+    if violations:
+        raise SystemExit(EXIT_FINDINGS)
+    raise SystemExit(EXIT_INCOMPLETE if incomplete else EXIT_OK)
+
+
+def _incomplete(flows: int, notes: list[str], nf: ExportPcapStats | None) -> list[str]:
+    """Why a check that found no violation may not have seen everything (exit code 3):
+    nothing judged ≠ nothing found."""
+    reasons = []
+    if not flows:
+        reasons.append("no flow was judged")
+    if notes:
+        reasons.append(f"{len(notes)} capture(s) truncated, judged as far as they go")
+    if nf is not None:
+        for path in nf.without_export:
+            reasons.append(f"{path}: no NetFlow/IPFIX datagram decoded")
+        if nf.decoder.missing_template_sets:
+            reasons.append(
+                f"{nf.decoder.missing_template_sets} NetFlow/IPFIX data set(s) never matched a "
+                "template (give the capture holding the templates first)"
+            )
+    return reasons

@@ -208,11 +208,14 @@ class FlowRecord:
     def to_flow(self, orient: Orienter) -> Flow:
         """This record as a ``Flow``: local/remote decided by ``orient``, packets and bytes
         multiplied by ``sampling_rate`` (estimates when > 1, stated in ``Flow.sampling_rate``),
-        ``Flow.exporter`` set to the exporter address."""
+        ``Flow.exporter`` set to the exporter address. When neither end is in
+        ``local_networks`` the flow is marked ``orientation_unknown`` (the policy then judges
+        both ends as the remote one)."""
         rate = self.sampling_rate
         fwd_p, fwd_b = self.packets * rate, self.bytes * rate
         rev_p, rev_b = self.rev_packets * rate, self.rev_bytes * rate
-        if orient.src_is_local(self.src, self.dst):
+        src_rank, dst_rank = orient.rank(self.src), orient.rank(self.dst)
+        if src_rank >= dst_rank:
             lip, lport, rip, rport = self.src, self.src_port, self.dst, self.dst_port
             p_out, b_out, p_in, b_in = fwd_p, fwd_b, rev_p, rev_b
         else:
@@ -233,6 +236,7 @@ class FlowRecord:
             last_seen=_EPOCH + timedelta(microseconds=self.last_ns // 1000),
             exporter=self.exporter,
             sampling_rate=rate if rate > 1 else None,
+            orientation_unknown=src_rank < 2 and dst_rank < 2,
         )
 
 
@@ -243,7 +247,9 @@ class Orienter:
     ``is_private`` or ``is_multicast``: RFC 1918, ULA, link-local, loopback, documentation...),
     0 public. The higher-ranked end is local; on a tie the source is (an exporter reports the
     direction it saw). Addresses whose first byte lies outside every private and multicast
-    range of any Python version skip the ``ipaddress`` check. Cached, bounded.
+    range of any Python version skip the ``ipaddress`` check. Cached, bounded. When neither end
+    ranks 2 the guess may be wrong (an ingress-only exporter reports foreign → our unlisted
+    public address): ``FlowRecord.to_flow`` then marks the flow ``orientation_unknown``.
     """
 
     _CACHE_MAX = 65_536

@@ -52,7 +52,8 @@ class ExportPcapStats:
     ``capture`` is the pcap reader's ``ReadStats``; ``datagrams`` UDP payloads handed to the
     decoder; ``not_udp`` frames without a UDP layer (or IP fragments, which are not
     reassembled); ``decoder`` the decoder's counters (after ``finish``: sets still waiting for a
-    template are counted as missing).
+    template are counted as missing). ``without_export``: the files in which not one datagram
+    decoded as NetFlow v5/v9 or IPFIX (not an export capture, or a damaged one).
     """
 
     capture: ReadStats = field(default_factory=ReadStats)
@@ -60,6 +61,7 @@ class ExportPcapStats:
     not_udp: int = 0
     decoder: NetflowStats = field(default_factory=NetflowStats)
     problems: list[str] = field(default_factory=list)
+    without_export: list[str] = field(default_factory=list)
 
 
 def export_datagrams(path: str | Path, stats: ExportPcapStats) -> Iterator[tuple[int, str, bytes]]:
@@ -111,10 +113,13 @@ def read_export_pcap(
     stats = ExportPcapStats(decoder=decoder.stats)
     records: list[FlowRecord] = []
     for path in paths:
+        decoded = sum(decoder.stats.datagrams.values())
         for _ts, exporter, payload in export_datagrams(path, stats):
             result = decoder.feed(payload, exporter)
             records.extend(result.records)
             stats.problems.extend(f"{path}: {exporter}: {p}" for p in result.problems)
+        if sum(decoder.stats.datagrams.values()) == decoded:
+            stats.without_export.append(str(path))
     decoder.finish()
     return records, stats
 

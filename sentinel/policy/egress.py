@@ -43,6 +43,14 @@ client downloading from the registry is data leaving):
    second database, its answer is attached (``Verdict.secondary``) and flagged when both give a
    country and they differ; it never changes the verdict.
 
+Unknown orientation: a flow marked ``Flow.orientation_unknown`` (a NetFlow/IPFIX record with
+neither endpoint in ``local_networks``: which end is ours is a guess) is judged twice, each
+endpoint taken as the remote one, and the worse verdict is kept (``severity``: violation over
+``unknown location`` over waived over allowed; on a tie, the exporter's orientation). The
+verdict's flow is oriented as judged (its ``remote_ip`` is the endpoint that decided) and keeps
+the mark, so a record from a foreign server to our unlisted public address is a violation, not
+"allowed" because our own address is in an allowed country.
+
 Documentation ranges are internal only after steps 1–3, so a policy may allow or waive them (the
 sample does). Errors: ``ConfigError(path, problem, key)`` naming the dotted key; the file is read
 with ``yaml.safe_load`` only.
@@ -407,7 +415,11 @@ class EgressPolicy:
         """
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware (UTC)")
-        return self._evaluate(flow, current(geo), now, current(secondary))
+        db, second = current(geo), current(secondary)
+        verdict = self._evaluate(flow, db, now, second)
+        if flow.orientation_unknown:
+            return worse(verdict, self._evaluate(flow.swapped(), db, now, second))
+        return verdict
 
     def _facts(self, ip: str) -> _Facts:
         """What the policy says about a remote address whatever the flow (cached per address
@@ -488,16 +500,35 @@ class EgressPolicy:
         The same verdicts as ``evaluate`` flow by flow, decided once per remote address: what
         steps 1 and 3–7 say depends only on the remote address, so flows sharing one reuse
         the decision; a remote address that a waiver's network holds is judged flow by flow
-        (ports and expiry differ).
+        (ports and expiry differ). A flow marked ``orientation_unknown`` is judged from both
+        ends (the module docstring), as ``evaluate`` does.
         """
         if now is not None and now.tzinfo is None:
             raise ValueError("now must be timezone-aware (UTC)")
+        todo = flows if isinstance(flows, list) else list(flows)
+        unknown = [i for i, f in enumerate(todo) if f.orientation_unknown]
+        if not unknown:
+            return self._evaluate_many(todo, geo, now, secondary)
+        n = len(todo)
+        both = self._evaluate_many(todo + [todo[i].swapped() for i in unknown], geo, now, secondary)
+        out = both[:n]
+        for j, i in enumerate(unknown):
+            out[i] = worse(out[i], both[n + j])
+        return out
+
+    def _evaluate_many(
+        self,
+        todo: list[Flow],
+        geo: GeoSource | None,
+        now: datetime | None,
+        secondary: GeoSource | None,
+    ) -> list[Verdict]:
+        """``evaluate_many`` for flows taken as oriented (``orientation_unknown`` ignored)."""
         db, second = current(geo), current(secondary)
         sha = self.sha256 or None
         decided: dict[str, _Fields | None] = {}
         out: list[Verdict] = []
         append = out.append
-        todo = flows if isinstance(flows, list) else list(flows)
         for start in range(0, len(todo), PREFETCH_FLOWS):
             chunk = todo[start : start + PREFETCH_FLOWS]
             if db is not None or second is not None:
@@ -646,6 +677,23 @@ class EgressPolicy:
             return None, None
         located = geo.lookup_normalized(facts.remote, facts.version, facts.value)
         return located.country, geo.provenance
+
+
+def severity(verdict: Verdict) -> tuple[int, int]:
+    """How bad a verdict is, for keeping the worse of two: a violation for a known reason (3)
+    over ``unknown location`` (2; a violation before an allowed one) over waived (1) over
+    allowed (0)."""
+    is_violation = int(verdict.verdict == "violation")
+    if verdict.reason == "unknown location":
+        return 2, is_violation
+    if is_violation:
+        return 3, 1
+    return (1 if verdict.verdict == "waived" else 0), 0
+
+
+def worse(first: Verdict, second: Verdict) -> Verdict:
+    """The worse of two verdicts on one flow (``severity``); ``first`` on a tie."""
+    return second if severity(second) > severity(first) else first
 
 
 def evaluate_all(

@@ -41,7 +41,9 @@ def country_key(v: Verdict) -> str:
 def summarize(
     verdicts: Sequence[Verdict], *, source: str, start: datetime, end: datetime
 ) -> dict[str, Any]:
-    """An ``egress_summary`` record body: counts by country and verdict for ``[start, end]``."""
+    """An ``egress_summary`` record body: counts by country and verdict for ``[start, end]``;
+    ``orientation_unknown`` (flows with neither endpoint in ``local_networks``, judged from
+    both ends) only when there are some, so earlier summaries keep their canonical bytes."""
     by_country: dict[str, Counter[str]] = defaultdict(Counter)
     by_verdict: Counter[str] = Counter()
     by_reason: Counter[str] = Counter()
@@ -55,7 +57,7 @@ def summarize(
             c["violations"] += 1
         by_verdict[v.verdict] += 1
         by_reason[v.reason] += 1
-    return {
+    body: dict[str, Any] = {
         "source": source,
         "period_start": format_ts(start),
         "period_end": format_ts(end),
@@ -64,6 +66,10 @@ def summarize(
         "by_verdict": dict(sorted(by_verdict.items())),
         "by_reason": dict(sorted(by_reason.items())),
     }
+    unknown = sum(1 for v in verdicts if v.flow.orientation_unknown)
+    if unknown:
+        body["orientation_unknown"] = unknown
+    return body
 
 
 def emission_records(emissions: Sequence[Emission], source: str) -> list[dict[str, Any]]:
