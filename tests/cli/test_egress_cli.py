@@ -102,8 +102,23 @@ def test_truncated_capture_is_reported(corpus: Path) -> None:
         ["egress", "check", "--pcap", str(corpus / "pcap/derived/truncated-mid-packet.pcap"),
          "--geoip", str(corpus / "geoip/GeoIP2-City-Test.mmdb"), "--policy", str(POLICY)]
     )  # fmt: skip
-    assert code in (0, 1)
+    assert code == 1  # its one flow is a violation: findings win over an incomplete check
     assert "truncated capture" in err and "record cut mid-packet" in err
+    assert "incomplete check: 1 capture(s) truncated" in err
+
+
+def test_truncated_capture_without_violation_exits_3(corpus: Path, tmp_path: Path) -> None:
+    """A damaged capture with no violation is not "nothing found": exit 3, not 0."""
+    whole = corpus / "pcap" / "pcapplusplus" / "DnsPackets.pcap"
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(whole.read_bytes()[:20000])
+    args = ["egress", "check", "--geoip", str(corpus / "geoip/GeoIP2-City-Test.mmdb"),
+            "--policy", str(POLICY), "--pcap"]  # fmt: skip
+    code, out, err = _run([*args, str(whole)])
+    assert code == 0, err
+    code, out, err = _run([*args, str(cut)])
+    assert code == 3, err
+    assert out and "record cut mid-packet" in err and "incomplete check" in err
 
 
 def test_errors_exit_2_with_one_line(corpus: Path, tmp_path: Path) -> None:
@@ -179,8 +194,39 @@ def test_check_netflow_data_without_template_is_reported(corpus: Path) -> None:
     code, out, err = _run(
         ["egress", "check", "--policy", str(POLICY), "--geoip", geo, "--netflow", data]
     )
-    assert (code, out) == (0, "")
+    assert (code, out) == (3, "")  # nothing judged is not nothing found
     assert "1 data set(s) never matched a template" in err
+    assert "incomplete check: no flow was judged" in err
+    assert "never matched a template (give the capture holding the templates first)" in err
+
+
+def test_check_netflow_on_a_capture_without_netflow_exits_3(corpus: Path) -> None:
+    geo = str(corpus / "geoip/GeoIP2-City-Test.mmdb")
+    tls = corpus / "pcap" / "pcapplusplus" / "tls.pcap"
+    args = ["egress", "check", "--policy", str(POLICY), "--geoip", geo]
+    code, out, err = _run([*args, "--netflow", str(tls)])
+    assert (code, out) == (3, "")
+    assert f"incomplete check: {tls}: no NetFlow/IPFIX datagram decoded" in err
+    # beside a good NetFlow capture the flows are judged, and the empty input still said
+    nfv5 = corpus / "pcap" / "akvorado" / "nfv5.pcap"
+    code, out, err = _run([*args, "--netflow", str(nfv5), "--netflow", str(tls)])
+    assert code == 1 and len(out.splitlines()) == 29
+    assert f"{tls}: no NetFlow/IPFIX datagram decoded" in err
+
+
+def test_check_netflow_only_summary_and_orientation(corpus: Path) -> None:
+    """--netflow alone: the summary counts records, not "0 packets"; records with no end in
+    local_networks are judged from both ends, marked and counted."""
+    nfv5 = corpus / "pcap" / "akvorado" / "nfv5.pcap"
+    code, out, err = _run(
+        ["egress", "check", "--policy", str(POLICY), "--json", "--netflow", str(nfv5),
+         "--geoip", str(corpus / "geoip/GeoIP2-City-Test.mmdb")]
+    )  # fmt: skip
+    assert code == 1, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 29 and all(r["orientation_unknown"] is True for r in rows)
+    assert "1 file(s), 29 flow records, 29 flows" in err and "packets" not in err.splitlines()[0]
+    assert "29 flow(s) with neither endpoint in local_networks, judged from both ends" in err
 
 
 def test_check_needs_an_input() -> None:

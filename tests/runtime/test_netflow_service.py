@@ -80,7 +80,11 @@ def test_netflow_datagrams_are_judged_and_recorded(
     assert {s["source"] for s in summaries} == {source}
     # the MaxMind test database knows none of these public addresses: unknown location
     assert violations, "public remotes of unknown location are violations"
+    # none of akvorado's addresses is in local_networks: judged from both ends, marked, counted
+    assert sum(s.get("orientation_unknown", 0) for s in summaries) == 4
+    assert service.metrics.orientation_unknown._value.get() == 4
     for v in violations:
+        assert v["orientation_unknown"] is True
         assert v["observed_by"] == source
         assert v["exporter"] == "127.0.0.1"
         assert v["sampling_rate"] == 30000
