@@ -76,6 +76,7 @@ def _human(v: Verdict) -> str:
         f"bytes_out={f.bytes_out} bytes_in={f.bytes_in} rule={v.rule}"
         + (f" exporter={f.exporter}" if f.exporter else "")
         + (f" sampling=1:{f.sampling_rate} (counts estimated)" if f.sampling_rate else "")
+        + (" orientation=unknown (both ends judged)" if f.orientation_unknown else "")
     )
     if f.remote_names:  # the names the client asked for (CNAME chains: --json)
         line += " names=" + ",".join(n.name for n in f.remote_names)

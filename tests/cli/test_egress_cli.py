@@ -227,6 +227,13 @@ def test_check_netflow_only_summary_and_orientation(corpus: Path) -> None:
     assert len(rows) == 29 and all(r["orientation_unknown"] is True for r in rows)
     assert "1 file(s), 29 flow records, 29 flows" in err and "packets" not in err.splitlines()[0]
     assert "29 flow(s) with neither endpoint in local_networks, judged from both ends" in err
+    code, out, err = _run(
+        ["egress", "check", "--policy", str(POLICY), "--netflow", str(nfv5),
+         "--geoip", str(corpus / "geoip/GeoIP2-City-Test.mmdb")]
+    )  # fmt: skip
+    lines = out.splitlines()
+    assert code == 1 and len(lines) == 29
+    assert all(line.endswith("orientation=unknown (both ends judged)") for line in lines)
 
 
 def test_check_needs_an_input() -> None:
