@@ -260,6 +260,7 @@ LOSS_WORDS = {
     "sequence_gaps": "NetFlow/IPFIX record(s) (v9: export packets) missing by sequence number",
     "missing_templates": "NetFlow/IPFIX data set(s) whose template never came",
     "failed_passes": "audit-tailer pass(es) that failed with an error (records late or missing)",
+    "unreadable_captures": "capture file(s) in the capture directory that could not be read",
 }
 
 

@@ -58,6 +58,7 @@ LOSSES = (
     "sequence_gaps",
     "missing_templates",
     "failed_passes",
+    "unreadable_captures",
 )
 
 

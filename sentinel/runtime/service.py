@@ -92,6 +92,10 @@ class Service:
         self.netflow: NetflowCollector | None = None
         self._webhook: WebhookReceiver | None = None
         self._seen_captures: dict[Path, tuple[int, float]] = {}
+        #: packets judged from ``capture.pcap_dir`` and its files that could not be read
+        #: (the sensor-health probe of that source)
+        self._pcap_dir_packets = 0
+        self._pcap_dir_unreadable = 0
         self.ledger: Ledger | None = None
         self.geo: GeoHandle | None = None
         self.geo_secondary: GeoHandle | None = None
@@ -236,6 +240,16 @@ class Service:
     def _start_sources(self) -> None:
         s = self.settings
         assert self.policy is not None and self.recorder is not None
+        if s.capture.pcap_dir and self.health is not None:
+            # capture files arrive now and then: judged silent after the (longer) audit limit
+            self.health.add_source(
+                f"pcap-dir:{s.capture.pcap_dir}",
+                "capture",
+                lambda: SensorReading(
+                    self._pcap_dir_packets, {"unreadable_captures": self._pcap_dir_unreadable}
+                ),
+                silence_after=s.health.audit_silence_after,
+            )
         if s.capture.interface:
             self._judge = FlowJudge(
                 LiveCapture(
@@ -610,10 +624,13 @@ class Service:
                     dns=self.settings.dns.options(),
                 )
             except CaptureError as exc:
+                self._pcap_dir_unreadable += 1
                 self.metrics.source_errors.labels("pcap-dir").inc()
                 log.error("%s: %s", path, exc.diagnostics())
                 continue
             judged += 1
+            if outcome.result.appended:  # a capture already recorded adds no evidence
+                self._pcap_dir_packets += outcome.stats.packets
             log.info(
                 "%s: %d packets, %d flows, %d violations%s",
                 path.name,

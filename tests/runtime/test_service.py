@@ -75,6 +75,10 @@ def test_capture_directory_is_judged_once_and_recorded(
         assert port is not None
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         assert b"sentinel_flows_total" in body
+        # a file that is not a capture: an error counted as the source's loss, not a crash
+        shutil.copyfile(corpus / "pcap/derived/bad-magic.pcap", tmp_path / "captures" / "x.pcap")
+        errors = service.metrics.registry.get_sample_value
+        _wait(lambda: (errors("sentinel_source_errors_total", {"source": "pcap-dir"}) or 0) >= 1)
     finally:
         service.stop()
     service.stop()  # idempotent
@@ -91,6 +95,15 @@ def test_capture_directory_is_judged_once_and_recorded(
             r["data"]["remote_ip"]: r["data"] for r in ledger.query(kind="egress_violation")
         }
     assert kinds.count("egress_summary") == 1
+    # the capture directory is a watched source: its packets are in the summary at stop
+    with Ledger.open(settings.ledger_url, log_id=settings.ledger.log_id) as ledger:
+        health = [
+            r["data"] for r in ledger.query(kind="sensor_health") if r["data"]["event"] == "summary"
+        ]
+    (pcap_dir,) = [h for h in health if h["source"] == "pcap-dir:captures"]
+    packets = sum(c["packets"] for c in summaries[0]["data"]["by_country"].values())
+    assert pcap_dir["counts"]["activity"] == packets > 2000  # the copy under another name: 0
+    assert pcap_dir["counts"]["unreadable_captures"] == 1
     summary = summaries[0]["data"]
     # The MaxMind test database knows none of the demo's real addresses: every public remote
     # is "unknown location" (fail closed), internal/allowed-network/waived flows are not.
