@@ -81,7 +81,12 @@ def test_demo_runs_end_to_end(tmp_path: Path, geoip: Path) -> None:
     assert set(logging_["events_by_source"]) == {"registry", "registry-access", "registry-webhook"}
     # every audit source the daemon ran was watched and summarized at its stop
     coverage = {c["source"]: c for c in report["coverage"]["sources"]}
-    assert set(coverage) == {"file:registry", "file:registry-access", "webhook:registry-webhook"}
+    assert set(coverage) == {
+        "file:registry",
+        "file:registry-access",
+        "webhook:registry-webhook",
+        "pcap-dir:inbox/captures",  # where the demo drops the registry host's capture
+    }
     assert all(c["activity"] > 0 and c["status"] == "complete" for c in coverage.values())
     # the registry's own log line carrying the webhook's bearer token never reaches the ledger
     html = (target / "state" / "reports" / "report.html").read_text()
