@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from sentinel.records import AuditEvent, Unparsed
 from sentinel.report.build import build_report
 from sentinel.runtime.health import HealthMonitor
 from sentinel.runtime.recorder import Recorder
+from tests.waiting import wait_until
 
 ACCESS = "registry-logs/distribution-live/registry-access-combined.log"
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -59,15 +59,6 @@ class Sink:
             self.store.commit({batch.cursor_key: batch.cursor_value})
 
 
-def _wait(predicate: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    pytest.fail("condition not reached in time")
-
-
 @pytest.mark.parametrize("use_glob", [False, True])
 def test_failing_pass_is_counted_and_the_worker_keeps_polling(
     tmp_path: Path, corpus: Path, use_glob: bool, caplog: pytest.LogCaptureFixture
@@ -86,13 +77,13 @@ def test_failing_pass_is_counted_and_the_worker_keeps_polling(
     caplog.set_level(logging.ERROR)
     tailer.start()
     try:
-        _wait(lambda: tailer.stats.failed_passes >= 3)
+        wait_until(lambda: tailer.stats.failed_passes >= 3)
         assert tailer._thread is not None and tailer._thread.is_alive()
         assert all(isinstance(e, KeyError) for e in errors) and len(errors) >= 3
         assert "KeyError" in (tailer.stats.last_error or "")
         assert "Traceback" in caplog.text  # the first failure with its traceback
         parser.broken = False  # the bug goes away (a fixed mapping, a reloaded parser)
-        _wait(lambda: len(sink.records) == len(lines))
+        wait_until(lambda: len(sink.records) == len(lines))
     finally:
         tailer.stop()
     # nothing lost, nothing twice: the failed batch was retried from the committed cursor
@@ -120,7 +111,7 @@ def test_failed_passes_make_the_coverage_show_gaps(
             "file:reg", "audit", losses=lambda: {"failed_passes": tailer.stats.failed_passes}
         )
         tailer.start()
-        _wait(lambda: tailer.stats.failed_passes >= 2)
+        wait_until(lambda: tailer.stats.failed_passes >= 2)
         tailer.stop()
         failed = tailer.stats.failed_passes
         now[0] = T0 + timedelta(seconds=60)
@@ -179,7 +170,7 @@ def test_a_glob_matching_nothing_warns_at_start(
     try:
         assert "matches no file (yet)" in caplog.text
         (tmp_path / "late.log").write_bytes(b"not an access line\n")  # files may appear later
-        _wait(lambda: len(sink.records) == 1)
+        wait_until(lambda: len(sink.records) == 1)
     finally:
         tailer.stop()
     assert isinstance(sink.records[0], Unparsed)

@@ -13,7 +13,6 @@ import os
 import socket
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import pytest
 from sentinel.flows.conntrack import NETLINK_NETFILTER, ConntrackError, ConntrackSource, CtCodec
 from sentinel.records import Flow
 from tests.e2e.harness.netns import NetNs
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -76,14 +76,6 @@ def ns() -> Iterator[NetNs]:
         pytest.fail("needs root (network namespaces): run the suite as root, e.g. via .ci/run")
     with NetNs() as created:
         yield created
-
-
-def _wait(predicate: object, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class _Servers:
@@ -155,7 +147,7 @@ def test_conntrack_reports_real_tcp_and_udp_flows_with_byte_counts(ns: NetNs) ->
                 str(UDP_COUNT), timeout=30)  # fmt: skip
         servers.close()
         assert (servers.received, servers.datagrams) == (TCP_SENT, UDP_COUNT)
-        _wait(lambda: src.stats.new >= 2, "two new events")
+        wait_until(lambda: src.stats.new >= 2, "two new events")
         # the kernel's own bytes: the fast decoder reads them as pyroute2 does
         codec, dumped = CtCodec(), 0
         for datagram in _raw_dump(ns):
@@ -164,7 +156,7 @@ def test_conntrack_reports_real_tcp_and_udp_flows_with_byte_counts(ns: NetNs) ->
             dumped += sum(1 for m in fast if not isinstance(m, int) and m is not None)
         assert dumped >= 2
         _flush(ns)
-        _wait(lambda: src.stats.destroy >= 2, "two destroy events")
+        wait_until(lambda: src.stats.destroy >= 2, "two destroy events")
         now_ns = int(datetime.now(UTC).timestamp() * 1e9)
         flows = src.collect(now_ns, 30.0, 3600.0)
     finally:
@@ -193,9 +185,9 @@ def test_accounting_off_is_detected_and_flows_carry_no_counts(ns: NetNs) -> None
     src.start()
     try:
         ns.exec(sys.executable, "-c", _MANY, ns.host_ip, "41000", "3")
-        _wait(lambda: src.stats.new >= 3, "three new events")
+        wait_until(lambda: src.stats.new >= 3, "three new events")
         _flush(ns)
-        _wait(lambda: src.stats.destroy >= 3, "three destroy events")
+        wait_until(lambda: src.stats.destroy >= 3, "three destroy events")
     finally:
         flows = src.stop()
     assert src.accounting is False and src.stats.without_counters >= 3
@@ -259,12 +251,12 @@ def test_long_connection_is_reported_while_open_then_only_the_rest(ns: NetNs) ->
     flows: list[Flow] = []
     try:
         ns.exec(sys.executable, "-c", _BURST, ns.host_ip, "45000", "3")
-        _wait(lambda: src.stats.new >= 1, "the new event")
+        wait_until(lambda: src.stats.new >= 1, "the new event")
         now_ns = int(datetime.now(UTC).timestamp() * 1e9)
         interim = src.collect(now_ns, 30.0, 0.0)  # everything open is overdue
         ns.exec(sys.executable, "-c", _BURST, ns.host_ip, "45000", "4")  # same 5-tuple
         _flush(ns)
-        _wait(lambda: src.stats.destroy >= 1, "the destroy event")
+        wait_until(lambda: src.stats.destroy >= 1, "the destroy event")
         now_ns = int(datetime.now(UTC).timestamp() * 1e9)
         flows = src.collect(now_ns, 30.0, 3600.0)
     finally:

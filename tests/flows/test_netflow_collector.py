@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from sentinel.errors import CaptureError
 from sentinel.flows.netflow_collector import ExportPcapStats, NetflowCollector, export_datagrams
+from tests.waiting import wait_until
 
 SEQUENCE = ["options-template", "options-data", "template", "data"]
 
@@ -23,15 +23,6 @@ def _payloads(corpus: Path, names: list[str]) -> list[bytes]:
     return out
 
 
-def _wait(predicate: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    pytest.fail("condition not reached in time")
-
-
 def test_collector_decodes_datagrams_sent_over_udp(corpus: Path) -> None:
     collector = NetflowCollector(["10.0.0.0/8"], host="127.0.0.1", port=0)
     collector.start()
@@ -42,7 +33,7 @@ def test_collector_decodes_datagrams_sent_over_udp(corpus: Path) -> None:
             for payload in _payloads(corpus, SEQUENCE):
                 sender.sendto(payload, (host, port))
             sender.sendto(b"\x00\x09garbage", (host, port))
-        _wait(lambda: collector.packets == 5)
+        wait_until(lambda: collector.packets == 5)
         flows = collector.collect()
         unparsed = collector.take_unparsed()
     finally:
@@ -84,7 +75,7 @@ def test_data_still_waiting_for_its_template_at_stop_is_counted(corpus: Path) ->
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             for payload in _payloads(corpus, ["data"]):
                 sender.sendto(payload, collector.address)
-        _wait(lambda: collector.packets == 1)
+        wait_until(lambda: collector.packets == 1)
         assert collector.snapshot()["pending_sets"] == 1
     finally:
         assert collector.stop() == []

@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sentinel.resources import demo_dir
 from sentinel.runtime.service import Service
 from sentinel.runtime.setup import init_directory
 from tests.e2e.harness.netns import NetNs
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.root
 
@@ -42,14 +42,6 @@ def ns() -> Iterator[NetNs]:
         created.exec("iptables", "-A", "OUTPUT", "-m", "conntrack", "--ctstate", "NEW",
                      "-j", "ACCEPT")  # fmt: skip
         yield created
-
-
-def _wait(predicate: object, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_service_judges_conntrack_flows_and_records_their_health(
@@ -86,9 +78,9 @@ def test_service_judges_conntrack_flows_and_records_their_health(
         assert judge is not None and judge.source == f"conntrack:{ns.name}"
         stats = judge.conntrack.stats
         ns.exec(sys.executable, "-c", _SEND, ns.host_ip, str(port), "9")
-        _wait(lambda: stats.new >= 1, "the new event")
+        wait_until(lambda: stats.new >= 1, "the new event")
         ns.exec(sys.executable, "-c", _FLUSH)
-        _wait(lambda: stats.destroy >= 1, "the destroy event")
+        wait_until(lambda: stats.destroy >= 1, "the destroy event")
         verdicts = judge.flush()
         service.check_health()
     finally:
