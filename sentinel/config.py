@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # imported when used: loading dnspython costs ~0.1 s at every
 
 SEARCH_PATH = (Path("sentinel.toml"), Path("/etc/sentinel/sentinel.toml"))
 
-AUDIT_FORMATS = (
+#: every ``[[audit.files]] format`` (one parser each, sentinel/audit/parsers)
+AuditFormat = Literal[
     "distribution-json",
     "distribution-text",
     "distribution-access",
@@ -48,7 +49,8 @@ AUDIT_FORMATS = (
     "zot-audit",
     "k8s-audit",
     "jsonmap",
-)
+]
+AUDIT_FORMATS: tuple[str, ...] = get_args(AuditFormat)
 
 
 class _Section(BaseModel):
@@ -255,23 +257,7 @@ class DnsSection(_Section):
 class AuditFile(_Section):
     #: source id written into each event's ``source``
     id: str
-    format: Literal[
-        "distribution-json",
-        "distribution-text",
-        "distribution-access",
-        "distribution-notifications",
-        "harbor-audit-syslog",
-        "harbor-audit-file",
-        "harbor-webhook",
-        "harbor-nginx",
-        "minio-audit",
-        "minio-notification",
-        "mlflow-access",
-        "mlflow-webhook",
-        "zot-audit",
-        "k8s-audit",
-        "jsonmap",
-    ]
+    format: AuditFormat
     #: file to tail, or a glob (``*``, ``?``, ``[…]``, ``**``): every matching file, own cursor each
     path: Path
     #: IANA zone of times the source writes without one (syslog headers, uvicorn)

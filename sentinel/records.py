@@ -16,32 +16,12 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from sentinel.redact import redact_bytes
 from sentinel.timefmt import format_ts
 
 #: DESIGN.md "Normalized audit event": the closed set of actions.
-ACTIONS = frozenset(
-    {
-        "push",
-        "pull",
-        "delete",
-        "untag",
-        "mount",
-        "tag",
-        "register",
-        "stage_change",
-        "login",
-        "auth_failure",
-        "access_denied",
-        "config_change",
-        "other",
-    }
-)
-OUTCOMES = frozenset({"success", "failure", "unknown"})
-SOURCE_KINDS = frozenset({"distribution", "harbor", "minio", "mlflow", "zot", "k8s", "jsonmap"})
-
 Action = Literal[
     "push",
     "pull",
@@ -58,6 +38,9 @@ Action = Literal[
     "other",
 ]
 Outcome = Literal["success", "failure", "unknown"]
+ACTIONS: frozenset[str] = frozenset(get_args(Action))
+OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
+SOURCE_KINDS = frozenset({"distribution", "harbor", "minio", "mlflow", "zot", "k8s", "jsonmap"})
 ClientIPSource = Literal["socket", "header"]
 
 
