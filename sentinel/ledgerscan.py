@@ -358,13 +358,14 @@ def scan_range_in_process(
 ) -> RangeResult:
     """``scan_range`` over a connection of its own (the entry point of a worker process).
 
-    ``backend`` is ``"sqlite"`` (``dsn``: the database file path) or ``"postgresql"``
-    (``dsn``: a libpq connection URI). Each read is its own short transaction.
+    ``backend`` is ``"sqlite"`` (``dsn``: a read-only ``file:`` URI, https://sqlite.org/uri.html)
+    or ``"postgresql"`` (``dsn``: a libpq connection URI). Each read is its own short
+    transaction.
     """
     if backend == "sqlite":
         import sqlite3
 
-        conn = sqlite3.connect(dsn, isolation_level=None, timeout=60.0)
+        conn = sqlite3.connect(dsn, isolation_level=None, timeout=60.0, uri=True)
         conn.execute("PRAGMA query_only = 1")
 
         def fetch(sql: str, params: tuple[Any, ...]) -> list[Any]:

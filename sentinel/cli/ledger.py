@@ -2,7 +2,10 @@
 
 The ledger is the one named by the configuration (``[ledger] url`` and ``log_id``); the
 external checkpoint log and trusted keys come from ``[ledger] checkpoint_dir``,
-``signing_key`` (its ``.pub.pem`` and ``.history`` files) and ``origin``.
+``signing_key`` (its ``.pub.pem`` and ``.history`` files) and ``origin``. ``verify`` also
+takes them as options (``--ledger``, ``--log-id``, ``--checkpoint-dir``, ``--public-key``,
+``--key-history``, ``--origin``), which override the configuration, so an auditor verifies a
+copy without the operator's configuration; it opens the database read-only.
 
 Exit codes of ``verify``: 0 valid or valid-unpinned (the status line / JSON tells them
 apart), 1 invalid, 2 error, 4 unverifiable. RFC 3161 time-stamps of checkpoints (``[ledger]
@@ -13,7 +16,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import click
 import sqlalchemy as sa
@@ -27,14 +34,18 @@ from sentinel.cli.common import (
     pass_state,
 )
 from sentinel.config import Settings
-from sentinel.errors import SentinelError
+from sentinel.errors import ConfigError, SentinelError
 from sentinel.ledger import Ledger, VerifyStatus, merkle, tsa
 from sentinel.ledger.checkpoint import (
+    Anchor,
     CheckpointLog,
     LoggedCheckpoint,
     anchor_from_settings,
+    default_origin,
+    load_verifiers,
     make_checkpoint,
     rotate_key,
+    trusted_verifiers,
 )
 from sentinel.timefmt import format_ts, parse_ts
 
@@ -54,10 +65,6 @@ def _open(state: CliState) -> tuple[Ledger, str]:
     shown = sa.make_url(url).render_as_string(hide_password=True) if "://" in url else url
     anchor = anchor_from_settings(settings)
     return Ledger.open(url, log_id=settings.ledger.log_id, anchor=anchor), shown
-
-
-def _timestamp_report(settings: Settings, log: CheckpointLog) -> tsa.TimestampReport | None:
-    return tsa.check_timestamps(log, lambda: tsa.trust_from_settings(settings))
 
 
 def _report_lines(report: tsa.TimestampReport) -> list[str]:
@@ -103,11 +110,181 @@ def ledger() -> None:
     """The tamper-evident ledger: verify, checkpoint, prove, export, show statistics."""
 
 
+@dataclass(frozen=True)
+class _VerifySource:
+    """What ``verify`` reads: the database, the log id, the anchor and the TSA trust."""
+
+    url: str
+    log_id: str
+    anchor: Anchor
+    tsa_trust: Callable[[], tsa.TsaTrust | None]
+
+
+def _optional_settings(state: CliState) -> Settings | None:
+    """The settings, or ``None`` when no ``--config`` was given and no default file exists."""
+    if state.config_path is None:
+        from sentinel.config import SEARCH_PATH
+
+        if not any(p.is_file() for p in SEARCH_PATH):
+            return None
+    return state.settings()
+
+
+def _verify_source(
+    state: CliState,
+    ledger_opt: str | None,
+    log_id_opt: str | None,
+    checkpoint_dir: Path | None,
+    public_keys: tuple[Path, ...],
+    histories: tuple[Path, ...],
+    origin_opt: str | None,
+    tsa_ca_file: Path | None,
+    tsa_cert: Path | None,
+) -> _VerifySource:
+    """The options over the configuration: each option given replaces its setting."""
+    settings = _optional_settings(state)
+    if settings is None:
+        missing = []
+        if ledger_opt is None:
+            missing.append("--ledger URL_OR_PATH (the database)")
+        if checkpoint_dir is None:
+            missing.append("--checkpoint-dir DIR (the external checkpoint log)")
+        if not public_keys and not histories:
+            missing.append("--public-key PEM or --key-history FILE (the trusted keys)")
+        if missing:
+            from sentinel.config import SEARCH_PATH
+
+            where = " or ".join(str(p) for p in SEARCH_PATH)
+            raise ConfigError(
+                where,
+                "no configuration file found (--config FILE), and missing " + ", ".join(missing),
+            )
+    if ledger_opt is not None:
+        url = ledger_opt if "://" in ledger_opt else f"sqlite:///{Path(ledger_opt).absolute()}"
+    else:
+        assert settings is not None
+        url = settings.ledger_url
+    log_id = log_id_opt or (settings.ledger.log_id if settings is not None else "sentinel")
+    if origin_opt:
+        origin = origin_opt
+    elif settings is not None and settings.ledger.origin:
+        origin = settings.ledger.origin
+    else:
+        origin = default_origin(log_id)
+    if checkpoint_dir is None:
+        assert settings is not None
+        checkpoint_dir = settings.resolve(settings.ledger.checkpoint_dir)
+    if public_keys or histories:
+        anchor = Anchor(
+            CheckpointLog(checkpoint_dir, log_id),
+            load_verifiers(public_keys, histories, origin),
+            origin,
+        )
+    else:
+        assert settings is not None
+        verifiers, problems = trusted_verifiers(
+            settings.resolve(settings.ledger.signing_key), origin
+        )
+        anchor = Anchor(CheckpointLog(checkpoint_dir, log_id), verifiers, origin, tuple(problems))
+
+    def trust() -> tsa.TsaTrust | None:
+        if tsa_ca_file is not None:
+            return tsa.TsaTrust.from_files(tsa_ca_file, tsa_cert)
+        return tsa.trust_from_settings(settings) if settings is not None else None
+
+    return _VerifySource(url, log_id, anchor, trust)
+
+
+class _Progress:
+    """``verify: DONE / TOTAL records (P%), R records/s`` on stderr: rewritten in place on a
+    terminal, one line per report otherwise."""
+
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = time.monotonic() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        pct = 100.0 * done / total if total else 100.0
+        text = f"verify: {done} / {total} records ({pct:.0f}%), {rate:,.0f} records/s"
+        if self.tty:
+            sys.stderr.write("\r" + text + ("\n" if done >= total else ""))
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
 @ledger.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--ledger",
+    "ledger_opt",
+    metavar="URL_OR_PATH",
+    help="The database: a SQLAlchemy URL (sqlite:///…, postgresql://…) or a SQLite file "
+    "path. Default: [ledger] url.",
+)
+@click.option("--log-id", "log_id_opt", metavar="ID", help="Log id. Default: [ledger] log_id.")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory of the external checkpoint log (<log_id>.checkpoints.jsonl). "
+    "Default: [ledger] checkpoint_dir.",
+)
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    metavar="PEM",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A trusted Ed25519 public key (PEM, e.g. keys/ledger-ed25519.pub.pem); repeatable. "
+    "With --key-history, replaces the keys of [ledger] signing_key.",
+)
+@click.option(
+    "--key-history",
+    "histories",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Retired keys, one signed-note verifier key a line (keys/ledger-ed25519.history, "
+    "kept by rotate-key); repeatable.",
+)
+@click.option(
+    "--origin",
+    "origin_opt",
+    help="Checkpoint origin and key name. Default: [ledger] origin, else sentinel/<log_id>.",
+)
+@click.option(
+    "--tsa-ca-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CA certificates (PEM) of the RFC 3161 TSA. Default: [ledger] tsa_ca_file.",
+)
+@click.option(
+    "--tsa-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Pinned TSA certificate (PEM), with --tsa-ca-file.",
+)
+@click.option(
+    "--progress",
+    "show_progress",
+    is_flag=True,
+    help="Print progress on stderr (always when stderr is a terminal).",
+)
 @pass_state
 @handle_errors
-def verify(state: CliState, as_json: bool) -> None:
+def verify(
+    state: CliState,
+    as_json: bool,
+    ledger_opt: str | None,
+    log_id_opt: str | None,
+    checkpoint_dir: Path | None,
+    public_keys: tuple[Path, ...],
+    histories: tuple[Path, ...],
+    origin_opt: str | None,
+    tsa_ca_file: Path | None,
+    tsa_cert: Path | None,
+    show_progress: bool,
+) -> None:
     """Recompute every hash and the Merkle tree; check them against the signed checkpoints.
 
     Checks sequence numbers, leaf and chain hashes, every stored Merkle node, and every
@@ -117,19 +294,42 @@ def verify(state: CliState, as_json: bool) -> None:
     sequence number; truncation and rollback show as a database behind, or differing from,
     the external checkpoint log).
 
-    With [ledger] tsa_ca_file set, the RFC 3161 time-stamp token of every checkpoint is
-    checked too and reported on the following lines ("timestamp: missing/invalid for
-    checkpoint ..."; JSON: "timestamps"); time-stamps do not change the status or exit code.
+    The database is opened read-only and never migrated or created: a SQLite copy on
+    read-only media verifies, a database of another schema version is an error.
+
+    Without a configuration file (an auditor with a copy of the database, the checkpoint
+    log and the public keys) give --ledger, --checkpoint-dir and --public-key and/or
+    --key-history; with one, each option given replaces its setting.
+
+    With a TSA CA (--tsa-ca-file or [ledger] tsa_ca_file), the RFC 3161 time-stamp token of
+    every checkpoint is checked too and reported on the following lines ("timestamp:
+    missing/invalid for checkpoint ..."; JSON: "timestamps"); time-stamps do not change the
+    status or exit code.
+
+    Progress (records done / total, rate) goes to stderr when it is a terminal or with
+    --progress; never to stdout.
 
     \b
-    Exit codes: 0 valid or valid-unpinned; 1 invalid; 2 error (no configuration,
-    database unreachable); 4 unverifiable.
+    Exit codes: 0 valid or valid-unpinned; 1 invalid; 2 error (no configuration and
+    missing options, database unreachable or of another schema version); 4 unverifiable.
     """
-    led, shown = _open(state)
-    with led:
-        result = led.verify()
-    assert led.anchor is not None
-    report = _timestamp_report(state.settings(), led.anchor.log)
+    src = _verify_source(
+        state,
+        ledger_opt,
+        log_id_opt,
+        checkpoint_dir,
+        public_keys,
+        histories,
+        origin_opt,
+        tsa_ca_file,
+        tsa_cert,
+    )
+    url = src.url
+    shown = sa.make_url(url).render_as_string(hide_password=True) if "://" in url else url
+    progress = _Progress(sys.stderr.isatty()) if show_progress or sys.stderr.isatty() else None
+    with Ledger.open(url, log_id=src.log_id, anchor=src.anchor, read_only=True) as led:
+        result = led.verify(progress=progress)
+    report = tsa.check_timestamps(src.anchor.log, src.tsa_trust)
     if as_json:
         stamps = {"timestamps": report.to_json() if report is not None else None}
         click.echo(json.dumps({"log_id": led.log_id, "url": shown, **result.to_json(), **stamps}))

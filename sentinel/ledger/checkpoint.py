@@ -381,6 +381,52 @@ def trusted_verifiers(signing_key: Path, origin: str) -> tuple[tuple[Verifier, .
     return tuple(found.values()), problems
 
 
+def load_verifiers(
+    public_keys: Sequence[Path], histories: Sequence[Path], origin: str
+) -> tuple[Verifier, ...]:
+    """Trusted keys given explicitly (``sentinel ledger verify --public-key/--key-history``).
+
+    ``public_keys``: Ed25519 public keys (SubjectPublicKeyInfo PEM, as ``sentinel init``
+    writes ``<signing_key>.pub.pem``), each named ``origin`` (the C2SP signed-note key name).
+    ``histories``: files of note verifier keys (``name+hash+base64``), one a line, ``#``
+    comments — the ``<signing_key>.history`` file ``rotate-key`` keeps. Unlike
+    ``trusted_verifiers`` every file must be readable and well formed: raises ``ConfigError``
+    naming the file (and line).
+    """
+    found: dict[str, Verifier] = {}
+    for path in public_keys:
+        try:
+            key: Any = serialization.load_pem_public_key(_read_small(path))
+        except FileNotFoundError as exc:
+            raise ConfigError(str(path), "no such public key file") from exc
+        except OSError as exc:
+            raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(str(path), "not a PEM public key") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigError(str(path), "not an Ed25519 public key")
+        v = Verifier.from_public_key(origin, key)
+        found[v.vkey] = v
+    for path in histories:
+        try:
+            text = _read_small(path).decode()
+        except FileNotFoundError as exc:
+            raise ConfigError(str(path), "no such key history file") from exc
+        except OSError as exc:
+            raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(str(path), "not UTF-8 text") from exc
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            try:
+                v = Verifier.from_vkey(line.strip())
+            except NoteError as exc:
+                raise ConfigError(f"{path}:{number}", f"not a verifier key: {exc}") from exc
+            found[v.vkey] = v
+    return tuple(found.values())
+
+
 def check_checkpoint_dir(settings: Settings) -> None:
     """Refuse (``ConfigError``, key ``ledger.checkpoint_dir``) a checkpoint directory equal
     to, or inside, the SQLite database's directory: a restore of that directory would reach

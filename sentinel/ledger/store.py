@@ -49,6 +49,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -61,6 +62,7 @@ from enum import StrEnum
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -399,6 +401,8 @@ class Ledger:
         self._analyze_at = ANALYZE_MIN_ROWS
         #: canonical bytes of the kinds seen (validated once)
         self._kinds: dict[str, bytes] = {}
+        #: SQLite: the read-only URI verify workers open (``""`` for PostgreSQL)
+        self._sqlite_uri = ""
         dbapi = engine.dialect.dbapi
         self._dbapi_errors: type[Exception] = dbapi.Error if dbapi is not None else LedgerError
 
@@ -412,6 +416,7 @@ class Ledger:
         log_id: str = "sentinel",
         clock: Callable[[], datetime] = utcnow,
         anchor: Anchor | None = None,
+        read_only: bool = False,
     ) -> Ledger:
         """Open (creating or migrating the schema) the ledger at SQLAlchemy ``url``.
 
@@ -423,6 +428,16 @@ class Ledger:
         migrations in ``sentinel/ledger/migrations`` (a version-1 database gets its Merkle
         tree built once). Raises ``LedgerError`` for an unsupported URL, an unreachable
         database, or a schema version this code does not know.
+
+        ``read_only=True`` (``sentinel ledger verify``) creates, migrates and writes nothing:
+        SQLite is opened with a ``mode=ro`` URI and ``PRAGMA query_only`` (and, when the
+        file or its directory is not writable, ``immutable=1``: SQLite cannot take its WAL
+        locks there, so the copy must not change while it is read — a WAL file with
+        uncheckpointed records beside it is refused), PostgreSQL sessions with
+        ``default_transaction_read_only``; a missing file, a database that is not a ledger,
+        and a schema revision other than ``schema.HEAD`` (older: not migrated; newer) raise
+        ``LedgerError``. Appending to a read-only ledger raises ``LedgerError`` from the
+        database.
         """
         if not isinstance(log_id, str) or not _LOG_ID_RE.fullmatch(log_id):
             raise LedgerError(
@@ -435,23 +450,40 @@ class Ledger:
             raise LedgerError(f"ledger: not a database URL: {url!r}") from exc
         backend = parsed.get_backend_name()
         shown = parsed.render_as_string(hide_password=True)
+        sqlite_uri = ""
         if backend == "sqlite":
             if not parsed.database or parsed.database == ":memory:":
                 raise LedgerError(f"ledger: {shown}: SQLite ledger needs a file path")
-            _create_private(Path(parsed.database))
-            engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
-            _install_sqlite_hooks(engine)
+            path = Path(parsed.database)
+            sqlite_uri = _sqlite_ro_uri(path, read_only)
+            if read_only:
+                uri = sqlite_uri
+                engine = sa.create_engine(
+                    "sqlite://",
+                    creator=lambda: sqlite3.connect(
+                        uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
+                    ),
+                )
+            else:
+                _create_private(path)
+                engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+            _install_sqlite_hooks(engine, read_only)
         elif backend == "postgresql":
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+psycopg")
             elif parsed.drivername != "postgresql+psycopg":
                 raise LedgerError(f"ledger: {shown}: use the psycopg 3 driver (postgresql+psycopg)")
-            engine = sa.create_engine(parsed, pool_pre_ping=True)
+            args = {"options": "-c default_transaction_read_only=on"} if read_only else {}
+            engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=args)
         else:
             raise LedgerError(f"ledger: {shown}: unsupported database (sqlite or postgresql)")
         ledger = cls(engine, log_id, clock, anchor)
+        ledger._sqlite_uri = sqlite_uri
         try:
-            ledger._create_schema()
+            if read_only:
+                ledger._check_schema(shown)
+            else:
+                ledger._create_schema()
             ledger._init_analyze_threshold()
         except sa.exc.SQLAlchemyError as exc:
             engine.dispose()
@@ -474,6 +506,31 @@ class Ledger:
         # one lock for the whole database: ledgers with different log ids share the tables
         with self._write_tx(_SCHEMA_LOCK_KEY) as conn:
             schema.upgrade(conn)
+
+    def _check_schema(self, shown: str) -> None:
+        """Read-only open: the database must be a ledger at ``schema.HEAD`` (never migrated)."""
+        with self._engine.connect() as conn:
+            if not sa.inspect(conn).has_table("ledger_entries"):
+                raise LedgerError(
+                    f"ledger: {shown}: not a Sentinel ledger (no ledger_entries table)"
+                )
+            current = schema.current_revision(conn)
+            found = conn.execute(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            ).scalar_one_or_none()
+        if current == schema.HEAD and found == str(SCHEMA_VERSION):
+            return
+        if current is not None and current > schema.HEAD:
+            why = "written by a newer Sentinel: verify it with that version"
+        else:
+            why = (
+                "an older schema: opened read-only, it is not migrated — let this Sentinel "
+                "open a copy for writing (any other ledger command migrates it), then verify"
+            )
+        raise LedgerError(
+            f"ledger: {shown}: schema revision {current or 'none'} (version {found}), this "
+            f"Sentinel reads {schema.HEAD} (version {SCHEMA_VERSION}): {why}"
+        )
 
     def _init_analyze_threshold(self) -> None:
         """PostgreSQL: next size at which ``append`` refreshes the planner statistics.
@@ -1187,6 +1244,7 @@ class Ledger:
         anchor: Anchor | None = None,
         workers: int | None = None,
         range_size: int = VERIFY_RANGE,
+        progress: Callable[[int, int], None] | None = None,
     ) -> VerifyResult:
         """Recompute and check the whole log, streaming in constant memory.
 
@@ -1222,6 +1280,9 @@ class Ledger:
         (truncation and rollback are then out of sight). The outcome does not depend on
         ``batch``, ``workers`` or ``range_size``.
 
+        ``progress(done, total)`` (records) is called once at the start and after each range
+        is joined (every ``range_size`` records, in order); it must not raise.
+
         Raises ``LedgerError`` when the database cannot be read, ``ValueError`` for a
         ``range_size`` or ``workers`` below 1.
         """
@@ -1239,7 +1300,9 @@ class Ledger:
                 count = min(workers, -(-size // span))
                 pool = ProcessPoolExecutor(count, mp_context=get_context("spawn"))
                 try:
-                    return _Stitcher(self, reader, size, block, span, cps, pool, count).run()
+                    return _Stitcher(
+                        self, reader, size, block, span, cps, pool, count, progress
+                    ).run()
                 except BrokenProcessPool as exc:  # e.g. a script without a __main__ guard
                     _log.warning(
                         "ledger verify: worker processes failed (%s); verifying in this process",
@@ -1248,7 +1311,7 @@ class Ledger:
                 finally:
                     pool.shutdown(wait=True, cancel_futures=True)
                 cps = _CheckpointCursor(anchor, size) if anchor is not None else None
-            return _Stitcher(self, reader, size, block, span, cps, None).run()
+            return _Stitcher(self, reader, size, block, span, cps, None, 1, progress).run()
 
     def _slow_check(
         self, seq: int, rec_at: str, kind: str, body: bytes, leaf: bytes, expected: int
@@ -1302,6 +1365,7 @@ class _Stitcher:
         cps: _CheckpointCursor | None,
         pool: ProcessPoolExecutor | None,
         workers: int = 1,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.reader = reader
@@ -1311,6 +1375,7 @@ class _Stitcher:
         self.cps = cps
         self.pool = pool
         self.workers = workers
+        self.progress = progress
         self.stack: list[ledgerscan.Piece] = []
         self.chain = GENESIS
         self.count = 0
@@ -1341,12 +1406,16 @@ class _Stitcher:
                 if problem is not None:
                     return self.result(VerifyStatus.INVALID, cps.matched, problem)
                 self.next_stop = cps.next_size()
+        if self.progress is not None:
+            self.progress(0, self.size)
         results = self._results()
         try:
             for lines, found in results:
                 outcome = self._stitch(found, lines)
                 if outcome is not None:
                     return outcome
+                if self.progress is not None:
+                    self.progress(self.count, self.size)
         finally:
             results.close()
         if cps is None:
@@ -1381,7 +1450,7 @@ class _Stitcher:
             return
         url = ledger._engine.url
         if ledger.backend == "sqlite":
-            dsn = str(url.database)
+            dsn = ledger._sqlite_uri
         else:
             dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         window = 2 * self.workers
@@ -1653,8 +1722,37 @@ def _create_private(path: Path) -> None:
     os.close(fd)
 
 
-def _install_sqlite_hooks(engine: sa.Engine) -> None:
-    """SQLAlchemy's pysqlite recipe: Sentinel emits BEGIN itself (IMMEDIATE for writes)."""
+def _sqlite_ro_uri(path: Path, read_only: bool) -> str:
+    """A ``file:`` URI opening ``path`` read-only (``mode=ro``); ``immutable=1`` as well when
+    the file or its directory is not writable (SQLite cannot create the WAL index there).
+
+    With ``read_only`` a missing file, or a non-empty ``-wal`` file beside an unwritable
+    one (its records could not be read), raise ``LedgerError``. https://sqlite.org/uri.html
+    """
+    absolute = path.expanduser().absolute()
+    uri = f"file:{quote(str(absolute))}?mode=ro"
+    if not read_only:
+        return uri
+    if not absolute.is_file():
+        raise LedgerError(f"ledger: {absolute}: no such database file")
+    if os.access(absolute, os.W_OK) and os.access(absolute.parent, os.W_OK):
+        return uri
+    wal = absolute.with_name(absolute.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise LedgerError(
+            f"ledger: {absolute}: read-only, with a write-ahead log ({wal.name}) that cannot be "
+            "read without write access: copy it with `sqlite3 DB '.backup COPY'` and verify "
+            "the copy"
+        )
+    return uri + "&immutable=1"
+
+
+def _install_sqlite_hooks(engine: sa.Engine, read_only: bool = False) -> None:
+    """SQLAlchemy's pysqlite recipe: Sentinel emits BEGIN itself (IMMEDIATE for writes).
+
+    ``read_only``: ``PRAGMA query_only`` and no journal-mode or synchronous settings (which
+    would write).
+    """
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -1662,8 +1760,11 @@ def _install_sqlite_hooks(engine: sa.Engine) -> None:
         cur = dbapi_conn.cursor()
         try:
             cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-            cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = FULL")
+            if read_only:
+                cur.execute("PRAGMA query_only = 1")
+            else:
+                cur.execute("PRAGMA journal_mode = WAL")
+                cur.execute("PRAGMA synchronous = FULL")
             cur.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         finally:
             cur.close()
