@@ -52,7 +52,8 @@ class Metrics:
         )
         self.orientation_unknown = Counter(
             "sentinel_egress_orientation_unknown",
-            "Flows judged with neither endpoint in the policy's local_networks (NetFlow/IPFIX): "
+            "Flows judged with neither endpoint in the policy's local_networks (captured or "
+            "NetFlow/IPFIX): "
             "both endpoints judged as the remote one, the worse verdict kept. Set "
             "local_networks to your own address ranges.",
             registry=r,

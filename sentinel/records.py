@@ -329,8 +329,8 @@ class Flow:
     Ports are 0 for protocols without ports (ICMP) and for non-first IP fragments whose
     first fragment was not seen. ``remote_names``: DNS names the remote address was given
     for before the flow started (newest first; empty when none was seen).
-    ``orientation_unknown``: neither endpoint is in the policy's ``local_networks`` (NetFlow /
-    IPFIX records), so which one is ours is a guess; the policy then judges both endpoints as
+    ``orientation_unknown``: neither endpoint is in the policy's ``local_networks`` (NetFlow/
+    IPFIX records and captured flows), so which one is ours is a guess; the policy judges both as
     the remote one and keeps the worse verdict (``EgressPolicy.evaluate``).
     """
 

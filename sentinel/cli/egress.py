@@ -172,8 +172,9 @@ def check(
     --netflow file held no NetFlow/IPFIX datagram, data sets never matched a template, or a
     capture was truncated (judged as far as it goes). A summary goes to stderr. Flows are
     named from the DNS answers seen before they started (names=…; JSON remote_names with CNAME
-    chains). A NetFlow record with neither end in the policy's local_networks is judged from
-    both ends (the worse verdict; JSON orientation_unknown: true): set local_networks.
+    chains). A flow (captured or NetFlow) with neither end in the policy's local_networks is
+    judged from both ends (the worse verdict; orientation=unknown, JSON orientation_unknown:
+    true; counted in the summary): set local_networks.
     """
     if not pcaps and not netflows:
         raise ConfigError("egress check", "give at least one --pcap or --netflow file")

@@ -12,6 +12,11 @@ endpoint inside the configured ``local_networks``:
   packet as local and the destination as remote. Both-local flows are still reported; the policy
   calls them internal because the remote side is inside ``local_networks``.
 
+A flow with neither endpoint in ``local_networks`` is marked ``Flow.orientation_unknown``, as
+NetFlow records are (``sentinel.flows.netflow.FlowRecord.to_flow``): which end is ours is a
+guess (a foreign client's connection to an unlisted public address of ours has the client as
+its first packet's source), so the policy judges both ends and keeps the worse verdict.
+
 ``expire`` closes idle flows (no packet for ``idle_timeout_s``) and long ones (first packet older
 than ``active_timeout_s``; the next packet opens a new flow). The table holds at most
 ``max_flows``; when full, the oldest flow is closed early (counted in ``evicted``) and returned by
@@ -125,7 +130,7 @@ class FlowTable:
         if rec is None:
             if len(flows) >= self.max_flows:
                 old_key = next(iter(flows))
-                self._closed.append(self._to_flow(old_key, flows.pop(old_key)))
+                self._closed.append(self.to_flow(old_key, flows.pop(old_key)))
                 self.evicted += 1
             self.created += 1
             if out:
@@ -144,8 +149,9 @@ class FlowTable:
         elif ts_ns < rec[4]:
             rec[4] = ts_ns
 
-    @staticmethod
-    def _to_flow(key: tuple[int, bytes, int, bytes, int], rec: list[int]) -> Flow:
+    def to_flow(self, key: tuple[int, bytes, int, bytes, int], rec: list[int]) -> Flow:
+        """The ``Flow`` of one table entry; ``orientation_unknown`` when neither endpoint is
+        in ``local_networks``."""
         proto, lip, lport, rip, rport = key
         return Flow(
             protocol=proto,
@@ -159,6 +165,7 @@ class FlowTable:
             bytes_in=rec[3],
             first_seen=ns_to_datetime(rec[4]),
             last_seen=ns_to_datetime(rec[5]),
+            orientation_unknown=self._rank(lip) < 2 and self._rank(rip) < 2,
         )
 
     def expire(self, now_ns: int, idle_timeout_s: float, active_timeout_s: float) -> list[Flow]:
@@ -173,12 +180,12 @@ class FlowTable:
         ]
         closed, self._closed = self._closed, []
         for key in done:
-            closed.append(self._to_flow(key, self._flows.pop(key)))
+            closed.append(self.to_flow(key, self._flows.pop(key)))
         return closed
 
     def drain(self) -> list[Flow]:
         """Close and return every flow (end of a capture or shutdown), in creation order."""
         closed, self._closed = self._closed, []
-        closed.extend(self._to_flow(key, rec) for key, rec in self._flows.items())
+        closed.extend(self.to_flow(key, rec) for key, rec in self._flows.items())
         self._flows.clear()
         return closed

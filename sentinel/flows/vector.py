@@ -19,7 +19,8 @@ How it works, per batch of records (tens of MB of the file at a time):
    endpoint B) with A the local side (or, for equal ranks, the smaller endpoint) and grouped by a
    64-bit hash; the grouping is checked column by column and redone with an exact sort if two
    keys ever share a hash. A flow's local side, for equal ranks, is the source of its first
-   packet — the rule ``FlowTable`` applies.
+   packet — the rule ``FlowTable`` applies. A flow with neither endpoint in ``local_networks``
+   is marked ``orientation_unknown`` (ranked once per flow, not per packet).
 
 The result equals ``FlowTable.drain()`` after feeding every packet (same flows, counters, times
 and creation order) as long as no flow was evicted: when the number of flows exceeds
@@ -755,6 +756,11 @@ class FlowAggregator:
         p_in = np.where(a_local, cols["pk_r"], cols["pk_f"]).tolist()
         b_out = np.where(a_local, cols["by_f"], cols["by_r"]).tolist()
         b_in = np.where(a_local, cols["by_r"], cols["by_f"]).tolist()
+        fam_col = cols["fam"]
+        unknown = (
+            (self._rank(fam_col, cols["ahi"], cols["alo"]) < 2)
+            & (self._rank(fam_col, cols["bhi"], cols["blo"]) < 2)
+        ).tolist()
         rows = zip(
             cols["proto"].tolist(),
             cols["fam"].tolist(),
@@ -770,6 +776,7 @@ class FlowAggregator:
             b_in,
             cols["tmin"].tolist(),
             cols["tmax"].tolist(),
+            unknown,
             strict=True,
         )
         return [
@@ -785,8 +792,11 @@ class FlowAggregator:
                 bytes_in=bi,
                 first_seen=ns_to_datetime(t0),
                 last_seen=ns_to_datetime(t1),
+                orientation_unknown=unk,
             )
-            for proto, fam, l_hi, l_lo, l_port, r_hi, r_lo, r_port, po, pi, bo, bi, t0, t1 in rows
+            for proto, fam, l_hi, l_lo, l_port, r_hi, r_lo, r_port, po, pi, bo, bi, t0, t1, unk in (
+                rows
+            )
         ]
 
 

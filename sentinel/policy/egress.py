@@ -43,8 +43,9 @@ client downloading from the registry is data leaving):
    second database, its answer is attached (``Verdict.secondary``) and flagged when both give a
    country and they differ; it never changes the verdict.
 
-Unknown orientation: a flow marked ``Flow.orientation_unknown`` (a NetFlow/IPFIX record with
-neither endpoint in ``local_networks``: which end is ours is a guess) is judged twice, each
+Unknown orientation: a flow marked ``Flow.orientation_unknown`` (a captured flow or a
+NetFlow/IPFIX record with neither endpoint in ``local_networks``: which end is ours is a guess)
+is judged twice, each
 endpoint taken as the remote one, and the worse verdict is kept (``severity``: violation over
 ``unknown location`` over waived over allowed; on a tie, the exporter's orientation). The
 verdict's flow is oriented as judged (its ``remote_ip`` is the endpoint that decided) and keeps
