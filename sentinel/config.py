@@ -215,6 +215,12 @@ class NetflowSection(_Section):
     #: data sets buffered while their template has not arrived (oldest dropped and counted)
     max_pending_sets: Annotated[int, Field(ge=0, le=10_000_000)] = 10_000
     max_pending_bytes: Annotated[int, Field(ge=0, le=1 << 31)] = 16 * 1024 * 1024
+    #: seconds without a datagram after which an exporter's templates, options data and
+    #: sequence positions are forgotten (RFC 7011 §10.3.7: 3 × the longest common template
+    #: refresh, 600 s)
+    exporter_idle_timeout: Annotated[float, Field(gt=0, le=7 * 86400)] = 1800.0
+    #: seconds a data set may wait for its template before it is dropped (counted)
+    pending_max_age: Annotated[float, Field(gt=0, le=7 * 86400)] = 1800.0
     #: socket receive buffer, bytes
     rcvbuf_bytes: Annotated[int, Field(ge=65536, le=1 << 30)] = 8 * 1024 * 1024
 
@@ -549,6 +555,8 @@ summary_interval = 3600.0
 # max_templates_per_exporter = 4096
 # max_pending_sets = 10000        # data sets waiting for their template
 # max_pending_bytes = 16777216
+# exporter_idle_timeout = 1800.0  # seconds silent before an exporter's templates are forgotten
+# pending_max_age = 1800.0        # seconds a data set may wait for its template (then counted)
 # rcvbuf_bytes = 8388608
 
 [dns]

@@ -36,9 +36,23 @@ Templates are keyed by ``(exporter address, version, observation domain / source
 id)``. Data that arrives before its template is buffered (bounded by ``Limits``) and replayed,
 in arrival order, when the template arrives; what is still waiting when evicted or at
 ``finish()`` is counted as dropped for a missing template (sets and bytes: the record count of a
-set is unknowable without its template). A template that is redefined replaces the old one
-(counted in ``templates_replaced``); options data that re-assigns a key (sampler id, exporter
-boot time) replaces the old value.
+set is unknowable without its template).
+
+Expiry (UDP has no session end, so state must age out). When ``feed`` is given the receive time
+``now`` (seconds, any monotonic clock; ``expire(now)`` for the idle periods between datagrams):
+a buffered set older than ``Limits.pending_max_age`` is dropped (counted as missing its template
+and in ``pending_expired_sets``), and an exporter address silent for
+``Limits.exporter_idle_timeout`` is forgotten — its templates, options data (sampling rates, boot
+time), sequence positions (the counters stay) and buffered sets (counted as above) — and frees
+its slot under ``max_exporters`` (``exporters_expired``, ``templates_expired``). RFC 7011 §10.3.7
+(UDP) requires a collector to give each template a lifetime of at least three times the
+exporter's template refresh timeout; exporters refresh every 10-600 s (Junos
+``template-refresh-rate seconds``: default 60, at most 600), hence 1,800 s (3 × 600) for both
+defaults. Data whose template did not come within three refresh periods is not expected to get
+it. Without ``now`` nothing ages (offline reads: templates carry over between files).
+
+A template that is redefined replaces the old one (counted in ``templates_replaced``); options
+data that re-assigns a key (sampler id, exporter boot time) replaces the old value.
 
 Sampling: the rate applied to a data record is, in order, the rate in the record itself
 (``samplerRandomInterval`` 50, ``samplingInterval`` 34, ``samplingPopulation`` /
@@ -161,6 +175,9 @@ class Limits:
     addresses with state. ``max_templates_per_exporter``: templates (all domains) per address;
     a new one beyond it is refused and counted. ``max_pending_sets`` / ``max_pending_bytes``:
     data sets buffered while waiting for their template (oldest evicted first, counted).
+    ``exporter_idle_timeout`` (seconds): an exporter silent this long is forgotten;
+    ``pending_max_age`` (seconds): a buffered set older than this is dropped (counted). Both
+    apply only when ``feed``/``expire`` are given the time (module docstring: RFC 7011 §10.3.7).
     """
 
     max_datagram: int = 65_535
@@ -168,6 +185,8 @@ class Limits:
     max_templates_per_exporter: int = 4_096
     max_pending_sets: int = 10_000
     max_pending_bytes: int = 16 * 1024 * 1024
+    exporter_idle_timeout: float = 1_800.0
+    pending_max_age: float = 1_800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,8 +354,11 @@ class NetflowStats:
     ``pending_bytes`` buffered now, ``buffered_sets`` ever buffered, ``replayed_sets`` decoded
     after their template arrived; ``missing_template_sets`` / ``missing_template_bytes``
     dropped because the template never came (evicted over the limits or still waiting at
-    ``finish``); ``malformed`` datagrams or sets by reason; ``refused`` datagrams by reason
-    (too large, too many exporters); ``sequences`` by ``(exporter, version, domain)``.
+    ``finish``, or expired); ``pending_expired_sets`` of those dropped for age
+    (``pending_max_age``); ``exporters_expired`` idle exporters forgotten and
+    ``templates_expired`` their templates; ``malformed`` datagrams or sets by reason;
+    ``refused`` datagrams by reason (too large, too many exporters); ``sequences`` by
+    ``(exporter, version, domain)``.
     """
 
     datagrams: dict[str, int] = field(default_factory=dict)
@@ -352,6 +374,9 @@ class NetflowStats:
     replayed_sets: int = 0
     missing_template_sets: int = 0
     missing_template_bytes: int = 0
+    pending_expired_sets: int = 0
+    exporters_expired: int = 0
+    templates_expired: int = 0
     malformed: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     sequences: dict[tuple[str, int, int], SequenceStats] = field(default_factory=dict)
@@ -381,6 +406,9 @@ class NetflowStats:
             "replayed_sets": self.replayed_sets,
             "missing_template_sets": self.missing_template_sets,
             "missing_template_bytes": self.missing_template_bytes,
+            "pending_expired_sets": self.pending_expired_sets,
+            "exporters_expired": self.exporters_expired,
+            "templates_expired": self.templates_expired,
             "malformed": dict(sorted(self.malformed.items())),
             "refused": dict(sorted(self.refused.items())),
             "sequences": {
@@ -545,6 +573,8 @@ class _Pending:
     key: TemplateKey
     body: bytes
     ctx: _Context
+    #: receive time (seconds, the caller's clock), ``None`` when not given
+    at: float | None = None
 
 
 class NetflowDecoder:
@@ -566,22 +596,27 @@ class NetflowDecoder:
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._pending_by_key: dict[TemplateKey, deque[int]] = {}
         self._pending_seq = 0
-        self._exporters: set[str] = set()
+        #: exporter → last receive time (``None``: fed without a time)
+        self._exporters: dict[str, float | None] = {}
+        self._now: float | None = None
+        self._next_sweep = float("-inf")
 
     # -- public API ---------------------------------------------------------------------------
 
-    def feed(self, data: bytes, exporter: str) -> FeedResult:
-        """Decode one export datagram received from ``exporter`` (its IP address as text)."""
+    def feed(self, data: bytes, exporter: str, now: float | None = None) -> FeedResult:
+        """Decode one export datagram received from ``exporter`` (its IP address as text) at
+        ``now`` (seconds, any monotonic clock; ``None``: no expiry, see the module docstring)."""
         result = FeedResult()
         stats = self.stats
+        if now is not None:
+            self.expire(now)
         if len(data) > self.limits.max_datagram:
             self._refuse("too large", result)
             return result
-        if exporter not in self._exporters:
-            if len(self._exporters) >= self.limits.max_exporters:
-                self._refuse("too many exporters", result)
-                return result
-            self._exporters.add(exporter)
+        if exporter not in self._exporters and len(self._exporters) >= self.limits.max_exporters:
+            self._refuse("too many exporters", result)
+            return result
+        self._exporters[exporter] = now
         if len(data) < 2:
             self._malformed(NetflowError("truncated header"), result)
             return result
@@ -610,6 +645,51 @@ class NetflowDecoder:
         for seq in list(self._pending):
             self._drop_pending(seq)
         return dropped
+
+    def expire(self, now: float) -> int:
+        """Age out state at ``now`` (seconds, the clock given to ``feed``): buffered sets older
+        than ``pending_max_age``, then exporters silent for ``exporter_idle_timeout`` (swept at
+        most every 1/16 of it). Returns the buffered sets dropped (all counted in ``stats``)."""
+        self._now = now
+        limits, dropped = self.limits, 0
+        oldest = now - limits.pending_max_age
+        while self._pending:
+            seq, item = next(iter(self._pending.items()))
+            if item.at is None or item.at > oldest:
+                break
+            self._drop_pending(seq)
+            self.stats.pending_expired_sets += 1
+            dropped += 1
+        if now < self._next_sweep:
+            return dropped
+        self._next_sweep = now + limits.exporter_idle_timeout / 16
+        idle_before = now - limits.exporter_idle_timeout
+        for exporter in [
+            e for e, at in self._exporters.items() if at is not None and at <= idle_before
+        ]:
+            dropped += self._forget(exporter)
+        return dropped
+
+    def _forget(self, exporter: str) -> int:
+        """Drop every piece of state of ``exporter``; returns its buffered sets dropped."""
+        del self._exporters[exporter]
+        self.stats.exporters_expired += 1
+        templates = [k for k in self._templates if k[0] == exporter]
+        for key in templates:
+            del self._templates[key]
+        self.stats.templates_expired += len(templates)
+        self._template_count.pop(exporter, None)
+        for skey in [k for k in self._samplers if k[0] == exporter]:
+            del self._samplers[skey]
+        for bkey in [k for k in self._boot_ms if k[0] == exporter]:
+            del self._boot_ms[bkey]
+        for (exp, _v, _d), seqs in self.stats.sequences.items():
+            if exp == exporter:
+                seqs.expected = None  # a returning exporter resynchronises; counts are kept
+        waiting = [seq for seq, item in self._pending.items() if item.key[0] == exporter]
+        for seq in waiting:
+            self._drop_pending(seq)
+        return len(waiting)
 
     def expire_pending(self, keep: int) -> int:
         """Drop the oldest buffered sets until at most ``keep`` remain; returns how many."""
@@ -897,7 +977,7 @@ class NetflowDecoder:
         stats, limits = self.stats, self.limits
         seq = self._pending_seq
         self._pending_seq += 1
-        self._pending[seq] = _Pending(key, body, ctx)
+        self._pending[seq] = _Pending(key, body, ctx, self._exporters.get(ctx.exporter))
         self._pending_by_key.setdefault(key, deque()).append(seq)
         stats.buffered_sets += 1
         stats.pending_sets += 1

@@ -115,7 +115,7 @@ def read_export_pcap(
     for path in paths:
         decoded = sum(decoder.stats.datagrams.values())
         for _ts, exporter, payload in export_datagrams(path, stats):
-            result = decoder.feed(payload, exporter)
+            result = decoder.feed(payload, exporter)  # offline: no expiry across files
             records.extend(result.records)
             stats.problems.extend(f"{path}: {exporter}: {p}" for p in result.problems)
         if sum(decoder.stats.datagrams.values()) == decoded:
@@ -265,7 +265,7 @@ class NetflowCollector:
             while len(self._flows) >= self.max_queued_flows and not self._stop.is_set():
                 self._room.wait(0.5)  # back-pressure: the socket buffer (and SO_RXQ_OVFL) count
             self.packets += 1
-            result = self.decoder.feed(data, exporter)
+            result = self.decoder.feed(data, exporter, time.monotonic())
             orient = self.orient
             self._flows.extend(r.to_flow(orient) for r in result.records)
             if result.problems and len(self._unparsed) < self.max_unparsed:
@@ -288,8 +288,10 @@ class NetflowCollector:
         self, now_ns: int = 0, idle_timeout_s: float = 0.0, active_timeout_s: float = 0.0
     ) -> list[Flow]:
         """The flows decoded since the last call (the timeouts do not apply: each exported
-        record is already a closed flow)."""
+        record is already a closed flow). Ages out idle exporters and old buffered sets
+        (``NetflowDecoder.expire``) even when no datagram arrives."""
         with self._room:
+            self.decoder.expire(time.monotonic())
             flows, self._flows = self._flows, []
             self._room.notify_all()
             return flows

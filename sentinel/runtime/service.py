@@ -367,6 +367,8 @@ class Service:
                 max_templates_per_exporter=section.max_templates_per_exporter,
                 max_pending_sets=section.max_pending_sets,
                 max_pending_bytes=section.max_pending_bytes,
+                exporter_idle_timeout=section.exporter_idle_timeout,
+                pending_max_age=section.pending_max_age,
             ),
             rcvbuf_bytes=section.rcvbuf_bytes,
         )
