@@ -5,11 +5,13 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 GEOIP  ?= .cache/dbip-city-lite-2023-04.mmdb
 
-.PHONY: demo test lint format deps install bench clean
+.PHONY: demo test lint format deps install accelerator bench clean
 
-## install: a virtualenv with Sentinel (editable) and its test and lint tools
+## install: a virtualenv with Sentinel (editable) and its test and lint tools; the build hook
+## (hatch_build.py) compiles the verify accelerator sentinel/_ledgerscan.c when gcc and the
+## SQLite/OpenSSL headers are there, else installs pure Python (with a warning)
 install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml hatch_build.py sentinel/_ledgerscan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
@@ -26,8 +28,14 @@ $(GEOIP): | install
 deps:
 	bash .ci/install-deps.sh
 
+## accelerator: the compiled verify accelerator must be built (deps brings gcc and the headers;
+## a venv installed earlier without them, e.g. by `make demo` on a bare machine, is rebuilt)
+accelerator: deps install
+	$(BIN)/python -c "import sentinel._ledgerscan" 2>/dev/null || \
+	    SENTINEL_REQUIRE_ACCELERATOR=1 $(BIN)/python -m pip install -q --no-deps -e .
+
 ## test: install everything the tests need, then run every test
-test: deps install $(VENV)/.installed-e2e $(GEOIP)
+test: deps install accelerator $(VENV)/.installed-e2e $(GEOIP)
 	$(BIN)/pytest
 
 # MLflow (≈500 MB with pandas/pyarrow/scipy) only for its end-to-end test, not for the demo

@@ -22,6 +22,12 @@ NEEDED=(
   systemd-analyze:systemd
   openssl:openssl
   logrotate:logrotate
+  gcc:gcc
+)
+# headers the verify accelerator (sentinel/_ledgerscan.c, built by hatch_build.py) compiles with
+HEADERS=(
+  /usr/include/sqlite3.h:libsqlite3-dev
+  /usr/include/openssl/evp.h:libssl-dev
 )
 
 missing=()
@@ -32,6 +38,13 @@ for entry in "${NEEDED[@]}"; do
     case " ${missing[*]-} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
   fi
 done
+for entry in "${HEADERS[@]}"; do
+  [[ -f ${entry%%:*} ]] || missing+=("${entry#*:}")
+done
+# Python.h: pyenv and python.org builds ship it; Debian's own python3 needs python3-dev
+if ! python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+  missing+=(python3-dev)
+fi
 # The PostgreSQL server itself (the machine normally has it; a bare one gets Debian's).
 if ! ls /etc/postgresql/*/main >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   missing+=(postgresql)
@@ -44,6 +57,12 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   for entry in "${NEEDED[@]}"; do
     command -v "${entry%%:*}" >/dev/null 2>&1 || {
+      echo "install-deps: ${entry%%:*} still missing after installing ${entry#*:}" >&2
+      exit 1
+    }
+  done
+  for entry in "${HEADERS[@]}"; do
+    [[ -f ${entry%%:*} ]] || {
       echo "install-deps: ${entry%%:*} still missing after installing ${entry#*:}" >&2
       exit 1
     }
@@ -63,4 +82,4 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     exit 1
   fi
 fi
-echo "install-deps: ok (${NEEDED[*]%%:*}; PostgreSQL up)"
+echo "install-deps: ok (${NEEDED[*]%%:*}; ${HEADERS[*]%%:*}; PostgreSQL up)"

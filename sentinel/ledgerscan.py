@@ -21,21 +21,39 @@ driver, not SQLAlchemy, Alembic and cryptography (about 0.4 s per process here).
 It returns the aligned perfect subtrees covering the verified rows (``pieces``) and, for each
 requested checkpoint size inside the range, those covering ``[lo, size)``, so the caller
 can stitch ranges together: nodes spanning two ranges and checkpoint roots are the caller's.
+
+``scan_range`` is the reference implementation. For SQLite files an optional compiled
+accelerator, ``sentinel._ledgerscan`` (``_ledgerscan.c``, built at install time when a C
+compiler and the SQLite and OpenSSL headers are there), re-does the same checks with the same
+SQL in C and only *accepts*: on any anomaly at all it declines (``None``) and the reference
+re-runs the range and names the problem, so every diagnosis lives here. ``scan_sqlite_file``
+calls it; ``RangeResult.verifier`` says which implementation produced a result. Setting
+``SENTINEL_VERIFIER=python`` in the environment (or ``Ledger.verify(accelerated=False)``)
+forces the reference, e.g. for an auditor who wants to cross-check the two.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+try:
+    from sentinel import _ledgerscan as _accel
+except ImportError:  # installed without a C compiler or headers: the reference only
+    _accel = None  # type: ignore[assignment]
+
 #: ``prev`` of record 0 (``sentinel.ledger.hashing.GENESIS``)
 GENESIS = bytes(32)
 #: record version written in every body (``sentinel.ledger.canonical.RECORD_VERSION``)
 RECORD_VERSION = 1
+
+#: environment variable: ``python`` forces the reference implementation (see the docstring)
+VERIFIER_ENV = "SENTINEL_VERIFIER"
 
 #: (level, first leaf, hash) of an aligned perfect subtree: it covers leaves
 #: ``first .. first + 2**level - 1`` and ``first`` is a multiple of ``2**level``
@@ -78,6 +96,41 @@ class RangeResult:
     stops: list[tuple[int, list[Piece]]] = field(default_factory=list)
     problems: list[tuple[int, str]] = field(default_factory=list)
     row: RowProblem | None = None
+    #: which implementation produced this result: ``"python"`` (``scan_range``) or ``"c"``
+    verifier: str = "python"
+
+
+def accelerator_built() -> bool:
+    """True when the compiled accelerator ``sentinel._ledgerscan`` could be imported."""
+    return _accel is not None
+
+
+def use_accelerator(accelerated: bool = True) -> bool:
+    """Whether SQLite ranges go to the accelerator first: it is built, ``accelerated`` is
+    true and ``SENTINEL_VERIFIER`` is not ``python``."""
+    forced = os.environ.get(VERIFIER_ENV, "").strip().lower() == "python"
+    return accelerated and _accel is not None and not forced
+
+
+def scan_sqlite_file(
+    uri: str, log_id: str, lo: int, hi: int, block: int, stops: Sequence[int] = ()
+) -> RangeResult | None:
+    """``scan_range`` of the SQLite database ``uri`` (a ``file:`` URI as ``Ledger`` makes,
+    https://sqlite.org/uri.html, or a plain path; opened read-only) through the accelerator, or
+    ``None`` when it is not built or declines (any anomaly, database errors included: the
+    caller then runs ``scan_range``, which reports it). A result is only ever a clean one:
+    every row up to ``hi`` verified, no problems, ``verifier == "c"``. Arguments as for
+    ``scan_range``; the accelerator opens its own read-only connection (one short read
+    transaction per block)."""
+    if _accel is None:
+        return None
+    found = _accel.scan_sqlite(
+        uri, log_id, orjson.dumps(log_id), RECORD_VERSION, lo, hi, block, list(stops)
+    )
+    if found is None:
+        return None
+    verified, start_prev, end_chain, pieces, reached = found
+    return RangeResult(lo, hi, verified, start_prev, end_chain, pieces, reached, verifier="c")
 
 
 def push(stack: list[Piece], piece: Piece, made: list[Piece] | None = None) -> None:
@@ -310,7 +363,7 @@ def _compare_tree(
         last = (count >> level) - 1
         if first <= last:  # one primary-key range scan per level (an OR scans the table)
             parts.append(
-                f"SELECT * FROM (SELECT level, idx, hash FROM ledger_tree "  # noqa: S608
+                f"SELECT * FROM (SELECT level, idx, {_blob('hash', ph)} FROM ledger_tree "  # noqa: S608
                 f"WHERE log_id = {ph} AND level = {ph} AND idx BETWEEN {ph} AND {ph} "
                 "ORDER BY idx) AS l" + str(level)
             )
@@ -354,16 +407,30 @@ def check_nodes(
 
 
 def scan_range_in_process(
-    backend: str, dsn: str, log_id: str, lo: int, hi: int, size: int, block: int, stops: list[int]
+    backend: str,
+    dsn: str,
+    log_id: str,
+    lo: int,
+    hi: int,
+    size: int,
+    block: int,
+    stops: list[int],
+    accelerated: bool = True,
 ) -> RangeResult:
     """``scan_range`` over a connection of its own (the entry point of a worker process).
 
     ``backend`` is ``"sqlite"`` (``dsn``: a read-only ``file:`` URI, https://sqlite.org/uri.html)
     or ``"postgresql"`` (``dsn``: a libpq connection URI). Each read is its own short
-    transaction.
+    transaction. SQLite ranges go to the accelerator first (``scan_sqlite_file``) when
+    ``use_accelerator``.
     """
     if backend == "sqlite":
         import sqlite3
+
+        if use_accelerator(accelerated):
+            found = scan_sqlite_file(dsn, log_id, lo, hi, block, stops)
+            if found is not None:
+                return found
 
         conn = sqlite3.connect(dsn, isolation_level=None, timeout=60.0, uri=True)
         conn.execute("PRAGMA query_only = 1")

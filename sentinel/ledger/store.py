@@ -240,6 +240,10 @@ class VerifyResult:
     checkpoint_size: int | None = None
     #: checkpoints in the external log checked against the records
     checkpoints_checked: int = 0
+    #: which range verifier produced the outcome: ``"c"`` (every range accepted by the
+    #: compiled accelerator), ``"python"`` (the reference ``ledgerscan.scan_range`` only) or
+    #: ``"c+python"`` (the accelerator declined some ranges and the reference checked them)
+    verifier: str = "python"
 
     @property
     def ok(self) -> bool:
@@ -258,6 +262,7 @@ class VerifyResult:
             "root": self.root,
             "checkpoint_size": self.checkpoint_size,
             "checkpoints_checked": self.checkpoints_checked,
+            "verifier": self.verifier,
         }
 
 
@@ -1245,6 +1250,7 @@ class Ledger:
         workers: int | None = None,
         range_size: int = VERIFY_RANGE,
         progress: Callable[[int, int], None] | None = None,
+        accelerated: bool = True,
     ) -> VerifyResult:
         """Recompute and check the whole log, streaming in constant memory.
 
@@ -1278,7 +1284,13 @@ class Ledger:
         ``valid-unpinned`` (records after the latest checkpoint), ``valid``. Without any
         anchor the database alone is checked and the result is ``valid`` or ``invalid``
         (truncation and rollback are then out of sight). The outcome does not depend on
-        ``batch``, ``workers`` or ``range_size``.
+        ``batch``, ``workers``, ``range_size`` or ``accelerated``.
+
+        On a SQLite file each range goes first to the compiled accelerator
+        (``sentinel._ledgerscan``, see ``sentinel.ledgerscan``) when it is built, unless
+        ``accelerated`` is false or ``SENTINEL_VERIFIER=python`` is set; it only accepts
+        clean ranges and declines anything else to the reference implementation, which
+        then names the problem. ``VerifyResult.verifier`` says which ran.
 
         ``progress(done, total)`` (records) is called once at the start and after each range
         is joined (every ``range_size`` records, in order); it must not raise.
@@ -1301,7 +1313,16 @@ class Ledger:
                 pool = ProcessPoolExecutor(count, mp_context=get_context("spawn"))
                 try:
                     return _Stitcher(
-                        self, reader, size, block, span, cps, pool, count, progress
+                        self,
+                        reader,
+                        size,
+                        block,
+                        span,
+                        cps,
+                        pool,
+                        count,
+                        progress,
+                        accelerated,
                     ).run()
                 except BrokenProcessPool as exc:  # e.g. a script without a __main__ guard
                     _log.warning(
@@ -1311,14 +1332,21 @@ class Ledger:
                 finally:
                     pool.shutdown(wait=True, cancel_futures=True)
                 cps = _CheckpointCursor(anchor, size) if anchor is not None else None
-            return _Stitcher(self, reader, size, block, span, cps, None, 1, progress).run()
+            return _Stitcher(
+                self, reader, size, block, span, cps, None, 1, progress, accelerated
+            ).run()
 
     def _slow_check(
         self, seq: int, rec_at: str, kind: str, body: bytes, leaf: bytes, expected: int
     ) -> tuple[int, str]:
         """Name the problem of a row that failed the fast checks."""
-        entry = Entry(int(seq), str(rec_at), str(kind), body, leaf, b"", b"")
-        found = self._check_entry(entry, expected, b"")
+        if type(seq) is not int:  # SQLite keeps e.g. a REAL 4.5 in an INTEGER column
+            return expected, (
+                f"record {expected} is missing (next stored seq is {seq!r}, not an integer)"
+            )
+        entry = Entry(seq, str(rec_at), str(kind), body, leaf, b"", b"")
+        # prev b"-" never links: the chain is not this check's (the fast path saw it right)
+        found = self._check_entry(entry, expected, b"-")
         if found is not None and "prev_hash" not in found[1]:
             return found
         return int(seq), "body is not in canonical form"
@@ -1366,6 +1394,7 @@ class _Stitcher:
         pool: ProcessPoolExecutor | None,
         workers: int = 1,
         progress: Callable[[int, int], None] | None = None,
+        accelerated: bool = True,
     ) -> None:
         self.ledger = ledger
         self.reader = reader
@@ -1376,6 +1405,8 @@ class _Stitcher:
         self.pool = pool
         self.workers = workers
         self.progress = progress
+        self.accelerated = accelerated and ledgerscan.use_accelerator()
+        self.verifiers: set[str] = set()
         self.stack: list[ledgerscan.Piece] = []
         self.chain = GENESIS
         self.count = 0
@@ -1395,6 +1426,7 @@ class _Stitcher:
             ledgerscan.fold(self.stack).hex() if self.count == self.size else "",
             cps.latest_size if cps is not None else None,
             cps.checked if cps is not None else 0,
+            "+".join(sorted(self.verifiers)) or "python",
         )
 
     def run(self) -> VerifyResult:
@@ -1440,15 +1472,22 @@ class _Stitcher:
     ) -> Generator[tuple[list[tuple[int, LoggedCheckpoint]], ledgerscan.RangeResult], None, None]:
         ledger = self.ledger
         reader = self.reader
+        url = ledger._engine.url
         if self.pool is None:
+            fast = self.accelerated and ledger.backend == "sqlite"
             for lo, hi, stops in self._tasks():
                 sizes = [s for s, _ in stops]
-                found = ledgerscan.scan_range(
-                    reader.fetch, reader.ph, ledger.log_id, lo, hi, self.size, self.block, sizes
-                )
+                found = None
+                if fast:
+                    found = ledgerscan.scan_sqlite_file(
+                        ledger._sqlite_uri, ledger.log_id, lo, hi, self.block, sizes
+                    )
+                if found is None:
+                    found = ledgerscan.scan_range(
+                        reader.fetch, reader.ph, ledger.log_id, lo, hi, self.size, self.block, sizes
+                    )
                 yield stops, found
             return
-        url = ledger._engine.url
         if ledger.backend == "sqlite":
             dsn = ledger._sqlite_uri
         else:
@@ -1470,6 +1509,7 @@ class _Stitcher:
                         self.size,
                         self.block,
                         [s for s, _ in stops],
+                        self.accelerated,
                     )
                     pending.append((stops, future))
                     if len(pending) >= window:
@@ -1491,6 +1531,7 @@ class _Stitcher:
     ) -> VerifyResult | None:
         """Join one range; a ``VerifyResult`` when it ends the verification (invalid)."""
         cps = self.cps
+        self.verifiers.add(found.verifier)
         events: list[tuple[float, int, Any]] = []  # (seq order key, tie-break, what)
         if found.lo > 0 and found.start_prev != self.chain:
             problem = "prev_hash does not link to the previous record"
@@ -1534,7 +1575,8 @@ class _Stitcher:
         ph = self.reader.ph
         computed = {(level, first >> level): node for level, first, node in made}
         probe = (
-            f"SELECT level, idx, hash FROM ledger_tree WHERE log_id = {ph} AND level = {ph} "  # noqa: S608
+            f"SELECT level, idx, {ledgerscan._blob('hash', ph)} FROM ledger_tree "  # noqa: S608
+            f"WHERE log_id = {ph} AND level = {ph} "
             f"AND idx = {ph}"
         )
         keys = list(computed)

@@ -49,12 +49,14 @@ def url(ledger_url: str, anchor: Anchor) -> str:
 
 
 def verify(url: str, anchor: Anchor) -> VerifyResult:
-    """One range, and ranges of 4 and 8 records stitched together: the same outcome."""
+    """One range, and ranges of 4 and 8 records stitched together: the same outcome, with the
+    compiled accelerator (SQLite) and with the reference implementation alone."""
     with Ledger.open(url, anchor=anchor) as led:
         whole = led.verify(batch=5, workers=1)
         for span in (4, 8):
-            ranged = led.verify(batch=5, workers=1, range_size=span)
-            assert _outcome(ranged) == _outcome(whole), span
+            for accelerated in (True, False):
+                ranged = led.verify(batch=5, workers=1, range_size=span, accelerated=accelerated)
+                assert _outcome(ranged) == _outcome(whole), (span, accelerated)
         return whole
 
 
