@@ -7,7 +7,9 @@ tree and checkpoint root), then inclusion/consistency proofs are timed (O(log n)
 
 ``--verify-sizes 1000000,10000000`` then builds a ledger of each size and verifies it
 (anchored to one checkpoint of the whole log), printing records/s by wall time, CPU seconds
-(this process and its verify workers) and peak RSS (the largest process). The large ledgers
+(this process and its verify workers) and peak RSS (the largest process), once per range
+verifier: on SQLite the compiled accelerator (``verifier c``, when built) and the pure-Python
+reference (``accelerated=False``); PostgreSQL has the reference only. The large ledgers
 are built fast: ``Ledger.append`` in transactions of 10,000 records (``MAX_APPEND_RECORDS``)
 without dedup keys, from records made by varying a pool of 4,096 generated ones (fresh
 timestamps, ids and hashes per record), so building costs about what ``append`` costs.
@@ -123,21 +125,32 @@ def phase_build(url: str, n: int) -> tuple[float, float, int]:
     return time.perf_counter() - t0, time.process_time() - c0, size
 
 
-def phase_big_verify(url: str, anchor_dir: str, workers: int | None) -> tuple[Any, ...]:
+def phase_big_verify(
+    url: str, anchor_dir: str, workers: int | None, accelerated: bool = True
+) -> tuple[Any, ...]:
     """Checkpoint the whole log, then verify it: (wall s, CPU s incl. workers, status,
-    records checked, peak RSS KiB of this process, peak RSS KiB of the largest worker)."""
+    records checked, peak RSS KiB of this process, peak RSS KiB of the largest worker,
+    verifier)."""
     with Ledger.open(url, anchor=_anchor(anchor_dir)) as led:
         led.checkpoint(SIGNER)
         before = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        result = led.verify(workers=workers)
+        result = led.verify(workers=workers, accelerated=accelerated)
         wall = time.perf_counter() - t0
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (me.ru_utime + me.ru_stime - before.ru_utime - before.ru_stime) + (
         kids.ru_utime + kids.ru_stime
     )
-    return wall, cpu, str(result.status), result.records_checked, me.ru_maxrss, kids.ru_maxrss
+    return (
+        wall,
+        cpu,
+        str(result.status),
+        result.records_checked,
+        me.ru_maxrss,
+        kids.ru_maxrss,
+        result.verifier,
+    )
 
 
 def big_verify(name: str, url: str, n: int, workers: int | None) -> None:
@@ -149,19 +162,21 @@ def big_verify(name: str, url: str, n: int, workers: int | None) -> None:
         f"(bulk: append x 10,000 per transaction)",
         flush=True,
     )
-    with (
-        tempfile.TemporaryDirectory(prefix="sentinel-anchor-") as anchor_dir,
-        ProcessPoolExecutor(1, mp_context=ctx) as pool,
-    ):
-        wall, cpu, status, checked, rss, kid_rss = pool.submit(
-            phase_big_verify, url, anchor_dir, workers
-        ).result()
-    print(
-        f"{name:<10} verify  {checked:>9} records in {wall:7.2f} s = {checked / wall:>9.0f} "
-        f"records/s wall, {cpu:6.2f} CPU s = {checked / cpu:>9.0f} records/CPU-s -> {status} "
-        f"(peak RSS {rss / 1024:.0f} MiB, workers {kid_rss / 1024:.0f} MiB each at most)",
-        flush=True,
-    )
+    for accelerated in (True, False) if name == "sqlite" else (False,):
+        with (
+            tempfile.TemporaryDirectory(prefix="sentinel-anchor-") as anchor_dir,
+            ProcessPoolExecutor(1, mp_context=ctx) as pool,
+        ):
+            wall, cpu, status, checked, rss, kid_rss, verifier = pool.submit(
+                phase_big_verify, url, anchor_dir, workers, accelerated
+            ).result()
+        print(
+            f"{name:<10} verify  {checked:>9} records in {wall:7.2f} s = {checked / wall:>9.0f} "
+            f"records/s wall, {cpu:6.2f} CPU s = {checked / cpu:>9.0f} records/CPU-s -> "
+            f"{status}, verifier {verifier} (peak RSS {rss / 1024:.0f} MiB, workers "
+            f"{kid_rss / 1024:.0f} MiB each at most)",
+            flush=True,
+        )
 
 
 def phase_append(url: str, n: int, batch: int) -> tuple[float, int]:

@@ -226,6 +226,7 @@ def test_rotate_key(tmp_path: Path) -> None:
     res = runner.invoke(cli, ["--config", cfg, "ledger", "verify", "--json"])
     out = json.loads(res.output)
     assert (res.exit_code, out["status"], out["checkpoints_checked"]) == (0, "valid", 2)
+    assert out["verifier"] == "c"  # a SQLite file: the compiled accelerator checked it
     # forgetting the history makes the old checkpoint unverifiable (exit 4), not invalid
     key.with_name("ledger-ed25519.history").unlink()
     res = runner.invoke(cli, ["--config", cfg, "ledger", "verify"])
