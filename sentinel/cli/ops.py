@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 
 from sentinel.cli.common import EXIT_FINDINGS, CliState, fail, handle_errors, pass_state
+from sentinel.config import load_settings
 from sentinel.errors import SentinelError
 from sentinel.ledger import Ledger
 from sentinel.ledger.checkpoint import anchor_from_settings
@@ -33,9 +35,14 @@ from sentinel.timefmt import parse_ts, utcnow
 @handle_errors
 def init_cmd(directory: Path, state_dir: Path | None) -> None:
     """Create DIRECTORY with a commented sentinel.toml, an egress policy, an Ed25519
-    signing key (mode 0600), a webhook token and the state directory."""
+    signing key (mode 0600), a webhook token, the state directory and an empty SQLite
+    ledger in it (the reading commands, e.g. `ledger verify`, open it read-only and never
+    create it)."""
     result = init_directory(directory, state_dir=state_dir)
+    url = load_settings(result.config).ledger_url
+    Ledger.open(url).close()
     click.echo(f"wrote {result.config}")
+    click.echo(f"wrote {sa.make_url(url).database} (empty ledger)")
     click.echo(f"wrote {result.policy} (edit the jurisdiction and local networks)")
     click.echo(f"wrote {result.signing_key} (Ed25519, mode 0600) and {result.public_key.name}")
     click.echo(f"wrote {result.webhook_token} (bearer token for registry notifications)")
