@@ -2,10 +2,16 @@
 
 The ledger is the one named by the configuration (``[ledger] url`` and ``log_id``); the
 external checkpoint log and trusted keys come from ``[ledger] checkpoint_dir``,
-``signing_key`` (its ``.pub.pem`` and ``.history`` files) and ``origin``. ``verify`` also
-takes them as options (``--ledger``, ``--log-id``, ``--checkpoint-dir``, ``--public-key``,
-``--key-history``, ``--origin``), which override the configuration, so an auditor verifies a
-copy without the operator's configuration; it opens the database read-only.
+``signing_key`` (its ``.pub.pem`` and ``.history`` files) and ``origin``. The read-only
+commands also take them as options, which override the configuration, so an auditor works
+on a copy without the operator's configuration: ``verify`` all of them (``--ledger``,
+``--log-id``, ``--checkpoint-dir``, ``--public-key``, ``--key-history``, ``--origin``,
+``--tsa-ca-file``, ``--tsa-cert``), ``prove``, ``consistency``, ``export`` and ``stats`` the
+database (``--ledger``, ``--log-id``), printing ``checkpoint`` the checkpoint log
+(``--log-id``, ``--checkpoint-dir``) and the TSA trust. Each command has only the options it
+reads (one definition each, ``_READ_OPTIONS``). They open the database read-only (never
+created, migrated or written); ``checkpoint --sign`` and ``rotate-key`` write and need the
+configuration.
 
 Exit codes of ``verify``: 0 valid or valid-unpinned (the status line / JSON tells them
 apart), 1 invalid, 2 error, 4 unverifiable. RFC 3161 time-stamps of checkpoints (``[ledger]
@@ -14,6 +20,7 @@ tsa_url``, ``tsa_ca_file``) are reported beside the status; they do not change i
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -21,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any, cast
 
 import click
 import sqlalchemy as sa
@@ -30,6 +38,7 @@ from sentinel.cli.common import (
     EXIT_FINDINGS,
     EXIT_OK,
     CliState,
+    F,
     handle_errors,
     pass_state,
 )
@@ -111,13 +120,134 @@ def ledger() -> None:
 
 
 @dataclass(frozen=True)
-class _VerifySource:
-    """What ``verify`` reads: the database, the log id, the anchor and the TSA trust."""
+class _ReadOptions:
+    """The auditor options of a read-only command (``None`` / empty: not given)."""
 
-    url: str
+    ledger: str | None = None
+    log_id: str | None = None
+    checkpoint_dir: Path | None = None
+    public_keys: tuple[Path, ...] = ()
+    histories: tuple[Path, ...] = ()
+    origin: str | None = None
+    tsa_ca_file: Path | None = None
+    tsa_cert: Path | None = None
+
+    def given(self) -> list[str]:
+        """The options given, as ``--name`` (for commands that must refuse them)."""
+        return [
+            "--" + name.replace("_", "-")
+            for name, value in vars(self).items()
+            if value is not None and value != ()
+        ]
+
+
+#: every auditor option, once: (keyword in ``_ReadOptions``, click decorator)
+_READ_OPTIONS: dict[str, Callable[[F], F]] = {
+    "ledger": click.option(
+        "--ledger",
+        "ledger",
+        metavar="URL_OR_PATH",
+        help="The database: a SQLAlchemy URL (sqlite:///…, postgresql://…) or a SQLite file "
+        "path. Default: [ledger] url.",
+    ),
+    "log_id": click.option(
+        "--log-id", "log_id", metavar="ID", help="Log id. Default: [ledger] log_id."
+    ),
+    "checkpoint_dir": click.option(
+        "--checkpoint-dir",
+        "checkpoint_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="Directory of the external checkpoint log (<log_id>.checkpoints.jsonl). "
+        "Default: [ledger] checkpoint_dir.",
+    ),
+    "public_keys": click.option(
+        "--public-key",
+        "public_keys",
+        multiple=True,
+        metavar="PEM",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="A trusted Ed25519 public key (PEM, e.g. keys/ledger-ed25519.pub.pem); "
+        "repeatable. With --key-history, replaces the keys of [ledger] signing_key.",
+    ),
+    "histories": click.option(
+        "--key-history",
+        "histories",
+        multiple=True,
+        metavar="FILE",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Retired keys, one signed-note verifier key a line (keys/ledger-ed25519.history, "
+        "kept by rotate-key); repeatable.",
+    ),
+    "origin": click.option(
+        "--origin",
+        "origin",
+        help="Checkpoint origin and key name. Default: [ledger] origin, else sentinel/<log_id>.",
+    ),
+    "tsa_ca_file": click.option(
+        "--tsa-ca-file",
+        "tsa_ca_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="CA certificates (PEM) of the RFC 3161 TSA. Default: [ledger] tsa_ca_file.",
+    ),
+    "tsa_cert": click.option(
+        "--tsa-cert",
+        "tsa_cert",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Pinned TSA certificate (PEM), with --tsa-ca-file.",
+    ),
+}
+_DATABASE = ("ledger", "log_id")
+_ANCHOR = ("checkpoint_dir", "public_keys", "histories", "origin")
+_TSA = ("tsa_ca_file", "tsa_cert")
+
+
+def _read_options(*names: str) -> Callable[[F], F]:
+    """Add the auditor options ``names`` (keys of ``_READ_OPTIONS``) to a command and pass
+    them to it as one ``_ReadOptions`` keyword argument, ``read``.
+
+    Each read-only command takes only the options it uses (``prove`` reads no checkpoint
+    log, so it has no ``--public-key`` that would look like a check it does not make); the
+    option definitions exist once, here.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in names}
+            return func(*args, read=_ReadOptions(**given), **kwargs)
+
+        out: Callable[..., Any] = wrapper
+        for name in reversed(names):
+            out = _READ_OPTIONS[name](out)
+        return cast(F, out)
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class _ReadSource:
+    """What a read-only command reads: the database URL (``None``: not needed), the log id,
+    the checkpoint log and trusted keys (``anchor``; ``None``: not needed), the TSA trust
+    (called when a token is checked) and the settings (``None``: no configuration file)."""
+
+    url: str | None
     log_id: str
-    anchor: Anchor
+    anchor: Anchor | None
+    log: CheckpointLog | None
     tsa_trust: Callable[[], tsa.TsaTrust | None]
+    tsa_configured: bool
+    settings: Settings | None
+
+    @property
+    def shown(self) -> str:
+        """The URL with any password hidden (a SQLite path as given)."""
+        url = self.url or ""
+        return sa.make_url(url).render_as_string(hide_password=True) if "://" in url else url
+
+    def open(self) -> Ledger:
+        """The ledger, opened read-only (never created, migrated or written)."""
+        assert self.url is not None
+        return Ledger.open(self.url, log_id=self.log_id, anchor=self.anchor, read_only=True)
 
 
 def _optional_settings(state: CliState) -> Settings | None:
@@ -130,26 +260,28 @@ def _optional_settings(state: CliState) -> Settings | None:
     return state.settings()
 
 
-def _verify_source(
+def _read_source(
     state: CliState,
-    ledger_opt: str | None,
-    log_id_opt: str | None,
-    checkpoint_dir: Path | None,
-    public_keys: tuple[Path, ...],
-    histories: tuple[Path, ...],
-    origin_opt: str | None,
-    tsa_ca_file: Path | None,
-    tsa_cert: Path | None,
-) -> _VerifySource:
-    """The options over the configuration: each option given replaces its setting."""
+    read: _ReadOptions,
+    *,
+    database: bool = True,
+    checkpoints: bool = False,
+    keys: bool = False,
+) -> _ReadSource:
+    """The options over the configuration: each option given replaces its setting.
+
+    ``database``, ``checkpoints``, ``keys``: what the command reads. Without a configuration
+    file the options for each must be given; raises ``ConfigError`` (exit 2) naming every
+    missing one.
+    """
     settings = _optional_settings(state)
     if settings is None:
         missing = []
-        if ledger_opt is None:
+        if database and read.ledger is None:
             missing.append("--ledger URL_OR_PATH (the database)")
-        if checkpoint_dir is None:
+        if checkpoints and read.checkpoint_dir is None:
             missing.append("--checkpoint-dir DIR (the external checkpoint log)")
-        if not public_keys and not histories:
+        if keys and not read.public_keys and not read.histories:
             missing.append("--public-key PEM or --key-history FILE (the trusted keys)")
         if missing:
             from sentinel.config import SEARCH_PATH
@@ -157,42 +289,50 @@ def _verify_source(
             where = " or ".join(str(p) for p in SEARCH_PATH)
             raise ConfigError(
                 where,
-                "no configuration file found (--config FILE), and missing " + ", ".join(missing),
+                "no configuration file found (pass --config FILE or run `sentinel init DIR`), "
+                "and missing " + ", ".join(missing),
             )
-    if ledger_opt is not None:
-        url = ledger_opt if "://" in ledger_opt else f"sqlite:///{Path(ledger_opt).absolute()}"
-    else:
+    url: str | None = None
+    if read.ledger is not None:
+        url = read.ledger if "://" in read.ledger else f"sqlite:///{Path(read.ledger).absolute()}"
+    elif database:
         assert settings is not None
         url = settings.ledger_url
-    log_id = log_id_opt or (settings.ledger.log_id if settings is not None else "sentinel")
-    if origin_opt:
-        origin = origin_opt
+    log_id = read.log_id or (settings.ledger.log_id if settings is not None else "sentinel")
+    if read.origin:
+        origin = read.origin
     elif settings is not None and settings.ledger.origin:
         origin = settings.ledger.origin
     else:
         origin = default_origin(log_id)
-    if checkpoint_dir is None:
-        assert settings is not None
-        checkpoint_dir = settings.resolve(settings.ledger.checkpoint_dir)
-    if public_keys or histories:
-        anchor = Anchor(
-            CheckpointLog(checkpoint_dir, log_id),
-            load_verifiers(public_keys, histories, origin),
-            origin,
-        )
-    else:
-        assert settings is not None
-        verifiers, problems = trusted_verifiers(
-            settings.resolve(settings.ledger.signing_key), origin
-        )
-        anchor = Anchor(CheckpointLog(checkpoint_dir, log_id), verifiers, origin, tuple(problems))
+    log: CheckpointLog | None = None
+    if checkpoints:
+        directory = read.checkpoint_dir
+        if directory is None:
+            assert settings is not None
+            directory = settings.resolve(settings.ledger.checkpoint_dir)
+        log = CheckpointLog(directory, log_id)
+    anchor: Anchor | None = None
+    if keys and log is not None:
+        if read.public_keys or read.histories:
+            anchor = Anchor(log, load_verifiers(read.public_keys, read.histories, origin), origin)
+        else:
+            assert settings is not None
+            verifiers, problems = trusted_verifiers(
+                settings.resolve(settings.ledger.signing_key), origin
+            )
+            anchor = Anchor(log, verifiers, origin, tuple(problems))
 
     def trust() -> tsa.TsaTrust | None:
-        if tsa_ca_file is not None:
-            return tsa.TsaTrust.from_files(tsa_ca_file, tsa_cert)
+        if read.tsa_ca_file is not None:
+            return tsa.TsaTrust.from_files(read.tsa_ca_file, read.tsa_cert)
         return tsa.trust_from_settings(settings) if settings is not None else None
 
-    return _VerifySource(url, log_id, anchor, trust)
+    configured = read.tsa_ca_file is not None or (
+        settings is not None
+        and bool(settings.ledger.tsa_url or settings.ledger.tsa_ca_file is not None)
+    )
+    return _ReadSource(url, log_id, anchor, log, trust, configured, settings)
 
 
 class _Progress:
@@ -217,53 +357,7 @@ class _Progress:
 
 @ledger.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@click.option(
-    "--ledger",
-    "ledger_opt",
-    metavar="URL_OR_PATH",
-    help="The database: a SQLAlchemy URL (sqlite:///…, postgresql://…) or a SQLite file "
-    "path. Default: [ledger] url.",
-)
-@click.option("--log-id", "log_id_opt", metavar="ID", help="Log id. Default: [ledger] log_id.")
-@click.option(
-    "--checkpoint-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Directory of the external checkpoint log (<log_id>.checkpoints.jsonl). "
-    "Default: [ledger] checkpoint_dir.",
-)
-@click.option(
-    "--public-key",
-    "public_keys",
-    multiple=True,
-    metavar="PEM",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="A trusted Ed25519 public key (PEM, e.g. keys/ledger-ed25519.pub.pem); repeatable. "
-    "With --key-history, replaces the keys of [ledger] signing_key.",
-)
-@click.option(
-    "--key-history",
-    "histories",
-    multiple=True,
-    metavar="FILE",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Retired keys, one signed-note verifier key a line (keys/ledger-ed25519.history, "
-    "kept by rotate-key); repeatable.",
-)
-@click.option(
-    "--origin",
-    "origin_opt",
-    help="Checkpoint origin and key name. Default: [ledger] origin, else sentinel/<log_id>.",
-)
-@click.option(
-    "--tsa-ca-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="CA certificates (PEM) of the RFC 3161 TSA. Default: [ledger] tsa_ca_file.",
-)
-@click.option(
-    "--tsa-cert",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Pinned TSA certificate (PEM), with --tsa-ca-file.",
-)
+@_read_options(*_DATABASE, *_ANCHOR, *_TSA)
 @click.option(
     "--progress",
     "show_progress",
@@ -275,15 +369,8 @@ class _Progress:
 def verify(
     state: CliState,
     as_json: bool,
-    ledger_opt: str | None,
-    log_id_opt: str | None,
-    checkpoint_dir: Path | None,
-    public_keys: tuple[Path, ...],
-    histories: tuple[Path, ...],
-    origin_opt: str | None,
-    tsa_ca_file: Path | None,
-    tsa_cert: Path | None,
     show_progress: bool,
+    read: _ReadOptions,
 ) -> None:
     """Recompute every hash and the Merkle tree; check them against the signed checkpoints.
 
@@ -313,23 +400,13 @@ def verify(
     Exit codes: 0 valid or valid-unpinned; 1 invalid; 2 error (no configuration and
     missing options, database unreachable or of another schema version); 4 unverifiable.
     """
-    src = _verify_source(
-        state,
-        ledger_opt,
-        log_id_opt,
-        checkpoint_dir,
-        public_keys,
-        histories,
-        origin_opt,
-        tsa_ca_file,
-        tsa_cert,
-    )
-    url = src.url
-    shown = sa.make_url(url).render_as_string(hide_password=True) if "://" in url else url
+    src = _read_source(state, read, checkpoints=True, keys=True)
+    shown = src.shown
     progress = _Progress(sys.stderr.isatty()) if show_progress or sys.stderr.isatty() else None
-    with Ledger.open(url, log_id=src.log_id, anchor=src.anchor, read_only=True) as led:
+    with src.open() as led:
         result = led.verify(progress=progress)
-    report = tsa.check_timestamps(src.anchor.log, src.tsa_trust)
+    assert src.log is not None
+    report = tsa.check_timestamps(src.log, src.tsa_trust)
     if as_json:
         stamps = {"timestamps": report.to_json() if report is not None else None}
         click.echo(json.dumps({"log_id": led.log_id, "url": shown, **result.to_json(), **stamps}))
@@ -364,53 +441,68 @@ def verify(
     "--sign", is_flag=True, help="Sign a new checkpoint now (after the consistency check)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_read_options("log_id", "checkpoint_dir", *_TSA)
 @pass_state
 @handle_errors
-def checkpoint(state: CliState, sign: bool, as_json: bool) -> None:
+def checkpoint(state: CliState, sign: bool, as_json: bool, read: _ReadOptions) -> None:
     """Print the latest signed checkpoint (C2SP tlog-checkpoint signed note).
 
     It is read from the external checkpoint log. With --sign, first check that the ledger
     extends that checkpoint (RFC 9162 consistency proof) and sign a new one with
     [ledger] signing_key; refuses, with exit code 1, if the ledger does not extend it.
 
-    Standard output is the note, byte for byte (what was signed and time-stamped). With
-    [ledger] tsa_url or tsa_ca_file set, one "timestamp:" line on standard error gives the
-    RFC 3161 token's genTime, TSA name and file, or why there is none (JSON: "timestamp").
-    With --sign the TSA is asked for a token (a TSA failure does not fail the command).
+    Standard output is the note, byte for byte (what was signed and time-stamped). With a
+    TSA configured (--tsa-ca-file, or [ledger] tsa_url or tsa_ca_file), one "timestamp:"
+    line on standard error gives the RFC 3161 token's genTime, TSA name and file, or why
+    there is none (JSON: "timestamp"). With --sign the TSA is asked for a token (a TSA
+    failure does not fail the command).
+
+    Printing reads only the checkpoint log (and the token): without a configuration file
+    (an auditor with a copy of the checkpoint directory) give --checkpoint-dir; with one,
+    each option given replaces its setting. --sign writes, with the configuration's key
+    and database: it takes none of these options.
 
     \b
     Exit codes: 0 printed; 1 refused (ledger truncated, rolled back or rewritten);
-    2 error (no checkpoint yet, key or configuration problem).
+    2 error (no checkpoint yet, key or configuration problem, --sign with an auditor
+    option).
     """
-    settings = state.settings()
-    led, _shown = _open(state)
     outcome: tsa.StampOutcome | None = None
-    with led:
-        if sign:
+    if sign:
+        given = read.given()
+        if given:
+            raise click.UsageError(
+                "--sign makes a checkpoint with the configuration's [ledger] signing_key and "
+                "database, and writes: it takes no " + ", ".join(given)
+            )
+        settings = state.settings()
+        led, _shown = _open(state)
+        with led:
             signed = make_checkpoint(led, settings)
-            info = {"line": None, **signed.to_json()}
-            outcome = signed.timestamp
-        else:
-            assert led.anchor is not None
-            last = led.anchor.log.latest()
-            if last is None:
-                click.echo(
-                    f"sentinel: error: no checkpoint in {led.anchor.log.path} yet "
-                    "(sentinel ledger checkpoint --sign)",
-                    err=True,
-                )
-                raise SystemExit(EXIT_ERROR)
-            info = {
-                "line": last.line,
-                "origin": last.origin,
-                "size": last.size,
-                "root": last.root.hex(),
-                "vkey": last.vkey,
-                "note": last.note,
-                "created_at": last.created_at,
-            }
-            if settings.ledger.tsa_url or settings.ledger.tsa_ca_file is not None:
-                outcome = _stored_outcome(settings, led.anchor.log, last)
+        info = {"line": None, **signed.to_json()}
+        outcome = signed.timestamp
+    else:
+        src = _read_source(state, read, database=False, checkpoints=True)
+        assert src.log is not None
+        last = src.log.latest()
+        if last is None:
+            click.echo(
+                f"sentinel: error: no checkpoint in {src.log.path} yet "
+                "(sentinel ledger checkpoint --sign)",
+                err=True,
+            )
+            raise SystemExit(EXIT_ERROR)
+        info = {
+            "line": last.line,
+            "origin": last.origin,
+            "size": last.size,
+            "root": last.root.hex(),
+            "vkey": last.vkey,
+            "note": last.note,
+            "created_at": last.created_at,
+        }
+        if src.tsa_configured:
+            outcome = _stored_outcome(src.tsa_trust, src.log, last)
     if as_json:
         stamp = {"timestamp": outcome.to_json() if outcome is not None else None}
         click.echo(json.dumps({**info, **stamp}))
@@ -421,11 +513,11 @@ def checkpoint(state: CliState, sign: bool, as_json: bool) -> None:
 
 
 def _stored_outcome(
-    settings: Settings, log: CheckpointLog, last: LoggedCheckpoint
+    trust_of: Callable[[], tsa.TsaTrust | None], log: CheckpointLog, last: LoggedCheckpoint
 ) -> tsa.StampOutcome:
     path = tsa.token_path(log, last.size, last.note)
     try:
-        trust = tsa.trust_from_settings(settings)
+        trust = trust_of()
     except SentinelError as exc:
         return tsa.StampOutcome("error", path, problem=exc.diagnostics())
     if trust is None:
@@ -459,18 +551,25 @@ def rotate_key_command(state: CliState) -> None:
 @click.argument("seq", type=click.IntRange(min=0))
 @click.option("--size", type=click.IntRange(min=1), default=None, help="Tree size (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_read_options(*_DATABASE)
 @pass_state
 @handle_errors
-def prove(state: CliState, seq: int, size: int | None, as_json: bool) -> None:
+def prove(state: CliState, seq: int, size: int | None, as_json: bool, read: _ReadOptions) -> None:
     """RFC 9162 inclusion proof of record SEQ, verifiable offline.
 
-    Prints the record's canonical bytes (base64 in JSON), its leaf hash, the audit path
+    Prints the record's canonical bytes (text in JSON, key record), its leaf hash, the audit path
     (hex, leaf side first) and the root of the tree of --size records. Check it with any
     RFC 9162 verifier: leaf = SHA-256(0x00 ‖ record), node = SHA-256(0x01 ‖ left ‖ right).
-    Exit codes: 0 printed; 2 error (SEQ or --size out of range).
+
+    Opened read-only (never created, migrated or written). Without a configuration file
+    (an auditor with a copy of the database) give --ledger; with one, each option given
+    replaces its setting.
+
+    \b
+    Exit codes: 0 printed; 2 error (SEQ or --size out of range, no configuration
+    and no --ledger, database unreachable or of another schema version).
     """
-    led, _shown = _open(state)
-    with led:
+    with _read_source(state, read).open() as led:
         try:
             proof = led.inclusion_proof(seq, size)
         except ValueError as exc:
@@ -492,16 +591,25 @@ def prove(state: CliState, seq: int, size: int | None, as_json: bool) -> None:
 @click.argument("old_size", type=click.IntRange(min=1))
 @click.argument("new_size", type=click.IntRange(min=1), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_read_options(*_DATABASE)
 @pass_state
 @handle_errors
-def consistency(state: CliState, old_size: int, new_size: int | None, as_json: bool) -> None:
+def consistency(
+    state: CliState, old_size: int, new_size: int | None, as_json: bool, read: _ReadOptions
+) -> None:
     """RFC 9162 consistency proof that the tree of NEW_SIZE records extends OLD_SIZE.
 
     NEW_SIZE defaults to the whole ledger. Prints both roots and the proof (hex).
-    Exit codes: 0 printed; 2 error (sizes out of range).
+
+    Opened read-only (never created, migrated or written). Without a configuration file
+    (an auditor with a copy of the database) give --ledger; with one, each option given
+    replaces its setting.
+
+    \b
+    Exit codes: 0 printed; 2 error (sizes out of range, no configuration and no --ledger,
+    database unreachable or of another schema version).
     """
-    led, _shown = _open(state)
-    with led:
+    with _read_source(state, read).open() as led:
         try:
             proof = led.consistency_proof(old_size, new_size)
         except ValueError as exc:
@@ -530,19 +638,31 @@ def consistency(state: CliState, old_size: int, new_size: int | None, as_json: b
     show_default=True,
     help="Window on the event's own time (data.ts, else recorded_at) or on recorded_at.",
 )
+@_read_options(*_DATABASE)
 @pass_state
 @handle_errors
 def export(
-    state: CliState, since: datetime | None, until: datetime | None, kind: str | None, by: str
+    state: CliState,
+    since: datetime | None,
+    until: datetime | None,
+    kind: str | None,
+    by: str,
+    read: _ReadOptions,
 ) -> None:
     """Print the canonical bytes (RFC 8785) of each record in the window, one per line.
 
     The lines are exactly the bytes that were hashed (leaf = SHA-256(0x00 ‖ line)).
+
+    Opened read-only (never created, migrated or written). Without a configuration file
+    (an auditor with a copy of the database) give --ledger; with one, each option given
+    replaces its setting.
+
+    Exit codes: 0 printed (also when the window is empty: a line on stderr says so);
+    2 error.
     """
-    led, _shown = _open(state)
     out = sys.stdout.buffer
     n = 0
-    with led:
+    with _read_source(state, read).open() as led:
         for n, entry in enumerate(led.query_entries(kind, since, until, by=by), 1):  # noqa: B007
             out.write(entry.body + b"\n")
     out.flush()
@@ -556,12 +676,19 @@ def export(
 
 @ledger.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_read_options(*_DATABASE)
 @pass_state
 @handle_errors
-def stats(state: CliState, as_json: bool) -> None:
-    """Size, head hash and number of records per kind (not verified: run `verify`)."""
-    led, shown = _open(state)
-    with led:
+def stats(state: CliState, as_json: bool, read: _ReadOptions) -> None:
+    """Size, head hash and number of records per kind (not verified: run `verify`).
+
+    Opened read-only (never created, migrated or written). Without a configuration file
+    (an auditor with a copy of the database) give --ledger; with one, each option given
+    replaces its setting.
+    """
+    src = _read_source(state, read)
+    shown = src.shown
+    with src.open() as led:
         head = led.head()
         kinds = led.count_by_kind()
     info = {

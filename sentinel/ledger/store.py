@@ -530,7 +530,8 @@ class Ledger:
         else:
             why = (
                 "an older schema: opened read-only, it is not migrated — let this Sentinel "
-                "open a copy for writing (any other ledger command migrates it), then verify"
+                "open a copy for writing (`sentinel run` or `ledger checkpoint --sign` "
+                "migrate it), then read it"
             )
         raise LedgerError(
             f"ledger: {shown}: schema revision {current or 'none'} (version {found}), this "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -98,7 +99,11 @@ def _cli(settings: Settings, *args: str) -> tuple[int, str, str]:
 
 
 def test_checkpoint_gets_a_verified_timestamp_openssl_accepts(
-    tmp_path: Path, ledger_url: str, pki: TsaPKI, tsa: OpenSSLTsa
+    tmp_path: Path,
+    ledger_url: str,
+    pki: TsaPKI,
+    tsa: OpenSSLTsa,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = _settings(tmp_path, ledger_url, pki, tsa.url, tsa_cert=str(pki.tsa_cert))
     with _open(settings) as led:
@@ -162,6 +167,18 @@ def test_checkpoint_gets_a_verified_timestamp_openssl_accepts(
     code, out, _err = _cli(settings, "checkpoint", "--json")
     shown = json.loads(out)["timestamp"]
     assert shown["result"] == "stored" and shown["token"]["tsa"] == TSA_SUBJECT
+
+    # an auditor with copies of the checkpoint directory and the TSA's CA, no configuration
+    box = tmp_path / "auditor"
+    shutil.copytree(settings.resolve("checkpoints"), box / "checkpoints")
+    monkeypatch.chdir(box)
+    args = ["ledger", "checkpoint", "--checkpoint-dir", "checkpoints", "--tsa-ca-file", str(pki.ca)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0 and res.stdout == cp2.note, res.output
+    copy = box / "checkpoints" / cp2.timestamp.path.relative_to(settings.resolve("checkpoints"))
+    assert res.stderr == err.replace(str(cp2.timestamp.path), str(copy.relative_to(box)))
+    res = CliRunner().invoke(cli, [*args[:4], "--tsa-ca-file", str(pki.other_ca)])
+    assert res.exit_code == 0 and res.stderr.startswith("timestamp: invalid"), res.output
 
 
 def test_tsa_down_keeps_the_checkpoint_and_retries(
