@@ -261,7 +261,25 @@ class Metrics:
         )
         self.netflow_missing_template = Counter(
             "sentinel_netflow_missing_template_sets",
-            "Data sets dropped because their template never arrived (buffer limit or stop).",
+            "Data sets dropped because their template never arrived (buffer limit, older than "
+            "pending_max_age, exporter forgotten, or stop).",
+            registry=r,
+        )
+        self.netflow_pending_expired = Counter(
+            "sentinel_netflow_pending_expired_sets",
+            "Data sets dropped after waiting pending_max_age seconds for their template (also "
+            "in sentinel_netflow_missing_template_sets_total).",
+            registry=r,
+        )
+        self.netflow_exporters_expired = Counter(
+            "sentinel_netflow_exporters_expired",
+            "Exporter addresses forgotten after exporter_idle_timeout seconds without a "
+            "datagram (their templates, options data and sequence positions dropped).",
+            registry=r,
+        )
+        self.netflow_templates_expired = Counter(
+            "sentinel_netflow_templates_expired",
+            "Templates and options templates dropped with a forgotten exporter.",
             registry=r,
         )
         self.netflow_malformed = Counter(
@@ -310,6 +328,15 @@ class Metrics:
             for label, n in lost.items():
                 advance(self.netflow_sequence_lost, ("lost", label), n)
             advance(self.netflow_missing_template, ("missing", ""), stats.missing_template_sets)
+            advance(
+                self.netflow_pending_expired, ("pending_expired", ""), stats.pending_expired_sets
+            )
+            advance(
+                self.netflow_exporters_expired, ("exporters_expired", ""), stats.exporters_expired
+            )
+            advance(
+                self.netflow_templates_expired, ("templates_expired", ""), stats.templates_expired
+            )
             for reason, n in stats.malformed.items():
                 advance(self.netflow_malformed, ("malformed", reason), n)
             for reason, n in stats.refused.items():

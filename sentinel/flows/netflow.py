@@ -81,6 +81,7 @@ length that breaks the framing stops the datagram there. What was decoded before
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import struct
 from collections import OrderedDict, deque
@@ -90,6 +91,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sentinel.records import Flow
+
+_log = logging.getLogger(__name__)
 
 # -- Information Element numbers (IANA IPFIX registry; NetFlow v9 uses the same below 128) ------
 IE_OCTETS = 1
@@ -675,6 +678,12 @@ class NetflowDecoder:
         del self._exporters[exporter]
         self.stats.exporters_expired += 1
         templates = [k for k in self._templates if k[0] == exporter]
+        _log.warning(
+            "netflow: exporter %s sent nothing for %.0f s: forgotten with its %d templates",
+            exporter,
+            self.limits.exporter_idle_timeout,
+            len(templates),
+        )
         for key in templates:
             del self._templates[key]
         self.stats.templates_expired += len(templates)

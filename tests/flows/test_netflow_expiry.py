@@ -4,11 +4,14 @@ Receive times are fed explicitly (seconds on the caller's clock); nothing sleeps
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 from sentinel.config import load_settings
 from sentinel.flows.netflow import Limits, NetflowDecoder
+from sentinel.metrics import Metrics
 from tests.flows.test_netflow import V4, _ipfix, _set, _template, _v4_record
 
 A, B = "192.0.2.1", "192.0.2.2"
@@ -81,3 +84,40 @@ def test_config_options(tmp_path: Path) -> None:
     cfg.write_text("[netflow]\n")
     section = load_settings(cfg).netflow
     assert section is not None and section.exporter_idle_timeout == 1800.0
+
+
+def _sample(metrics: Metrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name)
+    assert value is not None, name
+    return value
+
+
+def test_expiry_counters_are_exported_as_metrics() -> None:
+    """The decoder driven with explicit receive times; the counters read from the registry
+    and the text exposition (which promtool lints)."""
+    d = NetflowDecoder(Limits(pending_max_age=300.0, exporter_idle_timeout=600.0))
+    m = Metrics()
+    d.feed(_ipfix(0, _set(2, _template(300, V4)), _set(2, _template(301, V4))), A, now=0.0)
+    d.feed(_ipfix(0, _set(302, REC)), B, now=10.0)  # B's template never comes
+    m.observe_netflow(d.stats)
+    assert _sample(m, "sentinel_netflow_exporters_expired_total") == 0
+    d.expire(400.0)  # B's set is 390 s old; nobody idle yet
+    d.expire(700.0)  # A silent 700 s, B 690 s: both forgotten, A with 2 templates
+    m.observe_netflow(d.stats)
+    m.observe_netflow(d.stats)  # cumulative: observing twice adds nothing
+    assert _sample(m, "sentinel_netflow_pending_expired_sets_total") == 1
+    assert _sample(m, "sentinel_netflow_missing_template_sets_total") == 1
+    assert _sample(m, "sentinel_netflow_exporters_expired_total") == 2
+    assert _sample(m, "sentinel_netflow_templates_expired_total") == 2
+    text = m.exposition().decode()
+    assert (
+        "# HELP sentinel_netflow_exporters_expired_total Exporter addresses forgotten after "
+        in text
+    )
+    assert "sentinel_netflow_templates_expired_total 2.0" in text
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool missing: install the Debian package `prometheus`"
+    done = subprocess.run(
+        [promtool, "check", "metrics"], input=text.encode(), capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()

@@ -30,7 +30,7 @@ def test_alert_rules_are_valid() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 17 rules found" in done.stdout
+    assert "SUCCESS: 18 rules found" in done.stdout
 
 
 def test_alert_rules_unit_tests_pass() -> None:
@@ -97,6 +97,7 @@ def test_every_metric_an_alert_uses_is_exported() -> None:
         "sentinel_conntrack_overruns_total",
         "sentinel_source_losses_total",
         "sentinel_ledger_timestamps_total",
+        "sentinel_netflow_exporters_expired_total",
     ):
         assert name in rules
         assert f"# TYPE {name.removesuffix('_total')}" in exported, name
