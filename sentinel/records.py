@@ -330,8 +330,8 @@ class Flow:
     first fragment was not seen. ``remote_names``: DNS names the remote address was given
     for before the flow started (newest first; empty when none was seen).
     ``orientation_unknown``: neither endpoint is in the policy's ``local_networks`` (NetFlow/
-    IPFIX records and captured flows), so which one is ours is a guess; the policy judges both as
-    the remote one and keeps the worse verdict (``EgressPolicy.evaluate``).
+    IPFIX records, captured and conntrack flows), so which one is ours is a guess; the policy
+    judges both as the remote one and keeps the worse verdict (``EgressPolicy.evaluate``).
     """
 
     protocol: int

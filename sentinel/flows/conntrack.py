@@ -17,7 +17,12 @@ finished one into a ``sentinel.records.Flow``:
 * the *original* tuple says who opened the connection; its addresses (before any NAT) are the
   endpoints. The endpoint in ``local_networks`` is local (ranked like ``FlowTable``: local
   networks, then private ranges, then public; a tie makes the originator local), and its
-  direction's counters are ``packets_out``/``bytes_out`` (IP bytes, as the kernel counts them);
+  direction's counters are ``packets_out``/``bytes_out`` (IP bytes, as the kernel counts them).
+  The kernel says who *opened* the connection, not which end is ours: a foreign client's
+  connection to an unlisted public address of ours has the client as originator, and a
+  forwarding host tracks connections with neither end its own. A connection with neither end
+  in ``local_networks`` is therefore marked ``Flow.orientation_unknown`` like captured and
+  NetFlow flows (both ends judged, the worse verdict kept);
 * ``first_seen``/``last_seen`` are the kernel's timestamps when it has them, else the times
   the new and destroy events were read (aware UTC, from the injected ``clock``);
 * a connection open longer than ``active_timeout`` is reported by ``collect`` from a full dump
@@ -667,6 +672,7 @@ class ConntrackSource:
                 bytes_in=b_in,
                 first_seen=min(first, last_seen),
                 last_seen=last_seen,
+                orientation_unknown=self._rank(src) < 2 and self._rank(dst) < 2,
             )
         )
         self.stats.flows += 1

@@ -43,14 +43,13 @@ client downloading from the registry is data leaving):
    second database, its answer is attached (``Verdict.secondary``) and flagged when both give a
    country and they differ; it never changes the verdict.
 
-Unknown orientation: a flow marked ``Flow.orientation_unknown`` (a captured flow or a
-NetFlow/IPFIX record with neither endpoint in ``local_networks``: which end is ours is a guess)
-is judged twice, each
-endpoint taken as the remote one, and the worse verdict is kept (``severity``: violation over
-``unknown location`` over waived over allowed; on a tie, the exporter's orientation). The
-verdict's flow is oriented as judged (its ``remote_ip`` is the endpoint that decided) and keeps
-the mark, so a record from a foreign server to our unlisted public address is a violation, not
-"allowed" because our own address is in an allowed country.
+Unknown orientation: a flow marked ``Flow.orientation_unknown`` (a captured or conntrack flow
+or a NetFlow/IPFIX record with neither endpoint in ``local_networks``: which end is ours is a
+guess) is judged twice, each endpoint taken as the remote one, and the worse verdict is kept
+(``severity``: violation over ``unknown location`` over waived over allowed; on a tie, the
+exporter's orientation). The verdict's flow is oriented as judged (its ``remote_ip`` is the
+endpoint that decided) and keeps the mark, so a record from a foreign server to our unlisted
+public address is a violation, not "allowed" because our own address is in an allowed country.
 
 Documentation ranges are internal only after steps 1–3, so a policy may allow or waive them (the
 sample does). Errors: ``ConfigError(path, problem, key)`` naming the dotted key; the file is read

@@ -179,6 +179,39 @@ def test_conntrack_reports_real_tcp_and_udp_flows_with_byte_counts(ns: NetNs) ->
         assert f.first_seen <= f.last_seen and f.first_seen.tzinfo is not None
 
 
+def test_neither_end_in_local_networks_is_orientation_unknown(ns: NetNs) -> None:
+    """A client outside the namespace sends to an address in it that is not listed (the
+    kernel's originator is the client): conntrack cannot say which end is ours, the flow is
+    marked; with the namespace's address listed it is oriented (local = the namespace)."""
+    _ns_ready(ns)
+    unlisted = ConntrackSource(["192.0.2.0/24"], netns=ns.name)
+    listed = ConntrackSource([f"{ns.ns_ip}/32"], netns=ns.name)
+    unlisted.start()
+    listed.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind((ns.host_ip, 0))
+            cport = int(client.getsockname()[1])
+            for _ in range(3):
+                client.sendto(b"x" * 100, (ns.ns_ip, 41500))
+        wait_until(lambda: unlisted.stats.new >= 1 and listed.stats.new >= 1, "new events")
+        _flush(ns)
+        wait_until(lambda: unlisted.stats.destroy >= 1 and listed.stats.destroy >= 1, "destroys")
+    finally:
+        guessed, oriented = unlisted.stop(), listed.stop()
+
+    def ours(flows: list[Flow]) -> Flow:
+        (found,) = [f for f in flows if {f.local_port, f.remote_port} == {cport, 41500}]
+        return found
+
+    g, o = ours(guessed), ours(oriented)
+    # the tie makes the originator (the outside client) local: a guess, and marked as one
+    assert (g.local_ip, g.remote_ip, g.packets_out) == (ns.host_ip, ns.ns_ip, 3)
+    assert g.orientation_unknown
+    assert (o.local_ip, o.remote_ip, o.packets_in) == (ns.ns_ip, ns.host_ip, 3)
+    assert not o.orientation_unknown
+
+
 def test_accounting_off_is_detected_and_flows_carry_no_counts(ns: NetNs) -> None:
     _ns_ready(ns, acct=False)
     src = ConntrackSource([f"{ns.ns_ip}/32"], netns=ns.name)
