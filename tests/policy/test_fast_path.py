@@ -89,6 +89,16 @@ class Reference:
         return _map_record(reader.get(addr))[0]
 
     def judge(self, flow: Flow, now: datetime) -> Verdict:
+        """A flow marked ``orientation_unknown`` is judged from both ends; the worse verdict
+        is kept (a violation for a known reason, then ``unknown location`` — a violation
+        before an allowed one —, then waived, then allowed), the flow as given on a tie."""
+        verdict = self.judge_oriented(flow, now)
+        if not flow.orientation_unknown:
+            return verdict
+        other = self.judge_oriented(flow.swapped(), now)
+        return other if _rank(other) > _rank(verdict) else verdict
+
+    def judge_oriented(self, flow: Flow, now: datetime) -> Verdict:
         m, sha = self.model, self.sha
         addr = embedded_ipv4(ipaddress.ip_address(flow.remote_ip))
         if _within(addr, m.jurisdiction.deny_networks):
@@ -168,6 +178,15 @@ class Reference:
         return Verdict(flow, "allowed" if ok else "violation",
                        "allowed country" if ok else "foreign country", country, rule, geo=geo,
                        policy_sha256=sha, secondary=opinion)  # fmt: skip
+
+
+def _rank(v: Verdict) -> tuple[int, int]:
+    violation = int(v.verdict == "violation")
+    if v.reason == "unknown location":
+        return 2, violation
+    if violation:
+        return 3, 0
+    return (1 if v.verdict == "waived" else 0), 0
 
 
 def _within(addr: Address, networks: Iterable[Network]) -> bool:
