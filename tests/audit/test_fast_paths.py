@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import datetime
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sentinel.audit.parsers import _distribution
 from sentinel.audit.parsers._distribution import _PLAIN_PATH, _norm_ip
 from sentinel.records import _CANONICAL_V4, normalize_ip
 from sentinel.timefmt import parse_ts
@@ -62,3 +64,29 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# the route patterns as they were before their quantifiers became possessive
+_PLAIN_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PLAIN_NAME = rf"{_PLAIN_COMPONENT}(?:/{_PLAIN_COMPONENT})*"
+_D = _distribution._DIGEST
+_PLAIN_ROUTES = {
+    "_MANIFEST": rf"^/v2/(?P<name>{_PLAIN_NAME})/manifests/(?P<ref>{_D}|{_distribution._TAG})$",
+    "_BLOB": rf"^/v2/(?P<name>{_PLAIN_NAME})/blobs/(?P<digest>{_D})$",
+    "_UPLOAD": rf"^/v2/(?P<name>{_PLAIN_NAME})/blobs/uploads/(?P<uuid>[^/]*)$",
+    "_TAGS": rf"^/v2/(?P<name>{_PLAIN_NAME})/tags/list$",
+}
+_segments = st.sampled_from(
+    ["a", "b0", "a.b", "a__b", "a_b", "a--b", "a-", "-a", "_", "A", "manifests", "blobs",
+     "uploads", "tags", "list", "v2", "", "sha256:" + "ab" * 16, "sha256:ab", "x\n", "é"]
+)  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_segments, max_size=7), st.booleans())
+def test_possessive_route_patterns_match_as_the_plain_ones(segments: list[str], v2: bool) -> None:
+    path = ("/v2/" if v2 else "/") + "/".join(segments)
+    for name, plain in _PLAIN_ROUTES.items():
+        got = getattr(_distribution, name).match(path)
+        want = re.match(plain, path)
+        assert (got and got.groupdict()) == (want and want.groupdict()), (name, path)

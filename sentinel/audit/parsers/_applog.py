@@ -40,6 +40,7 @@ from sentinel.records import Action, AuditEvent, sha256_hex
 SOURCE_KIND = "distribution"
 
 _AUTHN_FAILED = re.compile(r'^error authenticating user "(?P<user>(?:[^"\\]|\\.)*)"')
+_AUTHN_PREFIX = 'error authenticating user "'  # what _AUTHN_FAILED needs: skip it cheaply
 _AUTHZ = "error authorizing context:"
 _NO_CREDENTIAL = "invalid authorization credential"
 _AUTHN_FAILURE = "authentication failure"
@@ -101,7 +102,7 @@ def events_from_fields(
         meaning = classify(method, uri, status)
         action, outcome = meaning.action, meaning.outcome
         artifact, reference, digest = meaning.artifact, meaning.reference, meaning.digest
-    elif (m := _AUTHN_FAILED.match(msg)) and method and uri:
+    elif msg.startswith(_AUTHN_PREFIX) and (m := _AUTHN_FAILED.match(msg)) and method and uri:
         meaning = classify(method, uri, 401)
         action, status = "auth_failure", 401
         artifact, reference, digest = meaning.artifact, meaning.reference, meaning.digest
