@@ -661,7 +661,7 @@ class Ledger:
     def _prepare(
         self, index: int, rec: Mapping[str, Any], key: str | None
     ) -> tuple[str, bytes, bytes, str | None]:
-        if not isinstance(rec, Mapping):
+        if type(rec) is not dict and not isinstance(rec, Mapping):  # dict: skip the ABC check
             raise RecordError(f"$[{index}]", "record is not a mapping {kind, data}")
         if len(rec) != 2 or "kind" not in rec or "data" not in rec:
             extra = set(rec) - {"kind", "data"}
@@ -678,7 +678,7 @@ class Ledger:
             if type(kind) is str and len(self._kinds) < 256:
                 self._kinds[kind] = kind_json
         data = rec.get("data")
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise RecordError(f"$[{index}].data", "data must be an object")
         data_json = canonical_bytes(data, path=f"$[{index}].data", depth=1)
         if len(data_json) > MAX_RECORD_BYTES:
