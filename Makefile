@@ -35,7 +35,7 @@ accelerator: deps install
 	    SENTINEL_REQUIRE_ACCELERATOR=1 $(BIN)/python -m pip install -q --no-deps -e .
 
 ## test: install everything the tests need, then run every test
-test: deps install accelerator $(VENV)/.installed-e2e $(GEOIP)
+test: deps install $(VENV)/.installed-e2e accelerator $(GEOIP)
 	$(BIN)/pytest
 
 # MLflow (≈500 MB with pandas/pyarrow/scipy) only for its end-to-end test, not for the demo

@@ -396,6 +396,11 @@ def verify(
     Progress (records done / total, rate) goes to stderr when it is a terminal or with
     --progress; never to stdout.
 
+    On SQLite the ranges are checked by the compiled accelerator when it is installed; it
+    only accepts clean ranges and hands anything else to the pure-Python reference, which
+    names the problem (JSON: "verifier" is c, python or c+python). SENTINEL_VERIFIER=python
+    in the environment runs the reference alone, to cross-check.
+
     \b
     Exit codes: 0 valid or valid-unpinned; 1 invalid; 2 error (no configuration and
     missing options, database unreachable or of another schema version); 4 unverifiable.
