@@ -17,7 +17,7 @@ from alembic.util.exc import CommandError
 
 from sentinel.errors import LedgerError
 
-HEAD = "0002"
+HEAD = "0003"
 VERSION_TABLE = "ledger_alembic_version"
 #: ``ledger_meta.schema_version`` at ``HEAD``
 SCHEMA_VERSION = 2

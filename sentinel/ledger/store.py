@@ -9,7 +9,8 @@ version ``SCHEMA_VERSION``, recorded in ``ledger_meta``):
     ``prev_hash``, ``chain_hash`` (32-byte SHA-256, see ``hashing``). ``UNIQUE (log_id,
     prev_hash)`` is the second guard against a forked chain.
 ``ledger_dedup``
-    ``(log_id, key) → seq``: at-least-once deliveries are appended once.
+    ``(log_id, key) → seq``: at-least-once deliveries are appended once. On SQLite this table
+    and ``ledger_tree`` are ``WITHOUT ROWID`` (migration ``0003``): one B-tree per table.
 ``ledger_cursors``
     ``(log_id, key) → value``: a source's position, committed in the same transaction as the
     records it produced (so a crash never loses or repeats a record).
@@ -156,6 +157,7 @@ dedup_table = sa.Table(
     sa.Column("key", sa.Text, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint("log_id", "key", name="pk_ledger_dedup"),
+    sqlite_with_rowid=False,
 )
 
 cursors_table = sa.Table(
@@ -183,6 +185,7 @@ tree_table = sa.Table(
     sa.Column("idx", sa.BigInteger, nullable=False, autoincrement=False),
     sa.Column("hash", sa.LargeBinary, nullable=False),
     sa.PrimaryKeyConstraint("log_id", "level", "idx", name="pk_ledger_tree"),
+    sqlite_with_rowid=False,
 )
 
 checkpoints_table = sa.Table(

@@ -89,6 +89,10 @@ def _make_v1(url: str, logs: dict[str, int]) -> dict[str, list[bytes]]:
                 prev = chained
             conn.execute(V1.tables["ledger_entries"].insert(), rows)
             conn.execute(
+                V1.tables["ledger_dedup"].insert(),
+                [{"log_id": log_id, "key": f"key-{seq}", "seq": seq} for seq in range(n)],
+            )
+            conn.execute(
                 V1.tables["ledger_cursors"].insert(),
                 [{"log_id": log_id, "key": "src", "value": "42", "updated_at": "t"}],
             )
@@ -129,3 +133,26 @@ def test_fresh_database_is_at_head(ledger_url: str) -> None:
         assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == HEAD
         names = set(sa.inspect(conn).get_table_names())
     assert {"ledger_entries", "ledger_tree", "ledger_checkpoints", VERSION_TABLE} <= names
+
+
+def test_upgrade_keeps_dedup_keys_and_sqlite_drops_rowids(ledger_url: str) -> None:
+    """0003 rebuilds ``ledger_dedup`` and ``ledger_tree`` WITHOUT ROWID on SQLite: every key
+    and node is still there (a redelivery is still skipped, proofs still verify)."""
+    _make_v1(ledger_url, {"sentinel": 40, "other": 3})
+    with Ledger.open(ledger_url) as led:
+        again = led.append([audit_record(5), audit_record(99)], dedup_keys=["key-5", "key-new"])
+        assert (again.appended, again.duplicates) == (1, 1)
+        assert led.verify().status == "valid"
+        proof = led.inclusion_proof(17)
+        merkle.verify_inclusion(17, 41, proof.leaf_hash, list(proof.path), proof.root)
+    with Ledger.open(ledger_url, log_id="other") as other:
+        assert other.append([audit_record(1)], dedup_keys=["key-2"]).duplicates == 1
+    with raw(ledger_url) as conn:
+        keys = conn.execute(sa.text("SELECT count(*) FROM ledger_dedup")).scalar()
+        assert keys == 40 + 3 + 1
+        if conn.dialect.name == "sqlite":
+            for table in ("ledger_dedup", "ledger_tree"):
+                sql = conn.execute(
+                    sa.text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}
+                ).scalar()
+                assert str(sql).rstrip().endswith("WITHOUT ROWID"), sql
