@@ -24,9 +24,12 @@ can stitch ranges together: nodes spanning two ranges and checkpoint roots are t
 
 ``scan_range`` is the reference implementation. For SQLite files an optional compiled
 accelerator, ``sentinel._ledgerscan`` (``_ledgerscan.c``, built at install time when a C
-compiler and the SQLite and OpenSSL headers are there), re-does the same checks with the same
-SQL in C and only *accepts*: on any anomaly at all it declines (``None``) and the reference
-re-runs the range and names the problem, so every diagnosis lives here. ``scan_sqlite_file``
+compiler and the SQLite and OpenSSL headers are there), re-does the same checks in C and only
+*accepts*: on any anomaly at all it declines (``None``) and the reference re-runs the range
+and names the problem, so every diagnosis lives here. It reads rows in table (rowid) order
+while that is seq order (a ledger only ``append`` wrote), rows of other logs skipped, and
+otherwise through the ``(log_id, seq)`` index like the reference; a range read in table order
+is confirmed by counting the rows the reference's query would find. ``scan_sqlite_file``
 calls it; ``RangeResult.verifier`` says which implementation produced a result. Setting
 ``SENTINEL_VERIFIER=python`` in the environment (or ``Ledger.verify(accelerated=False)``)
 forces the reference, e.g. for an auditor who wants to cross-check the two.
