@@ -19,6 +19,9 @@ if TYPE_CHECKING:  # Alembic is imported when a migration runs (~0.35 s of every
     from alembic.config import Config
 
 HEAD = "0003"
+#: revisions whose tables this code reads unchanged: a read-only open (which never migrates)
+#: accepts them. ``0003`` changed only SQLite's storage (``WITHOUT ROWID``), not the columns.
+READABLE = frozenset({"0002", HEAD})
 VERSION_TABLE = "ledger_alembic_version"
 #: ``ledger_meta.schema_version`` at ``HEAD``
 SCHEMA_VERSION = 2

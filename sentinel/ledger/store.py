@@ -531,7 +531,7 @@ class Ledger:
             found = conn.execute(
                 sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
             ).scalar_one_or_none()
-        if current == schema.HEAD and found == str(SCHEMA_VERSION):
+        if current in schema.READABLE and found == str(SCHEMA_VERSION):
             return
         if current is not None and current > schema.HEAD:
             why = "written by a newer Sentinel: verify it with that version"

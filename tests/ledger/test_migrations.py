@@ -156,3 +156,26 @@ def test_upgrade_keeps_dedup_keys_and_sqlite_drops_rowids(ledger_url: str) -> No
                     sa.text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}
                 ).scalar()
                 assert str(sql).rstrip().endswith("WITHOUT ROWID"), sql
+
+
+def test_read_only_open_reads_a_revision_0002_ledger(ledger_url: str) -> None:
+    """0003 changed only SQLite's storage: ``ledger verify`` (read-only, never migrating)
+    still reads a ledger a writer has not migrated yet."""
+    from alembic import command
+
+    from sentinel.ledger import schema
+
+    with Ledger.open(ledger_url) as led:
+        led.append([audit_record(i) for i in range(9)], dedup_keys=[f"k{i}" for i in range(9)])
+        root = led.root()
+    with raw(ledger_url) as conn:
+        command.downgrade(schema._config(conn), "0002")
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0002"
+    with Ledger.open(ledger_url, read_only=True) as ro:
+        result = ro.verify()
+        assert (result.status, result.size) == ("valid", 9), result
+        assert ro.root() == root
+    with Ledger.open(ledger_url) as led:  # a writer migrates it again; the keys are kept
+        assert led.append([audit_record(3)], dedup_keys=["k3"]).duplicates == 1
+    with raw(ledger_url) as conn:
+        assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == HEAD
