@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sentinel.ledger import (
     canonical_bytes,
     chain_hash,
     leaf_hash,
+    store,
 )
 from sentinel.ledger.store import Entry
 from tests.ledger.helpers import T0, FixedClock, audit_record, raw
@@ -304,3 +306,48 @@ def test_new_sqlite_ledger_is_private_whatever_the_umask(tmp_path: Path) -> None
     with Ledger.open(f"sqlite:///{path}") as led:
         assert led.size() == 3
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def _pragma(path: Path, name: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute(f"PRAGMA {name}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_new_sqlite_ledger_uses_large_pages(tmp_path: Path) -> None:
+    """A ledger created now has SQLITE_PAGE_SIZE pages (rows ~1.1 KB: fewer page reads per
+    verified record) and its connections checkpoint the WAL after the same number of bytes."""
+    path = tmp_path / "new.db"
+    with Ledger.open(f"sqlite:///{path}", clock=FixedClock()) as led:
+        led.append([audit_record(i) for i in range(50)])
+        with led._engine.connect() as conn:
+            pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        result = led.verify(workers=1)
+    assert store.SQLITE_PAGE_SIZE == 16384
+    assert _pragma(path, "page_size") == store.SQLITE_PAGE_SIZE
+    assert pages == store.SQLITE_WAL_AUTOCHECKPOINT_BYTES // store.SQLITE_PAGE_SIZE
+    assert result.ok and result.verifier == "c"
+
+
+def test_existing_sqlite_ledger_keeps_its_page_size(tmp_path: Path) -> None:
+    """A ledger created with SQLite's default 4 KiB pages keeps them (the page size of a file
+    changes only by VACUUM), appends and verifies as before."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")  # writes the header: the page size is fixed now
+    conn.close()
+    with Ledger.open(f"sqlite:///{path}", clock=FixedClock()) as led:
+        led.append([audit_record(i) for i in range(30)])
+    with Ledger.open(f"sqlite:///{path}", clock=FixedClock()) as led:
+        led.append([audit_record(i) for i in range(30, 60)])
+        with led._engine.connect() as conn2:
+            pages = conn2.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        fast = led.verify(workers=1, batch=8, range_size=16)
+        reference = led.verify(workers=1, batch=8, range_size=16, accelerated=False)
+    assert _pragma(path, "page_size") == 4096
+    assert pages == store.SQLITE_WAL_AUTOCHECKPOINT_BYTES // 4096
+    assert fast.ok and reference.ok and fast.records_checked == 60
+    assert (fast.verifier, fast.root) == ("c", reference.root)
