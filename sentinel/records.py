@@ -290,6 +290,13 @@ def protocol_name(number: int) -> str:
     return PROTOCOL_NAMES.get(number, f"ip-{number}")
 
 
+def join_host_port(host: str, port: int | str) -> str:
+    """``host:port``, an IPv6 address in brackets (``[2001:db8::5]:80``), as RFC 3986 §3.2.2
+    writes it in a URI authority and RFC 5952 §6 recommends for text: an unbracketed
+    ``2001:db8::5:80`` reads as one address. ``host``: an address or name; ``port``: 0–65535."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteName:
     """A DNS name the flow's remote address was given for (``sentinel.flows.dns``).

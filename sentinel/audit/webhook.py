@@ -60,7 +60,7 @@ from sentinel.audit.parsers.interface import (
 )
 from sentinel.audit.serving import CappedServerMixin, tls_handshake
 from sentinel.errors import ConfigError
-from sentinel.records import AuditEvent, Unparsed
+from sentinel.records import AuditEvent, Unparsed, join_host_port
 from sentinel.timefmt import format_ts, utcnow
 
 log = logging.getLogger(__name__)
@@ -408,7 +408,7 @@ class WebhookReceiver:
         """``http(s)://host:port/path`` of a route (the first one by default)."""
         host, port = self.server_address
         scheme = "https" if self.tls else "http"
-        return f"{scheme}://{host}:{port}{path or self.path}"
+        return f"{scheme}://{join_host_port(host, port)}{path or self.path}"
 
     def start(self) -> None:
         """Serve in a background thread."""

@@ -24,7 +24,7 @@ from sentinel.flows import DEFAULT_DNS, DnsOptions, ReadStats, read_flows
 from sentinel.flows.netflow_collector import ExportPcapStats, read_export_flows
 from sentinel.geo.database import GeoDatabase
 from sentinel.policy.egress import EgressPolicy
-from sentinel.records import Verdict, protocol_name
+from sentinel.records import Verdict, join_host_port, protocol_name
 from sentinel.timefmt import parse_ts
 
 #: verdict lines written per write
@@ -34,11 +34,6 @@ _BLOCK = 4096
 @click.group()
 def egress() -> None:
     """Egress verification: where did the registry's traffic go?"""
-
-
-def _endpoint(ip: str, port: int) -> str:
-    host = f"[{ip}]" if ":" in ip else ip
-    return f"{host}:{port}"
 
 
 def _open_checked(path: Path) -> GeoDatabase:
@@ -71,7 +66,8 @@ def _human(v: Verdict) -> str:
     f = v.flow
     line = (
         f"{v.verdict:<9} {v.reason:<16} {protocol_name(f.protocol):<6} "
-        f"{_endpoint(f.local_ip, f.local_port)} -> {_endpoint(f.remote_ip, f.remote_port)} "
+        f"{join_host_port(f.local_ip, f.local_port)} -> "
+        f"{join_host_port(f.remote_ip, f.remote_port)} "
         f"country={v.country or '-'} packets={f.packets} "
         f"bytes_out={f.bytes_out} bytes_in={f.bytes_in} rule={v.rule}"
         + (f" exporter={f.exporter}" if f.exporter else "")

@@ -30,7 +30,7 @@ from typing import Any
 from sentinel.errors import CaptureError
 from sentinel.flows.netflow import FlowRecord, Limits, NetflowDecoder, NetflowStats, Orienter
 from sentinel.flows.pcap import CaptureReader, ReadStats
-from sentinel.records import Flow, Unparsed
+from sentinel.records import Flow, Unparsed, join_host_port
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,9 @@ class NetflowCollector:
 
     @property
     def interface(self) -> str:
-        """``HOST:PORT`` (the name ``FlowJudge`` shows for a capture)."""
-        return f"{self.host}:{self.port}"
+        """``HOST:PORT`` (``[HOST]:PORT`` for IPv6; the name ``FlowJudge`` shows for a
+        capture)."""
+        return join_host_port(self.host, self.port)
 
     @property
     def stats(self) -> NetflowStats:

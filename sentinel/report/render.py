@@ -16,6 +16,7 @@ from typing import Any
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from sentinel.records import join_host_port
 from sentinel.resources import templates_dir
 
 
@@ -31,7 +32,13 @@ def render_html(data: Mapping[str, Any], *, template_dir: Path | None = None) ->
         lstrip_blocks=True,
     )
     env.filters["utc_date"] = _utc_date
+    env.filters["endpoint"] = _endpoint
     return env.get_template("report.html.j2").render(report=data)
+
+
+def _endpoint(ip: object, port: object) -> str:
+    """``{{ ip | endpoint(port) }}``: ``join_host_port`` (``[2001:db8::5]:80`` for IPv6)."""
+    return join_host_port(str(ip), port if isinstance(port, int) else str(port))
 
 
 def _utc_date(epoch: object) -> str:

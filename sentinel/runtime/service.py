@@ -44,7 +44,7 @@ from sentinel.ledger.tsa import trust_from_settings
 from sentinel.metrics import Metrics, MetricsServer
 from sentinel.policy.audit_rules import AuditRuleEngine
 from sentinel.policy.egress import EgressPolicy
-from sentinel.records import AuditEvent, Unparsed, Verdict
+from sentinel.records import AuditEvent, Unparsed, Verdict, join_host_port
 from sentinel.runtime.conntrack import ConntrackJudge, conntrack_probe
 from sentinel.runtime.egress import FlowJudge, judge_capture_file
 from sentinel.runtime.health import HealthMonitor, SensorReading
@@ -179,7 +179,7 @@ class Service:
         if self._webhook is None:
             raise SentinelError("the webhook is not enabled ([webhook] enabled = true)")
         host, port = self._webhook.server_address
-        return f"http://{host}:{port}{self._webhook.path}"
+        return f"http://{join_host_port(host, port)}{self._webhook.path}"
 
     @property
     def metrics_port(self) -> int | None:

@@ -305,3 +305,30 @@ def test_coverage_lists_the_time_no_sentinel_was_watching(tmp_path: Path) -> Non
     one_run = build_report(records[:2], start=START, end=END, verification=None)
     assert one_run["coverage"]["status"] == "complete"
     assert one_run["coverage"]["sources"][0]["unwatched"] == []
+
+
+def _capture_violations(corpus: Path, name: str) -> list[dict[str, Any]]:
+    """``egress_violation`` records of the violations the shipped policy finds in a corpus
+    capture (no GeoIP database: every public address is "unknown location"), as the daemon
+    records them (``Verdict.to_json``)."""
+    from sentinel.flows import read_flows
+    from sentinel.policy.egress import EgressPolicy
+
+    policy = EgressPolicy.load(Path(__file__).resolve().parents[2] / "rules/egress-policy.yaml")
+    flows, _ = read_flows([corpus / "pcap" / name], policy.local_networks)
+    return [
+        {"kind": "egress_violation", "recorded_at": "2026-11-29T10:00:00.000000Z",
+         "data": v.to_json()}
+        for v in policy.evaluate_many(flows, None)
+        if v.verdict == "violation"
+    ]  # fmt: skip
+
+
+def test_ipv6_endpoints_are_bracketed(corpus: Path) -> None:
+    """RFC 5952 §6: ``[2001:618:1:8000::5]:80``, never ``2001:618:1:8000::5:80``."""
+    records = _capture_violations(corpus, "pcapplusplus/four_ipv6_http_streams.pcap")
+    assert len(records) == 4
+    html = render_html(build_report(records, start=START, end=END, verification=None))
+    assert "<code>[2001:618:1:8000::5]:80</code>" in html
+    assert "<code>[2001:618:400::5199:cc70]:35995</code>" in html
+    assert "2001:618:1:8000::5:80" not in html
