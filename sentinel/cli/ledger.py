@@ -157,8 +157,9 @@ _READ_OPTIONS: dict[str, Callable[[F], F]] = {
         "--checkpoint-dir",
         "checkpoint_dir",
         type=click.Path(path_type=Path, file_okay=False),
-        help="Directory of the external checkpoint log (<log_id>.checkpoints.jsonl). "
-        "Default: [ledger] checkpoint_dir.",
+        help="Directory of the external checkpoint log (<log_id>.checkpoints.jsonl). Given, "
+        "it must hold a checkpoint of the log (else exit 2); the configured one may hold none "
+        "yet (valid-unpinned). Default: [ledger] checkpoint_dir.",
     ),
     "public_keys": click.option(
         "--public-key",
@@ -237,6 +238,7 @@ class _ReadSource:
     tsa_trust: Callable[[], tsa.TsaTrust | None]
     tsa_configured: bool
     settings: Settings | None
+    log_given: bool = False
 
     @property
     def shown(self) -> str:
@@ -249,6 +251,12 @@ class _ReadSource:
         assert self.url is not None
         return Ledger.open(self.url, log_id=self.log_id, anchor=self.anchor, read_only=True)
 
+    def check_log(self) -> None:
+        """Refuse (``ConfigError``) a ``--checkpoint-dir`` given that holds no checkpoint of
+        the log; the configured one may (no checkpoint signed yet after `init`)."""
+        if self.log is not None and self.log_given:
+            _check_given_log(self.log)
+
 
 def _optional_settings(state: CliState) -> Settings | None:
     """The settings, or ``None`` when no ``--config`` was given and no default file exists."""
@@ -258,6 +266,30 @@ def _optional_settings(state: CliState) -> Settings | None:
         if not any(p.is_file() for p in SEARCH_PATH):
             return None
     return state.settings()
+
+
+def _check_given_log(log: CheckpointLog) -> None:
+    """Refuse a ``--checkpoint-dir`` given explicitly that holds no checkpoint of the log.
+
+    An auditor names the directory to pin the database to it: one that does not exist, is
+    not a directory or holds no checkpoint of ``log_id`` is a wrong option (``ConfigError``,
+    exit 2, naming the checkpoint logs it does hold), never "unpinned" — which would pass a
+    tail-truncated copy.
+    """
+    directory, log_id = log.directory, log.log_id
+    where = f"--checkpoint-dir {directory}"
+    if not directory.exists():
+        raise ConfigError(where, "no such directory")
+    if not directory.is_dir():
+        raise ConfigError(where, "not a directory")
+    if log.latest() is None:
+        held = sorted(p.name for p in directory.glob("*.checkpoints.jsonl"))
+        what = "it holds " + ", ".join(held) if held else "it holds no checkpoint log"
+        raise ConfigError(
+            where,
+            f"no checkpoint in {log.path.name} (the log of {log_id!r}: missing or empty; "
+            f"{what}): an auditor's copy must be pinned to its checkpoints",
+        )
 
 
 def _read_source(
@@ -332,7 +364,8 @@ def _read_source(
         settings is not None
         and bool(settings.ledger.tsa_url or settings.ledger.tsa_ca_file is not None)
     )
-    return _ReadSource(url, log_id, anchor, log, trust, configured, settings)
+    given = read.checkpoint_dir is not None
+    return _ReadSource(url, log_id, anchor, log, trust, configured, settings, given)
 
 
 class _Progress:
@@ -403,12 +436,14 @@ def verify(
 
     \b
     Exit codes: 0 valid or valid-unpinned; 1 invalid; 2 error (no configuration and
-    missing options, database unreachable or of another schema version); 4 unverifiable.
+    missing options, database unreachable or of another schema version, a --checkpoint-dir
+    given that holds no checkpoint of the log); 4 unverifiable.
     """
     src = _read_source(state, read, checkpoints=True, keys=True)
     shown = src.shown
     progress = _Progress(sys.stderr.isatty()) if show_progress or sys.stderr.isatty() else None
     with src.open() as led:
+        src.check_log()
         result = led.verify(progress=progress)
     assert src.log is not None
     report = tsa.check_timestamps(src.log, src.tsa_trust)
@@ -488,6 +523,7 @@ def checkpoint(state: CliState, sign: bool, as_json: bool, read: _ReadOptions) -
         outcome = signed.timestamp
     else:
         src = _read_source(state, read, database=False, checkpoints=True)
+        src.check_log()
         assert src.log is not None
         last = src.log.latest()
         if last is None:

@@ -98,9 +98,9 @@ def test_auditor_verifies_a_copy_without_configuration(
         cli, ["ledger", "verify", "--ledger", ledger, *opts[:2], "--public-key", foreign]
     )
     assert res.exit_code == 4, res.output
-    # a wrong log id finds no records and is behind its checkpoint log (a missing log file)
+    # a wrong log id: no checkpoint of it in the directory given
     res = runner.invoke(cli, ["ledger", "verify", "--ledger", ledger, *opts, "--log-id", "x"])
-    assert res.exit_code == 0 and "0 records" in res.output, res.output
+    assert res.exit_code == 2 and "no checkpoint in x.checkpoints.jsonl" in res.output, res.output
 
     # the copy, truncated, is caught by the checkpoint log
     with raw(ledger if "://" in ledger else f"sqlite:///{ledger}") as conn:
@@ -121,11 +121,12 @@ def test_options_override_the_configuration(tmp_path: Path) -> None:
     # --ledger alone: the configured checkpoint log and keys still apply
     res = runner.invoke(cli, ["--config", str(cfg), "ledger", "verify", "--ledger", ledger])
     assert res.exit_code == 0 and res.output.startswith("valid: "), res.output
-    # --checkpoint-dir replaces the configured one: an empty one pins nothing
+    # --checkpoint-dir replaces the configured one: an empty one is an error, not unpinned
     empty = tmp_path / "no-checkpoints"
+    empty.mkdir()
     args = ["--config", str(cfg), "ledger", "verify", "--ledger", ledger]
     res = runner.invoke(cli, [*args, "--checkpoint-dir", str(empty)])
-    assert res.exit_code == 0 and res.output.startswith("valid-unpinned: "), res.output
+    assert res.exit_code == 2 and "no checkpoint in" in res.output, res.output
     # --origin replaces the expected origin: the logged checkpoints name another one
     res = runner.invoke(
         cli, ["--config", str(cfg), "ledger", "verify", "--ledger", ledger, *opts, "--origin", "o"]
@@ -267,3 +268,52 @@ def test_verify_reports_progress_per_range(ledger_url: str) -> None:
         )
     assert result.status == "valid"
     assert seen == [(0, 100), (32, 100), (64, 100), (96, 100), (100, 100)]
+
+
+def test_a_given_checkpoint_dir_must_hold_the_log(
+    ledger_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong --checkpoint-dir would pass a tail-truncated copy as valid-unpinned: a
+    directory given that is missing, a file, empty or of another log is an error (exit 2);
+    the configured one with no checkpoint yet (a fresh `init`) still pins nothing."""
+    cfg, url = _site(tmp_path, ledger_url)
+    ledger, opts = _auditor_copy(tmp_path, cfg.parent, url)
+    with raw(ledger if "://" in ledger else f"sqlite:///{ledger}") as conn:
+        conn.execute(sa.text("DELETE FROM ledger_entries WHERE seq >= 35"))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    keys = opts[2:]
+    res = runner.invoke(cli, ["ledger", "verify", "--ledger", ledger, *opts])
+    assert res.exit_code == 1 and "tail truncated" in res.output, res.output  # the right dir
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("")
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(Path(opts[1]) / "sentinel.checkpoints.jsonl", other / "x.checkpoints.jsonl")
+    (other / "sentinel.checkpoints.jsonl").write_text("")
+    cases = {
+        "nonexistent": "no such directory",
+        "empty": "it holds no checkpoint log",
+        "other": "no checkpoint in sentinel.checkpoints.jsonl",
+    }
+    for name, why in cases.items():
+        for cmd in (["verify", "--ledger", ledger, *keys], ["checkpoint"]):
+            res = runner.invoke(cli, ["ledger", *cmd, "--checkpoint-dir", name])
+            assert res.exit_code == 2, (cmd, res.output)
+            assert f"--checkpoint-dir {name}: " in res.stderr and why in res.stderr, res.output
+            assert res.stdout == "", res.output
+    assert "x.checkpoints.jsonl" in res.stderr  # the logs the directory does hold
+    res = runner.invoke(
+        cli, ["ledger", "verify", "--ledger", ledger, *keys, "--checkpoint-dir", "a-file"]
+    )
+    assert res.exit_code == 2 and "is a file" in res.output, res.output
+
+    # the operator's own configuration before its first checkpoint: unpinned, exit 0
+    fresh = tmp_path / "fresh"
+    init_directory(fresh)
+    fresh_url = load_settings(fresh / "sentinel.toml").ledger_url
+    with Ledger.open(fresh_url, clock=FixedClock()) as led:
+        led.append([audit_record(0)])
+    shutil.rmtree(fresh / "checkpoints", ignore_errors=True)
+    res = runner.invoke(cli, ["--config", str(fresh / "sentinel.toml"), "ledger", "verify"])
+    assert res.exit_code == 0 and res.output.startswith("valid-unpinned: "), res.output
