@@ -471,6 +471,12 @@ class Verdict:
     ``rule`` names what decided: ``"jurisdiction"``, a waiver id, ``"internal-ranges"``...
     ``country`` is the ISO 3166-1 alpha-2 code of where the remote address *is* (``None`` when
     unknown or internal). ``geo`` is ``None`` when no lookup was made (internal, allowed network).
+
+    A flow marked ``orientation_unknown`` (neither end in ``local_networks``) was judged from
+    both ends; ``flow`` is oriented as judged: ``remote_ip`` is the end that decided (the
+    *judged end*), ``local_ip`` the other one — not known to be ours — and ``bytes_out``/
+    ``packets_out`` count what went from the other end to the judged end. ``to_json`` then adds
+    ``"orientation": "unknown"`` and ``"judged_ip"`` (absent for oriented flows).
     """
 
     flow: Flow
@@ -511,4 +517,7 @@ class Verdict:
         )
         if self.secondary is not None:  # absent otherwise: earlier records keep their bytes
             body["geoip_secondary"] = self.secondary.to_json()
+        if self.flow.orientation_unknown:  # absent otherwise, as orientation_unknown
+            body["orientation"] = "unknown"
+            body["judged_ip"] = self.flow.remote_ip
         return body

@@ -18,6 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SENTINEL_SHARED", REPO.parent / "shared"))
 CORPUS = SHARED / "corpus"
+DBIP = Path(os.environ.get("SENTINEL_DEMO_GEOIP", REPO / ".cache" / "dbip-city-lite-2023-04.mmdb"))
 PG_ADMIN_URL = os.environ.get(
     "SENTINEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -29,6 +30,14 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.fail(f"shared corpus not found at {CORPUS} (set SENTINEL_SHARED)")
     return CORPUS
+
+
+@pytest.fixture(scope="session")
+def dbip_path() -> Path:
+    """DB-IP City Lite 2023-04 (CC BY 4.0); fails with the fetch command when missing."""
+    if not DBIP.is_file():
+        pytest.fail(f"{DBIP} missing: `make test` fetches it (python -m sentinel.demo.fetch_geoip)")
+    return DBIP
 
 
 @pytest.fixture

@@ -72,7 +72,12 @@ def _human(v: Verdict) -> str:
         f"bytes_out={f.bytes_out} bytes_in={f.bytes_in} rule={v.rule}"
         + (f" exporter={f.exporter}" if f.exporter else "")
         + (f" sampling=1:{f.sampling_rate} (counts estimated)" if f.sampling_rate else "")
-        + (" orientation=unknown (both ends judged)" if f.orientation_unknown else "")
+        + (
+            f" orientation=unknown (both ends judged; judged end {f.remote_ip} "
+            f"({v.location_label}))"
+            if f.orientation_unknown
+            else ""
+        )
     )
     if f.remote_names:  # the names the client asked for (CNAME chains: --json)
         line += " names=" + ",".join(n.name for n in f.remote_names)
@@ -169,8 +174,9 @@ def check(
     capture was truncated (judged as far as it goes). A summary goes to stderr. Flows are
     named from the DNS answers seen before they started (names=…; JSON remote_names with CNAME
     chains). A flow (captured or NetFlow) with neither end in the policy's local_networks is
-    judged from both ends (the worse verdict; orientation=unknown, JSON orientation_unknown:
-    true; counted in the summary): set local_networks.
+    judged from both ends (the worse verdict; orientation=unknown and the judged end, whose
+    country= is; JSON "orientation": "unknown", "judged_ip" and orientation_unknown: true, with
+    remote_ip the judged end and local_ip the other; counted in the summary): set local_networks.
     """
     if not pcaps and not netflows:
         raise ConfigError("egress check", "give at least one --pcap or --netflow file")

@@ -233,7 +233,35 @@ def test_check_netflow_only_summary_and_orientation(corpus: Path) -> None:
     )  # fmt: skip
     lines = out.splitlines()
     assert code == 1 and len(lines) == 29
-    assert all(line.endswith("orientation=unknown (both ends judged)") for line in lines)
+    assert all(" orientation=unknown (both ends judged; judged end " in line for line in lines)
+
+
+def test_check_says_which_end_decided_an_unknown_orientation(
+    corpus: Path, dbip_path: Path, tmp_path: Path
+) -> None:
+    """nfv5's records have neither end in local_networks: the text line names the judged end
+    and its country (not only a bare country=), the JSON adds orientation and judged_ip next
+    to the local/remote fields it keeps."""
+    nfv5 = corpus / "pcap" / "akvorado" / "nfv5.pcap"
+    args = ["egress", "check", "--policy", str(POLICY), "--geoip", str(dbip_path)]
+    code, out, err = _run([*args, "--netflow", str(nfv5)])
+    assert code == 1, err
+    (line,) = [x for x in out.splitlines() if "-> 202.160.21.5:37422 " in x]
+    assert line.startswith("violation foreign country")
+    assert " country=BN " in line
+    assert "orientation=unknown (both ends judged; judged end 202.160.21.5 (BN))" in line
+    code, out, err = _run([*args, "--json", "--netflow", str(nfv5)])
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert len(rows) == 29
+    for row in rows:
+        assert (row["orientation"], row["orientation_unknown"]) == ("unknown", True)
+        assert row["judged_ip"] == row["remote_ip"]
+    (row,) = [r for r in rows if (r["remote_ip"], r["remote_port"]) == ("202.160.21.5", 37422)]
+    assert (row["local_ip"], row["country"], row["bytes_out"]) == ("173.194.4.8", "BN", 10262)
+    # an oriented flow carries neither field (its records keep their canonical bytes)
+    code, out, err = _run([*args, "--json", "--pcap", str(_capture(tmp_path))])
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert len(rows) == 3 and not any("orientation" in r or "judged_ip" in r for r in rows)
 
 
 def test_check_needs_an_input() -> None:

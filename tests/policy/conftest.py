@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.geo.conftest import dbip, dbip_path
+from tests.geo.conftest import dbip
 
-__all__ = ["dbip", "dbip_path"]
+__all__ = ["dbip"]
