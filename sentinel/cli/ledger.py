@@ -43,7 +43,7 @@ from sentinel.cli.common import (
     pass_state,
 )
 from sentinel.config import Settings
-from sentinel.errors import ConfigError, SentinelError
+from sentinel.errors import ConfigError, LedgerError, SentinelError
 from sentinel.ledger import Ledger, VerifyStatus, merkle, tsa
 from sentinel.ledger.checkpoint import (
     Anchor,
@@ -151,7 +151,11 @@ _READ_OPTIONS: dict[str, Callable[[F], F]] = {
         "path. Default: [ledger] url.",
     ),
     "log_id": click.option(
-        "--log-id", "log_id", metavar="ID", help="Log id. Default: [ledger] log_id."
+        "--log-id",
+        "log_id",
+        metavar="ID",
+        help="Log id. Default: [ledger] log_id. One with no record in a database holding "
+        "other logs is an error (exit 2) naming the logs there.",
     ),
     "checkpoint_dir": click.option(
         "--checkpoint-dir",
@@ -239,6 +243,7 @@ class _ReadSource:
     tsa_configured: bool
     settings: Settings | None
     log_given: bool = False
+    log_id_source: str = "--log-id"
 
     @property
     def shown(self) -> str:
@@ -247,9 +252,26 @@ class _ReadSource:
         return sa.make_url(url).render_as_string(hide_password=True) if "://" in url else url
 
     def open(self) -> Ledger:
-        """The ledger, opened read-only (never created, migrated or written)."""
+        """The ledger, opened read-only (never created, migrated or written).
+
+        Raises ``LedgerError`` when the log has no record but the database holds other
+        logs' records (a wrong log id is not an empty, valid log), naming the log ids there.
+        """
         assert self.url is not None
-        return Ledger.open(self.url, log_id=self.log_id, anchor=self.anchor, read_only=True)
+        led = Ledger.open(self.url, log_id=self.log_id, anchor=self.anchor, read_only=True)
+        try:
+            if led.head().seq < 0:
+                present = led.log_ids()
+                if present:
+                    raise LedgerError(
+                        f"ledger: {self.shown}: no record of log {self.log_id!r} "
+                        f"({self.log_id_source}); the database holds the logs "
+                        + ", ".join(map(repr, present))
+                    )
+        except BaseException:
+            led.close()
+            raise
+        return led
 
     def check_log(self) -> None:
         """Refuse (``ConfigError``) a ``--checkpoint-dir`` given that holds no checkpoint of
@@ -364,8 +386,23 @@ def _read_source(
         settings is not None
         and bool(settings.ledger.tsa_url or settings.ledger.tsa_ca_file is not None)
     )
-    given = read.checkpoint_dir is not None
-    return _ReadSource(url, log_id, anchor, log, trust, configured, settings, given)
+    return _ReadSource(
+        url,
+        log_id,
+        anchor,
+        log,
+        trust,
+        configured,
+        settings,
+        log_given=read.checkpoint_dir is not None,
+        log_id_source=(
+            "--log-id"
+            if read.log_id
+            else "[ledger] log_id"
+            if settings is not None
+            else "the default; give --log-id"
+        ),
+    )
 
 
 class _Progress:
@@ -436,8 +473,9 @@ def verify(
 
     \b
     Exit codes: 0 valid or valid-unpinned; 1 invalid; 2 error (no configuration and
-    missing options, database unreachable or of another schema version, a --checkpoint-dir
-    given that holds no checkpoint of the log); 4 unverifiable.
+    missing options, database unreachable or of another schema version, a log id with no
+    record in a database holding other logs, a --checkpoint-dir given that holds no
+    checkpoint of the log); 4 unverifiable.
     """
     src = _read_source(state, read, checkpoints=True, keys=True)
     shown = src.shown

@@ -1256,6 +1256,16 @@ class Ledger:
         except sa.exc.SQLAlchemyError as exc:
             raise _db_error("counting entries", exc) from exc
 
+    def log_ids(self) -> list[str]:
+        """The log ids with at least one stored row in the database, sorted (every log, not
+        only this one; ``ledger`` commands name them when a log id finds nothing)."""
+        query = sa.select(entries_table.c.log_id).distinct().order_by(entries_table.c.log_id)
+        try:
+            with self._engine.connect() as conn:
+                return [str(v) for v in conn.execute(query).scalars()]
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_error("listing the log ids", exc) from exc
+
     # -- verification ----------------------------------------------------------------------
 
     def verify(

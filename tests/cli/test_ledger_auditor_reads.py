@@ -15,8 +15,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from sentinel.cli.main import cli
-from sentinel.ledger import merkle
+from sentinel.ledger import Ledger, merkle
 from tests.cli.test_ledger_verify_auditor import _auditor_copy, _site
+from tests.ledger.helpers import audit_record
 
 
 def _tree_digest(path: Path) -> dict[str, str]:
@@ -157,3 +158,41 @@ def test_making_a_checkpoint_still_needs_the_configuration(
     # the operator still signs with the configuration
     res = runner.invoke(cli, ["--config", str(cfg), "ledger", "checkpoint", "--sign", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["size"] == 40, res.output
+
+
+def test_a_log_id_with_no_record_names_the_logs_present(
+    ledger_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong --log-id on a database holding other logs is an error (exit 2) naming the logs
+    there, for every reading command; an empty database is still an empty, valid log."""
+    cfg, url = _site(tmp_path, ledger_url)
+    ledger, opts = _auditor_copy(tmp_path, cfg.parent, url)
+    with Ledger.open(ledger if "://" in ledger else f"sqlite:///{ledger}", log_id="b2") as led:
+        led.append([audit_record(0)])
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    db = ["--ledger", ledger, "--log-id", "sentinel2"]
+    for args in (
+        ["verify", *opts],
+        ["stats"],
+        ["stats", "--json"],
+        ["export"],
+        ["prove", "0"],
+        ["consistency", "1"],
+    ):
+        res = runner.invoke(cli, ["ledger", *args, *db])
+        assert res.exit_code == 2, (args, res.output)
+        assert "no record of log 'sentinel2' (--log-id)" in res.stderr, (args, res.output)
+        assert "the database holds the logs 'b2', 'sentinel'" in res.stderr, res.output
+    # the configured log id is named as such
+    res = runner.invoke(cli, ["--config", str(cfg), "ledger", "stats", "--ledger", ledger])
+    assert res.exit_code == 0, res.output
+    cfg.write_text(cfg.read_text().replace('log_id = "sentinel"', 'log_id = "nosuch"'))
+    res = runner.invoke(cli, ["--config", str(cfg), "ledger", "stats", "--ledger", ledger])
+    assert res.exit_code == 2 and "'nosuch' ([ledger] log_id)" in res.output, res.output
+
+    # an empty ledger (nothing appended yet) is not an error
+    empty = tmp_path / "empty.db"
+    Ledger.open(f"sqlite:///{empty}").close()
+    res = runner.invoke(cli, ["ledger", "stats", "--ledger", str(empty), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["size"] == 0, res.output

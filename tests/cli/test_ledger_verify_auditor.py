@@ -98,9 +98,9 @@ def test_auditor_verifies_a_copy_without_configuration(
         cli, ["ledger", "verify", "--ledger", ledger, *opts[:2], "--public-key", foreign]
     )
     assert res.exit_code == 4, res.output
-    # a wrong log id: no checkpoint of it in the directory given
+    # a wrong log id is an error naming the logs the database holds, not a valid empty log
     res = runner.invoke(cli, ["ledger", "verify", "--ledger", ledger, *opts, "--log-id", "x"])
-    assert res.exit_code == 2 and "no checkpoint in x.checkpoints.jsonl" in res.output, res.output
+    assert res.exit_code == 2 and "no record of log 'x' (--log-id)" in res.output, res.output
 
     # the copy, truncated, is caught by the checkpoint log
     with raw(ledger if "://" in ledger else f"sqlite:///{ledger}") as conn:
