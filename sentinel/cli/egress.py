@@ -23,7 +23,7 @@ from sentinel.errors import ConfigError
 from sentinel.flows import DEFAULT_DNS, DnsOptions, ReadStats, read_flows
 from sentinel.flows.netflow_collector import ExportPcapStats, read_export_flows
 from sentinel.geo.database import GeoDatabase
-from sentinel.policy.egress import EgressPolicy
+from sentinel.policy.egress import EgressPolicy, UnknownOrientation
 from sentinel.records import Verdict, join_host_port, protocol_name
 from sentinel.timefmt import parse_ts
 
@@ -176,7 +176,9 @@ def check(
     chains). A flow (captured or NetFlow) with neither end in the policy's local_networks is
     judged from both ends (the worse verdict; orientation=unknown and the judged end, whose
     country= is; JSON "orientation": "unknown", "judged_ip" and orientation_unknown: true, with
-    remote_ip the judged end and local_ip the other; counted in the summary): set local_networks.
+    remote_ip the judged end and local_ip the other). The summary counts them: between public
+    addresses (set local_networks to the registry hosts' addresses), with one private or
+    special-purpose end (the other end decides), or between such addresses only (not egress).
     """
     if not pcaps and not netflows:
         raise ConfigError("egress check", "give at least one --pcap or --netflow file")
@@ -244,12 +246,9 @@ def check(
             f"sentinel: {len(netflows)} file(s), {records} flow records, {len(flows)} flows, "
             f"{violations} violation(s); {rate} records/s"
         )
-    unknown = sum(1 for f in flows if f.orientation_unknown)
-    if unknown:
-        summary += (
-            f"; {unknown} flow(s) with neither endpoint in local_networks, judged from both "
-            f"ends (set local_networks in {policy})"
-        )
+    unknown = UnknownOrientation.count(flows)
+    if unknown.total:
+        summary += "; " + unknown.describe(policy)
     if dns is not None and pcaps:
         named = sum(1 for f in flows if f.remote_names)
         summary += f"; {named} flow(s) named from {stats.dns.get('responses', 0)} DNS answer(s)"

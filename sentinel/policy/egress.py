@@ -709,3 +709,80 @@ def evaluate_all(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
     return policy.evaluate_many(flows, geo, now, secondary=secondary)
+
+
+def special_internal(ip: str) -> bool:
+    """``ip`` (text) is internal by the IANA special-purpose registries alone (private, ULA,
+    loopback, link-local, CGNAT, documentation, broadcast...: ``sentinel.geo.special``, scope
+    ``internal``; an embedded IPv4 address — mapped, NAT64, 6to4, Teredo — is classified
+    instead). The policy's networks play no part. ``False`` for text that is not an address."""
+    try:
+        version, value = embedded_ipv4_int(*parse_address(ip))
+    except ValueError:
+        return False
+    hit = classify_int(version, value)
+    return hit is not None and hit.scope == "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownOrientation:
+    """Flows marked ``orientation_unknown`` (neither end in ``local_networks``), by how many
+    of their ends are internal by the IANA registries (``special_internal``):
+
+    * ``public`` — neither: which end is ours decides the verdict; listing the registry hosts'
+      addresses in ``local_networks`` is what orients them;
+    * ``one_special`` — one end private/special: the other (public) end decides whichever end
+      is ours, as it would if the flow were oriented;
+    * ``special`` — both: allowed as internal from either end, not egress at all.
+    """
+
+    public: int = 0
+    one_special: int = 0
+    special: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.public + self.one_special + self.special
+
+    @classmethod
+    def count(cls, flows: Iterable[Flow]) -> UnknownOrientation:
+        """Count the marked ``flows`` (others are skipped); addresses classified once each."""
+        seen: dict[str, bool] = {}
+        tally = [0, 0, 0]
+        for f in flows:
+            if not f.orientation_unknown:
+                continue
+            ends = 0
+            for ip in (f.local_ip, f.remote_ip):
+                hit = seen.get(ip)
+                if hit is None:
+                    hit = seen[ip] = special_internal(ip)
+                ends += hit
+            tally[ends] += 1
+        return cls(*tally)
+
+    def describe(self, policy: object) -> str:
+        """The ``egress check`` summary clause (empty when nothing was marked); ``policy``
+        names the file where ``local_networks`` is set."""
+        if not self.total:
+            return ""
+        parts = []
+        if self.public:
+            parts.append(
+                f"{self.public} between public addresses (list the registry hosts' addresses "
+                f"in local_networks in {policy})"
+            )
+        if self.one_special:
+            parts.append(
+                f"{self.one_special} with one private/special-purpose end (the public end "
+                "decides, as if oriented)"
+            )
+        if self.special:
+            parts.append(
+                f"{self.special} between private/special-purpose addresses only (internal: "
+                "not egress)"
+            )
+        return (
+            f"{self.total} flow(s) with neither endpoint in local_networks, judged from both "
+            f"ends: " + ", ".join(parts)
+        )

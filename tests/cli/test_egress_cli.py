@@ -226,7 +226,10 @@ def test_check_netflow_only_summary_and_orientation(corpus: Path) -> None:
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 29 and all(r["orientation_unknown"] is True for r in rows)
     assert "1 file(s), 29 flow records, 29 flows" in err and "packets" not in err.splitlines()[0]
-    assert "29 flow(s) with neither endpoint in local_networks, judged from both ends" in err
+    assert (
+        "29 flow(s) with neither endpoint in local_networks, judged from both ends: 29 between "
+        f"public addresses (list the registry hosts' addresses in local_networks in {POLICY})"
+    ) in err
     code, out, err = _run(
         ["egress", "check", "--policy", str(POLICY), "--netflow", str(nfv5),
          "--geoip", str(corpus / "geoip/GeoIP2-City-Test.mmdb")]
@@ -234,6 +237,32 @@ def test_check_netflow_only_summary_and_orientation(corpus: Path) -> None:
     lines = out.splitlines()
     assert code == 1 and len(lines) == 29
     assert all(" orientation=unknown (both ends judged; judged end " in line for line in lines)
+
+
+def test_check_does_not_count_special_purpose_flows_as_a_local_networks_problem(
+    corpus: Path,
+) -> None:
+    """Flows between link-local, documentation or private addresses only are internal from
+    either end (not egress): no "list ... in local_networks" advice for them; flows with one
+    private end are decided by the public end and are not counted in the advice either."""
+    geo = str(corpus / "geoip" / "GeoIP2-City-Test.mmdb")
+    args = ["egress", "check", "--no-dns", "--policy", str(POLICY), "--geoip", geo]
+    zeek = corpus / "pcap" / "zeek"
+    code, out, err = _run([*args, "--pcap", str(zeek / "linux_dlt_sll2.pcap")])
+    assert code == 0 and len(out.splitlines()) == 2  # 192.0.2.1 and fe80:: to themselves
+    assert (
+        "2 flow(s) with neither endpoint in local_networks, judged from both ends: 2 between "
+        "private/special-purpose addresses only (internal: not egress)"
+    ) in err
+    assert "registry hosts" not in err and "public addresses" not in err
+    code, out, err = _run([*args, "--pcap", str(zeek / "tunnels-Teredo.pcap")])
+    assert code == 1, err
+    assert (
+        "11 flow(s) with neither endpoint in local_networks, judged from both ends: 7 with one "
+        "private/special-purpose end (the public end decides, as if oriented), 4 between "
+        "private/special-purpose addresses only (internal: not egress)"
+    ) in err
+    assert "registry hosts" not in err
 
 
 def test_check_says_which_end_decided_an_unknown_orientation(
