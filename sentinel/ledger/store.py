@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -129,6 +130,8 @@ DEFAULT_BATCH = 2000
 VERIFY_BATCH = 8192
 #: records per range ``verify`` hands to one worker
 VERIFY_RANGE = 1 << 18
+#: the largest value of a signed 64-bit integer (SQLite INTEGER, PostgreSQL bigint)
+_INT64_MAX = (1 << 63) - 1
 #: most worker processes ``verify`` starts by default
 VERIFY_MAX_WORKERS = 4
 #: PostgreSQL: first log size at which ``append`` runs ANALYZE (then at every doubling)
@@ -1114,7 +1117,43 @@ class Ledger:
         ).first()
         if row is None:
             return Head(-1, GENESIS)
-        return Head(int(row[0]), bytes(row[1]))
+        return Head(self._seq_of(row[0]), bytes(row[1]))
+
+    def _seq_of(self, value: object) -> int:
+        """A stored ``seq``; ``LedgerError`` if it is not an integer (SQLite keeps a TEXT, BLOB
+        or REAL value in any column, and sorts TEXT and BLOB after every number)."""
+        if type(value) is not int:
+            raise LedgerError(
+                f"ledger: log {self._log_id!r} has a record with a non-integer sequence number "
+                f"({value!r}): the database was modified; `sentinel ledger verify` names the "
+                "first bad record"
+            )
+        return value
+
+    def _verify_size(self, reader: _RawReader) -> tuple[int, object | None]:
+        """``(size, stray)`` for ``verify``: size from the highest *numeric* seq (a REAL is
+        floored; the scan names it), and on SQLite the lowest seq stored as TEXT or BLOB
+        (``stray``, ``None`` when there is none). SQLite sorts those after every number
+        (https://sqlite.org/datatype3.html#sort_order), so ``_head`` would take one for the
+        head; both are one index probe on the ``(log_id, seq)`` key. PostgreSQL's ``bigint``
+        cannot hold one."""
+        ph = reader.ph
+        top = f" AND seq <= {_INT64_MAX}" if ph == "?" else ""
+        found = reader.fetch(
+            f"SELECT seq FROM ledger_entries WHERE log_id = {ph}{top} "  # noqa: S608
+            "ORDER BY seq DESC LIMIT 1",
+            (self._log_id,),
+        )
+        size = max(0, math.floor(found[0][0]) + 1) if found else 0
+        stray: object | None = None
+        if ph == "?":
+            above = reader.fetch(
+                f"SELECT seq FROM ledger_entries WHERE log_id = ? AND seq > {_INT64_MAX} "  # noqa: S608
+                "ORDER BY seq LIMIT 1",
+                (self._log_id,),
+            )
+            stray = above[0][0] if above else None
+        return size, stray
 
     def head(self) -> Head:
         """``(seq, chain_hash)`` of the last record; ``(-1, GENESIS)`` when empty."""
@@ -1176,7 +1215,7 @@ class Ledger:
                 raise _db_error("reading entries", exc) from exc
             for row in rows:
                 yield Entry(
-                    int(row[0]),
+                    self._seq_of(row[0]),
                     str(row[1]),
                     str(row[2]),
                     bytes(row[3]),
@@ -1186,7 +1225,7 @@ class Ledger:
                 )
             if len(rows) < batch:
                 return
-            lower, inclusive = int(rows[-1][0]), False
+            lower, inclusive = self._seq_of(rows[-1][0]), False
 
     def query(
         self,
@@ -1327,13 +1366,13 @@ class Ledger:
         if range_size < 1 or (workers is not None and workers < 1):
             raise ValueError("range_size and workers must be at least 1")
         anchor = anchor if anchor is not None else self.anchor
-        size = self.head().seq + 1
-        cps = _CheckpointCursor(anchor, size) if anchor is not None else None
         block = 1 << (max(1, batch).bit_length() - 1)
         span = max(block, range_size // block * block)
         if workers is None:
             workers = min(os.cpu_count() or 1, VERIFY_MAX_WORKERS)
         with _RawReader(self) as reader:
+            size, stray = self._verify_size(reader)
+            cps = _CheckpointCursor(anchor, size) if anchor is not None else None
             if workers > 1 and size > span:
                 count = min(workers, -(-size // span))
                 pool = ProcessPoolExecutor(count, mp_context=get_context("spawn"))
@@ -1349,6 +1388,7 @@ class Ledger:
                         count,
                         progress,
                         accelerated,
+                        stray,
                     ).run()
                 except BrokenProcessPool as exc:  # e.g. a script without a __main__ guard
                     _log.warning(
@@ -1359,7 +1399,7 @@ class Ledger:
                     pool.shutdown(wait=True, cancel_futures=True)
                 cps = _CheckpointCursor(anchor, size) if anchor is not None else None
             return _Stitcher(
-                self, reader, size, block, span, cps, None, 1, progress, accelerated
+                self, reader, size, block, span, cps, None, 1, progress, accelerated, stray
             ).run()
 
     def _slow_check(
@@ -1368,7 +1408,8 @@ class Ledger:
         """Name the problem of a row that failed the fast checks."""
         if type(seq) is not int:  # SQLite keeps e.g. a REAL 4.5 in an INTEGER column
             return expected, (
-                f"record {expected} is missing (next stored seq is {seq!r}, not an integer)"
+                f"a record with a non-integer sequence number ({seq!r}) is stored where "
+                f"record {expected} should be"
             )
         entry = Entry(seq, str(rec_at), str(kind), body, leaf, b"", b"")
         # prev b"-" never links: the chain is not this check's (the fast path saw it right)
@@ -1421,8 +1462,11 @@ class _Stitcher:
         workers: int = 1,
         progress: Callable[[int, int], None] | None = None,
         accelerated: bool = True,
+        stray: object | None = None,
     ) -> None:
         self.ledger = ledger
+        #: the lowest TEXT/BLOB seq stored (SQLite), ``None`` if none (``Ledger._verify_size``)
+        self.stray = stray
         self.reader = reader
         self.size = size
         self.block = block
@@ -1442,12 +1486,15 @@ class _Stitcher:
         self, status: VerifyStatus, bad: int | None, problem: str | None, checked: int | None = None
     ) -> VerifyResult:
         cps = self.cps
+        if status == VerifyStatus.INVALID and self.stray is not None:
+            problem = f"{problem}; {self._stray_problem()}"
+        checked = self.count if checked is None else checked
         return VerifyResult(
             status,
             self.size,
             bad,
             problem,
-            self.count if checked is None else checked,
+            max(0, checked),  # a forged row at seq -1: nothing was checked before it
             self.chain.hex(),
             ledgerscan.fold(self.stack).hex() if self.count == self.size else "",
             cps.latest_size if cps is not None else None,
@@ -1476,9 +1523,19 @@ class _Stitcher:
                     self.progress(self.count, self.size)
         finally:
             results.close()
-        if cps is None:
-            return self.result(VerifyStatus.VALID, None, None)
-        return self.result(*cps.finish(self.count))
+        outcome = self.result(*cps.finish(self.count)) if cps is not None else None
+        if outcome is not None and outcome.status == VerifyStatus.INVALID:
+            return outcome
+        if self.stray is not None:  # every numbered record checks out: the stray is extra
+            problem, self.stray = self._stray_problem(), None
+            return self.result(VerifyStatus.INVALID, self.size, problem, self.size)
+        return outcome or self.result(VerifyStatus.VALID, None, None)
+
+    def _stray_problem(self) -> str:
+        return (
+            f"a record with a non-integer sequence number ({self.stray!r}) is stored "
+            "(SQLite sorts it after every number)"
+        )
 
     def _tasks(self) -> Iterator[tuple[int, int, list[tuple[int, LoggedCheckpoint]]]]:
         """``(lo, hi, checkpoints with lo < size <= hi)`` per range, read from the external

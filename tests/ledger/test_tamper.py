@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sentinel.errors import LedgerError
 from sentinel.ledger import Ledger, VerifyResult, chain_hash, leaf_hash
 from sentinel.ledger.canonical import canonical_bytes
 from tests.ledger.helpers import FixedClock, audit_record, raw, row, update
@@ -229,6 +230,48 @@ def test_row_with_negative_seq(url: str) -> None:
     result = verify(url)
     assert result.status == "invalid"
     assert result.first_bad_seq == -1
+    assert result.problem == "unexpected record -1 before 0"
+    assert result.records_checked == 0  # not -1: nothing was checked before it
+
+
+@pytest.mark.parametrize(
+    ("edit", "bad", "problem"),
+    [
+        # TEXT and BLOB sort after every number in SQLite: head() used to pick them and crash
+        ("UPDATE ledger_entries SET seq = '5x' WHERE seq = 5", 5, "record 5 is missing"),
+        ("UPDATE ledger_entries SET seq = X'00' WHERE seq = 9", 9, "non-integer sequence"),
+        ("UPDATE ledger_entries SET seq = 'abc' WHERE seq = 0", 0, "record 0 is missing"),
+        # an extra row that leaves every numbered one in place: flagged after the last
+        (
+            "INSERT INTO ledger_entries SELECT log_id, 'z', recorded_at, kind, body, leaf_hash, "
+            "X'01', chain_hash FROM ledger_entries WHERE seq = 3",
+            N,
+            "non-integer sequence number ('z')",
+        ),
+        # a REAL sorts among the numbers
+        ("UPDATE ledger_entries SET seq = 4.5 WHERE seq = 9", 5, "(4.5) is stored where record 5"),
+        ("UPDATE ledger_entries SET seq = 4.5 WHERE seq = 4", 4, "(4.5) is stored where record 4"),
+    ],
+)
+def test_sqlite_non_integer_seq_is_a_finding_not_a_crash(
+    tmp_path: Path, edit: str, bad: int, problem: str
+) -> None:
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    with Ledger.open(url, clock=FixedClock()) as led:
+        led.append([audit_record(i) for i in range(N)])
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(edit)
+    finally:
+        conn.close()
+    assert_invalid(verify(url), bad, problem)  # every cut, C first and the reference alone
+    with Ledger.open(url) as led:
+        pooled = led.verify(batch=2, workers=2, range_size=4)
+    assert_invalid(pooled, bad, problem)
+    if "4.5" not in edit:  # the head itself is not a number: a clear error, not a ValueError
+        with Ledger.open(url) as led, pytest.raises(LedgerError, match="non-integer sequence"):
+            led.head()
 
 
 # -- property: any single-byte change of any body is caught at that row (SQLite) -----------
