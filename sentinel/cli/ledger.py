@@ -58,7 +58,8 @@ from sentinel.ledger.checkpoint import (
 )
 from sentinel.timefmt import format_ts, parse_ts
 
-#: ``sentinel ledger verify``: a checkpoint is signed by no trusted key, or keys are missing
+#: ``sentinel ledger verify``: a checkpoint is signed by no trusted key (or for another
+#: origin), or keys are missing
 EXIT_UNVERIFIABLE = 4
 _VERIFY_EXIT = {
     VerifyStatus.VALID: EXIT_OK,
@@ -186,7 +187,9 @@ _READ_OPTIONS: dict[str, Callable[[F], F]] = {
     "origin": click.option(
         "--origin",
         "origin",
-        help="Checkpoint origin and key name. Default: [ledger] origin, else sentinel/<log_id>.",
+        help="Checkpoint origin and key name. Default: [ledger] origin, else sentinel/<log_id>. "
+        "One other than the signed notes' makes verify unverifiable (exit 4) naming both: a "
+        "wrong option, not tampering.",
     ),
     "tsa_ca_file": click.option(
         "--tsa-ca-file",
@@ -447,7 +450,8 @@ def verify(
     Checks sequence numbers, leaf and chain hashes, every stored Merkle node, and every
     checkpoint in the external checkpoint log (signature under a trusted key, root at its
     size). Statuses: valid; valid-unpinned (records after the last checkpoint);
-    unverifiable (a checkpoint by an unknown key, or no key); invalid (with the first bad
+    unverifiable (a checkpoint by an unknown key, or no key, or signed for another origin
+    than --origin / [ledger] origin); invalid (with the first bad
     sequence number; truncation and rollback show as a database behind, or differing from,
     the external checkpoint log).
 

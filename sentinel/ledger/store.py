@@ -1752,6 +1752,9 @@ class _CheckpointCursor:
                 cp = open_checkpoint(line.note, self.anchor.verifiers)
             except UnknownKeyError as exc:
                 detail = "; ".join(self.anchor.problems) or str(exc)
+                named = line.note.split("\n", 1)[0]  # unsigned here: a hint only
+                if named != self.anchor.origin:
+                    detail += f"; the note names origin {named!r}, not {self.anchor.origin!r}"
                 self.unverifiable = f"{where}: no trusted key ({detail})"
                 continue
             except InvalidSignatureError as exc:
@@ -1760,9 +1763,18 @@ class _CheckpointCursor:
             except NoteError as exc:
                 self.invalid = (None, f"{where}: malformed: {exc}")
                 return -1
-            if (cp.origin, cp.size, cp.root) != (self.anchor.origin, line.size, line.root):
-                self.invalid = (None, f"{where}: does not match its signed note or origin")
+            if (cp.origin, cp.size, cp.root) != (line.origin, line.size, line.root):
+                self.invalid = (None, f"{where}: does not match its signed note")
                 return -1
+            if cp.origin != self.anchor.origin:
+                # signed by a trusted key for another origin: the expected origin (an
+                # option or setting) is wrong, or this is another log's checkpoint; not
+                # tampering with a note, but nothing pinned by it either
+                self.unverifiable = (
+                    f"{where}: signed for origin {cp.origin!r}, not the expected origin "
+                    f"{self.anchor.origin!r} (--origin or [ledger] origin)"
+                )
+                continue
             self.current = line
             if line.size > self.size:
                 return -1  # finish() reports the truncation

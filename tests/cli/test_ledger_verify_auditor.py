@@ -131,7 +131,7 @@ def test_options_override_the_configuration(tmp_path: Path) -> None:
     res = runner.invoke(
         cli, ["--config", str(cfg), "ledger", "verify", "--ledger", ledger, *opts, "--origin", "o"]
     )
-    assert res.exit_code == 1 and "origin" in res.output, res.output
+    assert res.exit_code == 4 and "'sentinel/sentinel', not 'o'" in res.output, res.output
 
 
 def test_without_configuration_the_error_names_what_is_missing(
@@ -317,3 +317,42 @@ def test_a_given_checkpoint_dir_must_hold_the_log(
     shutil.rmtree(fresh / "checkpoints", ignore_errors=True)
     res = runner.invoke(cli, ["--config", str(fresh / "sentinel.toml"), "ledger", "verify"])
     assert res.exit_code == 0 and res.output.startswith("valid-unpinned: "), res.output
+
+
+def test_a_wrong_origin_is_unverifiable_not_tampering(
+    ledger_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--origin naming another origin than the signed notes: unverifiable (exit 4) naming both
+    origins, with the key history (notes verify, origin differs) or the PEM alone (the key is
+    named by the origin); a note whose signature fails, or a line that differs from its note,
+    stays invalid (exit 1)."""
+    cfg, url = _site(tmp_path, ledger_url)
+    ledger, opts = _auditor_copy(tmp_path, cfg.parent, url)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    base = ["ledger", "verify", "--ledger", ledger, "--json"]
+    for keys in (opts, opts[:4]):
+        res = runner.invoke(cli, [*base, *keys, "--origin", "wrong/origin"])
+        assert res.exit_code == 4, res.output
+        out = json.loads(res.stdout)
+        assert out["status"] == "unverifiable", out
+        assert "'sentinel/sentinel'" in out["problem"] and "'wrong/origin'" in out["problem"]
+    res = runner.invoke(cli, [*base, *opts, "--origin", "sentinel/sentinel"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["status"] == "valid", res.output
+
+    log = Path(opts[1]) / "sentinel.checkpoints.jsonl"
+    good = log.read_text()
+    lines = [json.loads(x) for x in good.splitlines()]
+    # the JSON line's origin edited: it no longer matches its signed note
+    lines[-1]["origin"] = "wrong/origin"
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    res = runner.invoke(cli, [*base, *opts])
+    assert res.exit_code == 1, res.output
+    assert "does not match its signed note" in json.loads(res.stdout)["problem"]
+    # the note's origin line edited: its signature fails
+    lines = [json.loads(x) for x in good.splitlines()]
+    lines[-1]["note"] = lines[-1]["note"].replace("sentinel/sentinel\n", "wrong/origin\n", 1)
+    log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    res = runner.invoke(cli, [*base, *opts])
+    assert res.exit_code == 1, res.output
+    assert "forged or altered" in json.loads(res.stdout)["problem"], res.output
