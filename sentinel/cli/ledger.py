@@ -263,7 +263,7 @@ class _ReadSource:
         assert self.url is not None
         led = Ledger.open(self.url, log_id=self.log_id, anchor=self.anchor, read_only=True)
         try:
-            if led.head().seq < 0:
+            if not led.has_records():
                 present = led.log_ids()
                 if present:
                     raise LedgerError(

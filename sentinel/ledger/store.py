@@ -1295,6 +1295,16 @@ class Ledger:
         except sa.exc.SQLAlchemyError as exc:
             raise _db_error("counting entries", exc) from exc
 
+    def has_records(self) -> bool:
+        """Whether this log has any stored row (whatever its seq holds: unlike ``head``,
+        never raises for a non-integer seq). Raises ``LedgerError`` on database failure."""
+        query = sa.select(entries_table.c.log_id).where(entries_table.c.log_id == self._log_id)
+        try:
+            with self._engine.connect() as conn:
+                return conn.execute(query.limit(1)).first() is not None
+        except sa.exc.SQLAlchemyError as exc:
+            raise _db_error("reading the head", exc) from exc
+
     def log_ids(self) -> list[str]:
         """The log ids with at least one stored row in the database, sorted (every log, not
         only this one; ``ledger`` commands name them when a log id finds nothing)."""
