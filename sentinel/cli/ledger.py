@@ -456,7 +456,11 @@ def verify(
     the external checkpoint log).
 
     The database is opened read-only and never migrated or created: a SQLite copy on
-    read-only media verifies, a database of another schema version is an error.
+    read-only media verifies, a database of another schema version is an error. Its bytes
+    never change, but beside a writable copy of a WAL-mode database SQLite leaves its -wal
+    and -shm side files. Copy a live SQLite ledger with `sqlite3 ledger.db ".backup
+    copy.db"` (the file alone, without its -wal, lacks the newest records: "invalid ... tail
+    truncated").
 
     Without a configuration file (an auditor with a copy of the database, the checkpoint
     log and the public keys) give --ledger, --checkpoint-dir and --public-key and/or

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -356,3 +357,41 @@ def test_a_wrong_origin_is_unverifiable_not_tampering(
     res = runner.invoke(cli, [*base, *opts])
     assert res.exit_code == 1, res.output
     assert "forged or altered" in json.loads(res.stdout)["problem"], res.output
+
+
+def test_copies_of_a_live_wal_ledger_as_the_readme_says(tmp_path: Path) -> None:
+    """README "Verifying a copy": the file alone, copied while records are still in its -wal,
+    is caught as truncated; a `.backup` copy verifies; a writable WAL copy keeps its bytes
+    but gets -wal/-shm side files."""
+    cfg, url = _site(tmp_path, "sqlite")
+    _ledger, opts = _auditor_copy(tmp_path, cfg.parent, url)
+    live = Path(url.removeprefix("sqlite:///"))
+    box = tmp_path / "copies"
+    box.mkdir()
+    holder = sqlite3.connect(live)  # a reader keeps the WAL from being checkpointed at close
+    holder.execute("SELECT count(*) FROM ledger_entries").fetchone()
+    try:
+        with Ledger.open(url, clock=FixedClock()) as led:
+            led.append([audit_record(i) for i in range(40, 45)])
+        res = CliRunner().invoke(cli, ["--config", str(cfg), "ledger", "checkpoint", "--sign"])
+        assert res.exit_code == 0, res.output
+        assert (live.parent / "ledger.db-wal").stat().st_size > 0
+        shutil.copy(live, box / "file-only.db")
+        backup = sqlite3.connect(box / "backup.db")
+        with backup:
+            holder.backup(backup)
+        backup.close()
+    finally:
+        holder.close()
+    opts[1] = str(cfg.parent / "checkpoints")  # signed at 45 records
+    runner = CliRunner()
+    res = runner.invoke(cli, ["ledger", "verify", "--ledger", str(box / "file-only.db"), *opts])
+    assert res.exit_code == 1 and "tail truncated" in res.output, res.output
+    db = box / "backup.db"
+    with sa.create_engine(f"sqlite:///{db}").connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    before = _digest(db)
+    res = runner.invoke(cli, ["ledger", "verify", "--ledger", str(db), *opts])
+    assert res.exit_code == 0 and "45 records" in res.output, res.output
+    assert _digest(db) == before
+    assert {p.name for p in box.glob("backup.db-*")} == {"backup.db-wal", "backup.db-shm"}
