@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sentinel import __version__
+from sentinel.policy.egress import special_internal
 from sentinel.timefmt import format_ts, parse_ts, utcnow
 
 #: the five criteria, in the order the report shows them
@@ -91,6 +92,7 @@ def build_report(
     records_in_period = 0
     egress_sources: set[str] = set()
     repeated = 0  # repeats of a recorded violation, aggregated (live capture)
+    orientation = _Orientation()
     findings: list[dict[str, Any]] = []
     finding_hits = 0
     coverage = _Coverage()
@@ -129,10 +131,13 @@ def build_report(
                     by_country[country][name] += int(value)
             for verdict, value in (data.get("by_verdict") or {}).items():
                 by_verdict[verdict] += int(value)
+            orientation.add_summary(data)
         elif kind == "egress_violation":
             violation_count += 1
+            row = dict(data)
+            orientation.add_violation(row)
             if len(violations) < MAX_LISTED:
-                violations.append(dict(data))
+                violations.append(row)
         elif kind == "egress_violation_repeat":
             repeated += int(data.get("count") or 0)
         elif kind == "sensor_health":
@@ -161,6 +166,7 @@ def build_report(
         status, summary = "pass", f"{flows_seen} flow(s) judged, none left the jurisdiction"
     else:
         status, summary = "no data", "no egress observation recorded in this period"
+    summary += orientation.sentence()
     criteria["data_residency"] = {
         "status": status,
         "summary": summary,
@@ -169,6 +175,7 @@ def build_report(
         "violations": violations,
         "violation_count": violation_count,
         "repeated_violations": repeated,
+        "orientation_unknown": orientation.result(),
         "sources": sorted(egress_sources),
     }
     total_events = sum(sum(c.values()) for c in events_by_source.values())
@@ -250,6 +257,62 @@ def build_report(
         "coverage": coverage.result(),
         "criteria": [{"key": key, "title": title, **criteria[key]} for key, title in CRITERIA],
     }
+
+
+class _Orientation:
+    """Flows with neither end in ``local_networks`` (``orientation_unknown``: judged from both
+    ends, the worse verdict kept), counted from the flow summaries and the violation records.
+
+    ``public`` counts those between public addresses — the ones listing the registry hosts'
+    addresses in ``local_networks`` would orient; a flow with a private or special-purpose end
+    (``special_internal``) is decided by its public end anyway. Summaries written before
+    ``orientation_unknown_public`` existed count whole (conservative). A violation row gets
+    ``orientation_note`` (what its "local" address is) when its orientation is unknown."""
+
+    def __init__(self) -> None:
+        self.flows = self.public_flows = self.violations = self.public_violations = 0
+
+    def add_summary(self, data: Mapping[str, Any]) -> None:
+        unknown = int(data.get("orientation_unknown") or 0)
+        self.flows += unknown
+        self.public_flows += int(data.get("orientation_unknown_public", unknown) or 0)
+
+    def add_violation(self, row: dict[str, Any]) -> None:
+        if not row.get("orientation_unknown"):
+            return
+        self.violations += 1
+        if special_internal(str(row.get("local_ip"))):
+            row["orientation_note"] = (
+                "orientation unknown: neither end in local_networks (this end is private or "
+                "special-purpose; the remote end decided)"
+            )
+        else:
+            self.public_violations += 1
+            row["orientation_note"] = (
+                "orientation unknown: neither end in local_networks (both ends judged; the "
+                "remote end decided)"
+            )
+
+    def sentence(self) -> str:
+        """A sentence for the criterion's summary (empty when no flow needs it)."""
+        public = max(self.public_flows, self.public_violations)
+        if not public:
+            return ""
+        flows = max(self.flows, self.violations)
+        return (
+            f". {flows} flow(s) had neither end in local_networks and were judged from both "
+            f"ends ({self.violations} of the violation records), {public} of them between "
+            "public addresses: list the registry hosts' addresses in local_networks so that "
+            "Sentinel knows which end is ours"
+        )
+
+    def result(self) -> dict[str, int]:
+        return {
+            "flows": self.flows,
+            "public_flows": self.public_flows,
+            "violations": self.violations,
+            "public_violations": self.public_violations,
+        }
 
 
 #: loss counters of ``sensor_health`` records, with the words the report uses for them

@@ -29,6 +29,7 @@ from typing import Any
 from sentinel.ledger import AppendResult, Ledger
 from sentinel.metrics import Metrics
 from sentinel.policy.aggregate import Aggregator, Emission
+from sentinel.policy.egress import UnknownOrientation
 from sentinel.records import AuditEvent, Unparsed, Verdict
 from sentinel.timefmt import format_ts
 
@@ -43,7 +44,9 @@ def summarize(
 ) -> dict[str, Any]:
     """An ``egress_summary`` record body: counts by country and verdict for ``[start, end]``;
     ``orientation_unknown`` (flows with neither endpoint in ``local_networks``, judged from
-    both ends) only when there are some, so earlier summaries keep their canonical bytes."""
+    both ends) and ``orientation_unknown_public`` (those of them between public addresses, not
+    internal by the IANA registries: ``UnknownOrientation``) only when there are some, so
+    earlier summaries keep their canonical bytes."""
     by_country: dict[str, Counter[str]] = defaultdict(Counter)
     by_verdict: Counter[str] = Counter()
     by_reason: Counter[str] = Counter()
@@ -69,6 +72,9 @@ def summarize(
     unknown = sum(1 for v in verdicts if v.flow.orientation_unknown)
     if unknown:
         body["orientation_unknown"] = unknown
+        # of which between public addresses: the ones listing local_networks would orient
+        ends = UnknownOrientation.count(v.flow for v in verdicts if v.flow.orientation_unknown)
+        body["orientation_unknown_public"] = ends.public
     return body
 
 

@@ -307,28 +307,72 @@ def test_coverage_lists_the_time_no_sentinel_was_watching(tmp_path: Path) -> Non
     assert one_run["coverage"]["sources"][0]["unwatched"] == []
 
 
-def _capture_violations(corpus: Path, name: str) -> list[dict[str, Any]]:
-    """``egress_violation`` records of the violations the shipped policy finds in a corpus
-    capture (no GeoIP database: every public address is "unknown location"), as the daemon
-    records them (``Verdict.to_json``)."""
+def _capture_records(corpus: Path, name: str, *, summary: bool = False) -> list[dict[str, Any]]:
+    """The ledger records the daemon writes for a corpus capture judged by the shipped policy
+    (no GeoIP database: every public address is "unknown location"): one ``egress_violation``
+    per violation (``Verdict.to_json``), and with ``summary`` the ``egress_summary``
+    (``recorder.summarize``) first."""
     from sentinel.flows import read_flows
     from sentinel.policy.egress import EgressPolicy
+    from sentinel.runtime.recorder import summarize
 
     policy = EgressPolicy.load(Path(__file__).resolve().parents[2] / "rules/egress-policy.yaml")
     flows, _ = read_flows([corpus / "pcap" / name], policy.local_networks)
-    return [
-        {"kind": "egress_violation", "recorded_at": "2026-11-29T10:00:00.000000Z",
-         "data": v.to_json()}
-        for v in policy.evaluate_many(flows, None)
+    verdicts = policy.evaluate_many(flows, None)
+    at = "2026-11-29T10:00:00.000000Z"
+    records = [
+        {"kind": "egress_violation", "recorded_at": at, "data": v.to_json()}
+        for v in verdicts
         if v.verdict == "violation"
-    ]  # fmt: skip
+    ]
+    if summary:
+        body = summarize(verdicts, source="pcap-dir:x", start=START, end=START)
+        body["period_end"] = at
+        records.insert(0, {"kind": "egress_summary", "recorded_at": at, "data": body})
+    return records
 
 
 def test_ipv6_endpoints_are_bracketed(corpus: Path) -> None:
     """RFC 5952 §6: ``[2001:618:1:8000::5]:80``, never ``2001:618:1:8000::5:80``."""
-    records = _capture_violations(corpus, "pcapplusplus/four_ipv6_http_streams.pcap")
+    records = _capture_records(corpus, "pcapplusplus/four_ipv6_http_streams.pcap")
     assert len(records) == 4
     html = render_html(build_report(records, start=START, end=END, verification=None))
     assert "<code>[2001:618:1:8000::5]:80</code>" in html
     assert "<code>[2001:618:400::5199:cc70]:35995</code>" in html
     assert "2001:618:1:8000::5:80" not in html
+
+
+def test_violations_with_unknown_orientation_are_marked_and_counted(corpus: Path) -> None:
+    """four_ipv6_http_streams.pcap: neither end in the policy's local_networks; the table's
+    "Local" address is only the end that did not decide — each such row says so, and the
+    summary counts them with the advice to list the registry hosts in local_networks."""
+    records = _capture_records(corpus, "pcapplusplus/four_ipv6_http_streams.pcap", summary=True)
+    assert records[0]["data"]["orientation_unknown_public"] == 4
+    data = build_report(records, start=START, end=END, verification=None)
+    (residency,) = [c for c in data["criteria"] if c["key"] == "data_residency"]
+    assert residency["summary"] == (
+        "4 flow(s) left the jurisdiction. 4 flow(s) had neither end in local_networks and were "
+        "judged from both ends (4 of the violation records), 4 of them between public "
+        "addresses: list the registry hosts' addresses in local_networks so that Sentinel "
+        "knows which end is ours"
+    )
+    html = render_html(data)
+    assert html.count("orientation unknown: neither end in local_networks (both ends") == 4
+    assert "list the registry hosts&#39; addresses in local_networks" in html
+
+
+def test_special_purpose_only_flows_get_no_local_networks_advice(corpus: Path) -> None:
+    """zeek linux_dlt_sll2.pcap: 192.0.2.1 and fe80:: talking to themselves — unoriented but
+    internal from either end: not egress, no advice."""
+    records = _capture_records(corpus, "zeek/linux_dlt_sll2.pcap", summary=True)
+    (summary,) = records
+    assert summary["data"]["orientation_unknown"] == 2
+    assert summary["data"]["orientation_unknown_public"] == 0
+    data = build_report(records, start=START, end=END, verification=None)
+    (residency,) = [c for c in data["criteria"] if c["key"] == "data_residency"]
+    assert residency["summary"] == "2 flow(s) judged, none left the jurisdiction"
+    # a summary written before orientation_unknown_public existed counts whole (conservative)
+    del summary["data"]["orientation_unknown_public"]
+    data = build_report(records, start=START, end=END, verification=None)
+    (residency,) = [c for c in data["criteria"] if c["key"] == "data_residency"]
+    assert "2 of them between public addresses: list the registry hosts" in residency["summary"]
