@@ -21,6 +21,7 @@ from sentinel.cli.common import (
 )
 from sentinel.errors import ConfigError
 from sentinel.flows import DEFAULT_DNS, DnsOptions, ReadStats, read_flows
+from sentinel.flows.netflow import Limits
 from sentinel.flows.netflow_collector import ExportPcapStats, read_export_flows
 from sentinel.geo.database import GeoDatabase
 from sentinel.policy.egress import EgressPolicy, UnknownOrientation
@@ -117,7 +118,9 @@ def _netflow_summary(stats: ExportPcapStats) -> str:
     type=click.Path(path_type=Path, dir_okay=False),
     help="pcap/pcapng capture of NetFlow v5/v9 or IPFIX export packets: the flows the "
     "exporters report are judged (counts times the sampling rate); files are read in the "
-    "order given, templates carry over. Repeatable; combinable with --pcap.",
+    "order given, templates carry over and data read before its template is held until the "
+    "template comes; sampling rates apply from their options data on (give option captures "
+    "first). Repeatable; combinable with --pcap.",
 )
 @click.option(
     "--geoip",
@@ -293,9 +296,25 @@ def _incomplete(flows: int, notes: list[str], nf: ExportPcapStats | None) -> lis
     if nf is not None:
         for path in nf.without_export:
             reasons.append(f"{path}: no NetFlow/IPFIX datagram decoded")
-        if nf.decoder.missing_template_sets:
+        missing = nf.decoder.missing_template_sets
+        if missing:
+            # data before its template is held and replayed whatever the file order; only
+            # what the hold buffer evicted depends on the order
+            evicted = missing - nf.waiting_at_end
+            parts = []
+            if nf.waiting_at_end:
+                parts.append(
+                    f"{nf.waiting_at_end} whose template is in none of the captures given "
+                    "(add the capture of the exporter's templates, before or after the data)"
+                )
+            if evicted:
+                limits = Limits()
+                parts.append(
+                    f"{evicted} dropped while waiting for their template (more than "
+                    f"{limits.max_pending_sets} sets or {limits.max_pending_bytes >> 20} MiB "
+                    "waiting: give the capture holding the templates earlier)"
+                )
             reasons.append(
-                f"{nf.decoder.missing_template_sets} NetFlow/IPFIX data set(s) never matched a "
-                "template (give the capture holding the templates first)"
+                f"{missing} NetFlow/IPFIX data set(s) never matched a template: " + "; ".join(parts)
             )
     return reasons

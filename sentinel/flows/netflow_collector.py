@@ -54,6 +54,10 @@ class ExportPcapStats:
     reassembled); ``decoder`` the decoder's counters (after ``finish``: sets still waiting for a
     template are counted as missing). ``without_export``: the files in which not one datagram
     decoded as NetFlow v5/v9 or IPFIX (not an export capture, or a damaged one).
+    ``waiting_at_end``: of the sets missing a template, those still buffered after the last
+    file (their template is in none of the files); the others were evicted over
+    ``Limits.max_pending_sets``/``max_pending_bytes`` while waiting (their template may have
+    come later).
     """
 
     capture: ReadStats = field(default_factory=ReadStats)
@@ -62,6 +66,7 @@ class ExportPcapStats:
     decoder: NetflowStats = field(default_factory=NetflowStats)
     problems: list[str] = field(default_factory=list)
     without_export: list[str] = field(default_factory=list)
+    waiting_at_end: int = 0
 
 
 def export_datagrams(path: str | Path, stats: ExportPcapStats) -> Iterator[tuple[int, str, bytes]]:
@@ -120,7 +125,7 @@ def read_export_pcap(
             stats.problems.extend(f"{path}: {exporter}: {p}" for p in result.problems)
         if sum(decoder.stats.datagrams.values()) == decoded:
             stats.without_export.append(str(path))
-    decoder.finish()
+    stats.waiting_at_end = decoder.finish()
     return records, stats
 
 

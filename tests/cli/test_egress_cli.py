@@ -197,7 +197,42 @@ def test_check_netflow_data_without_template_is_reported(corpus: Path) -> None:
     assert (code, out) == (3, "")  # nothing judged is not nothing found
     assert "1 data set(s) never matched a template" in err
     assert "incomplete check: no flow was judged" in err
-    assert "never matched a template (give the capture holding the templates first)" in err
+    assert (
+        "1 NetFlow/IPFIX data set(s) never matched a template: 1 whose template is in none of "
+        "the captures given (add the capture of the exporter's templates, before or after the "
+        "data)"
+    ) in err
+    assert "first" not in err
+    # the template capture after the data: the data set is held and replayed, nothing missing
+    folder = corpus / "pcap" / "akvorado"
+    args = ["egress", "check", "--policy", str(POLICY), "--geoip", geo, "--json"]
+    for name in ("options-template", "options-data", "data", "template"):
+        args += ["--netflow", str(folder / f"{name}.pcap")]
+    code, out, err = _run(args)
+    assert code == 1 and len(out.splitlines()) == 4, err
+    assert {json.loads(line)["sampling_rate"] for line in out.splitlines()} == {30000}
+    assert "1 data set(s) replayed after a late template" in err
+    assert "0 data set(s) never matched a template" in err and "incomplete" not in err
+
+
+def test_check_netflow_says_when_the_hold_for_late_templates_overflowed(corpus: Path) -> None:
+    """Data evicted from a full hold (here one of 0 sets) is the one case where file order
+    matters: the reason says so, and not "in none of the captures"."""
+    from sentinel.cli.egress import _incomplete
+    from sentinel.flows.netflow import Limits
+    from sentinel.flows.netflow_collector import read_export_pcap
+
+    folder = corpus / "pcap" / "akvorado"
+    paths = [folder / "data.pcap", folder / "template.pcap"]
+    records, stats = read_export_pcap(paths, limits=Limits(max_pending_sets=0))
+    assert records == [] and stats.decoder.missing_template_sets == 1
+    (reason,) = [r for r in _incomplete(len(records), [], stats) if "template" in r]
+    assert reason.startswith(
+        "1 NetFlow/IPFIX data set(s) never matched a template: 1 dropped while waiting for "
+        "their template (more than 10000 sets or 16 MiB waiting: give the capture holding the "
+        "templates earlier)"
+    )
+    assert "none of the captures" not in reason
 
 
 def test_check_netflow_on_a_capture_without_netflow_exits_3(corpus: Path) -> None:
