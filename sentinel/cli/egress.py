@@ -221,7 +221,10 @@ def check(
                 flows = flows + nf_flows
             # when is None: a waiver covers a flow if it was valid when the flow was seen
             verdicts = rules.evaluate_many(flows, geo, when, secondary=second)
-            elapsed = time.perf_counter() - started
+            # from the first capture opened: imports, policy and databases are not reading
+            read = [stats] + ([nf_stats.capture] if nf_stats is not None else [])
+            opened = [r.opened_at for r in read if r.opened_at is not None]
+            elapsed = time.perf_counter() - min(opened, default=started)
         finally:
             for db in (geo, second):
                 if db is not None:
@@ -234,20 +237,19 @@ def check(
             lines = [dumps(v.to_json()) for v in block] if as_json else [_human(v) for v in block]
             click.echo("\n".join(lines))
     if pcaps:
-        rate = int(stats.packets / elapsed) if elapsed > 0 else 0
         summary = (
             f"sentinel: {len(pcaps) + len(netflows)} file(s), {stats.packets} packets, "
             f"{len(flows)} flows, "
             f"{violations} violation(s); not IP {stats.not_ip}, malformed {stats.malformed}, "
             f"unsupported link type {stats.unsupported_linktype}, "
-            f"unmatched fragments {stats.fragments_unmatched}; {rate} packets/s"
+            f"unmatched fragments {stats.fragments_unmatched}"
+            + _rate(stats.packets, elapsed, "packets")
         )
     else:  # --netflow only: the flows are the exported records, not captured packets
         records = nf_stats.decoder.records if nf_stats is not None else 0
-        rate = int(records / elapsed) if elapsed > 0 else 0
         summary = (
             f"sentinel: {len(netflows)} file(s), {records} flow records, {len(flows)} flows, "
-            f"{violations} violation(s); {rate} records/s"
+            f"{violations} violation(s)" + _rate(records, elapsed, "records")
         )
     unknown = UnknownOrientation.count(flows)
     if unknown.total:
@@ -283,6 +285,18 @@ def check(
     if violations:
         raise SystemExit(EXIT_FINDINGS)
     raise SystemExit(EXIT_INCOMPLETE if incomplete else EXIT_OK)
+
+
+#: fewer packets or records than this are not timed: the rate would be noise
+RATE_MIN_INPUT = 1_000
+
+
+def _rate(count: int, seconds: float, unit: str) -> str:
+    """``"; N unit/s"`` over ``seconds`` of wall time, or ``""`` for an input too small to
+    time (under ``RATE_MIN_INPUT``)."""
+    if count < RATE_MIN_INPUT or seconds <= 0:
+        return ""
+    return f"; {int(count / seconds)} {unit}/s"
 
 
 def _incomplete(flows: int, notes: list[str], nf: ExportPcapStats | None) -> list[str]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -86,6 +87,9 @@ class ReadStats:
     fragments_unmatched: int = 0
     tunnels: dict[str, int] = field(default_factory=dict)
     dns: dict[str, int] = field(default_factory=dict)
+    #: ``time.perf_counter()`` seconds when the first capture was opened (``None``: none was);
+    #: a rate measured from it leaves out start-up (imports, policy and database loading)
+    opened_at: float | None = field(default=None, compare=False)
 
     def anomaly(self, kind: str, count: int = 1) -> None:
         """Count ``count`` anomalies of ``kind``."""
@@ -118,6 +122,10 @@ class ReadStats:
             self.tunnels[kind] = self.tunnels.get(kind, 0) + count
         for kind, count in other.dns.items():
             self.dns[kind] = self.dns.get(kind, 0) + count
+        if other.opened_at is not None and (
+            self.opened_at is None or other.opened_at < self.opened_at
+        ):
+            self.opened_at = other.opened_at
 
 
 class _Source:
@@ -181,7 +189,7 @@ class CaptureReader:
 
     def __init__(self, path: str | Path, *, max_record_bytes: int = DEFAULT_MAX_RECORD) -> None:
         self.path = Path(path)
-        self.stats = ReadStats(files=1)
+        self.stats = ReadStats(files=1, opened_at=time.perf_counter())
         self._max_record = max_record_bytes
         raw = _open_raw(self.path)
         self._raw = raw
