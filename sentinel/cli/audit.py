@@ -276,7 +276,9 @@ def parse(
     "--ledger",
     "ledger_url",
     default=None,
-    help="Ledger database URL (default: config ledger.url).",
+    metavar="URL_OR_PATH",
+    help="The ledger database: a SQLAlchemy URL (sqlite:///…, postgresql://…) or a SQLite "
+    "file path, as for the ledger commands (default: [ledger] url).",
 )
 @_files_argument
 @pass_state
@@ -300,10 +302,11 @@ def ingest(
     Exit codes: 0 all parsed; 1 some input unparsed (still recorded); 2 error.
     """
     from sentinel.ledger import Ledger
+    from sentinel.ledger.urls import database_url
 
     src = _source(state, source)
     options = parser_options(zone, mapping_path, secret_path)
-    url = ledger_url or state.settings().ledger_url
+    url = database_url(ledger_url) if ledger_url else state.settings().ledger_url
     log_id = state.settings().ledger.log_id if state.config_path is not None else "sentinel"
     tally = _Tally()
     appended = duplicates = 0

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
-import sqlalchemy as sa
 
 from sentinel.cli.common import (
     EXIT_ERROR,
@@ -56,6 +55,7 @@ from sentinel.ledger.checkpoint import (
     rotate_key,
     trusted_verifiers,
 )
+from sentinel.ledger.urls import database_url, display_url
 from sentinel.timefmt import format_ts, parse_ts
 
 #: ``sentinel ledger verify``: a checkpoint is signed by no trusted key (or for another
@@ -72,7 +72,7 @@ _VERIFY_EXIT = {
 def _open(state: CliState) -> tuple[Ledger, str]:
     settings = state.settings()
     url = settings.ledger_url
-    shown = sa.make_url(url).render_as_string(hide_password=True) if "://" in url else url
+    shown = display_url(url)
     anchor = anchor_from_settings(settings)
     return Ledger.open(url, log_id=settings.ledger.log_id, anchor=anchor), shown
 
@@ -149,7 +149,7 @@ _READ_OPTIONS: dict[str, Callable[[F], F]] = {
         "ledger",
         metavar="URL_OR_PATH",
         help="The database: a SQLAlchemy URL (sqlite:///…, postgresql://…) or a SQLite file "
-        "path. Default: [ledger] url.",
+        "path (taken as it is: ?, %, spaces are part of the name). Default: [ledger] url.",
     ),
     "log_id": click.option(
         "--log-id",
@@ -250,9 +250,8 @@ class _ReadSource:
 
     @property
     def shown(self) -> str:
-        """The URL with any password hidden (a SQLite path as given)."""
-        url = self.url or ""
-        return sa.make_url(url).render_as_string(hide_password=True) if "://" in url else url
+        """The URL with any password hidden (a SQLite path as it is, not percent-encoded)."""
+        return display_url(self.url or "")
 
     def open(self) -> Ledger:
         """The ledger, opened read-only (never created, migrated or written).
@@ -351,7 +350,7 @@ def _read_source(
             )
     url: str | None = None
     if read.ledger is not None:
-        url = read.ledger if "://" in read.ledger else f"sqlite:///{Path(read.ledger).absolute()}"
+        url = database_url(read.ledger)
     elif database:
         assert settings is not None
         url = settings.ledger_url

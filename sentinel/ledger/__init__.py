@@ -3,12 +3,13 @@ RFC 9162 Merkle tree with stored subtree hashes, C2SP signed checkpoints kept ou
 database.
 
 Public API: ``Ledger`` (open, append, head, size, get_cursor, iter_entries, query,
-query_entries, count_by_kind, root, inclusion_proof, consistency_proof, checkpoint,
+query_entries, count_by_kind, log_ids, root, inclusion_proof, consistency_proof, checkpoint,
 latest_checkpoint, verify, close), ``AppendResult``, ``VerifyResult``, ``VerifyStatus``,
 ``InclusionProof``, ``ConsistencyProof``, ``Entry``, ``Head``, ``RecordError``,
 ``canonical_bytes``, ``leaf_hash``, ``chain_hash``, ``GENESIS``; checkpoints: ``Anchor``,
 ``SignedCheckpoint``, ``make_checkpoint``, ``anchor_from_settings``, ``ConsistencyError``;
-modules ``merkle`` (RFC 9162 proofs), ``note`` (C2SP signed notes), ``checkpoint``.
+modules ``merkle`` (RFC 9162 proofs), ``note`` (C2SP signed notes), ``checkpoint``,
+``urls`` (a ``--ledger`` URL or path: ``database_url``, ``display_url``).
 See DESIGN.md "Ledger".
 """
 

@@ -99,6 +99,7 @@ from sentinel.ledger.note import (
     Verifier,
     open_note,
 )
+from sentinel.ledger.urls import display_url
 from sentinel.timefmt import format_ts, parse_ts, utcnow
 
 SCHEMA_VERSION = schema.SCHEMA_VERSION
@@ -472,12 +473,14 @@ class Ledger:
         except sa.exc.ArgumentError as exc:
             raise LedgerError(f"ledger: not a database URL: {url!r}") from exc
         backend = parsed.get_backend_name()
-        shown = parsed.render_as_string(hide_password=True)
+        shown = display_url(parsed)
         sqlite_uri = ""
         if backend == "sqlite":
             if not parsed.database or parsed.database == ":memory:":
                 raise LedgerError(f"ledger: {shown}: SQLite ledger needs a file path")
             path = Path(parsed.database)
+            if path.expanduser().is_dir():
+                raise LedgerError(f"ledger: {path}: is a directory, not a database file")
             sqlite_uri = _sqlite_ro_uri(path, read_only)
             if read_only:
                 uri = sqlite_uri

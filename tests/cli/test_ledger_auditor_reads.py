@@ -196,3 +196,67 @@ def test_a_log_id_with_no_record_names_the_logs_present(
     Ledger.open(f"sqlite:///{empty}").close()
     res = runner.invoke(cli, ["ledger", "stats", "--ledger", str(empty), "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["size"] == 0, res.output
+
+
+def test_ledger_paths_are_paths_for_every_command(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--ledger PATH with ?, %, spaces and parentheses is a file name for `audit ingest` and
+    the ledger commands alike (one helper), shown as given; a directory is named as one."""
+    box = tmp_path / "a b (copy)"
+    box.mkdir()
+    monkeypatch.chdir(box)
+    name = "led?x=%41 (copy).db"
+    log = corpus / "registry-logs/distribution-live/registry-app-json.log"
+    runner = CliRunner()
+    res = runner.invoke(
+        cli, ["audit", "ingest", "--ledger", name, "--format", "distribution-json", str(log)]
+    )
+    assert res.exit_code == 0 and res.stdout.startswith("appended 63 record(s)"), res.output
+    assert sorted(p.name for p in box.glob("*.db")) == [name]
+    for ledger in (name, str(box / name)):
+        out = json.loads(_ok(runner.invoke(cli, ["ledger", "stats", "--ledger", ledger, "--json"])))
+        assert out["size"] == 63 and out["url"] == f"sqlite:///{box / name}", out
+        res = runner.invoke(cli, ["ledger", "export", "--ledger", ledger])
+        assert res.exit_code == 0 and len(res.stdout.splitlines()) == 63, res.output
+    res = runner.invoke(cli, ["ledger", "prove", "0", "--ledger", name])
+    assert res.exit_code == 0, res.output
+    (box / "cp").mkdir()
+    res = runner.invoke(
+        cli,
+        [
+            "ledger",
+            "verify",
+            "--ledger",
+            name,
+            "--checkpoint-dir",
+            "cp",
+            "--key-history",
+            "/dev/null",
+        ],
+    )
+    assert res.exit_code == 2 and "--checkpoint-dir cp: no checkpoint" in res.stderr, res.output
+    # an explicit URL stays a URL (its query string is the URL's)
+    url = f"sqlite:///{box / 'u.db'}"
+    res = runner.invoke(
+        cli, ["audit", "ingest", "--ledger", url, "--format", "distribution-json", str(log)]
+    )
+    assert res.exit_code == 0 and (box / "u.db").is_file(), res.output
+
+    # a directory is one, not a missing database file
+    for args in (
+        ["ledger", "stats", "--ledger", str(box)],
+        [
+            "ledger",
+            "verify",
+            "--ledger",
+            ".",
+            "--checkpoint-dir",
+            "cp",
+            "--key-history",
+            "/dev/null",
+        ],
+        ["audit", "ingest", "--ledger", str(box), "--format", "distribution-json", str(log)],
+    ):
+        res = runner.invoke(cli, args)
+        assert res.exit_code == 2 and "is a directory" in res.stderr, (args, res.output)
