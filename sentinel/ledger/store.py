@@ -1122,6 +1122,46 @@ class Ledger:
             return Head(-1, GENESIS)
         return Head(self._seq_of(row[0]), bytes(row[1]))
 
+    def _node_beyond(self, reader: _RawReader, size: int) -> str | None:
+        """The problem of a stored Merkle node that no tree of ``size`` records has, if any:
+        a level below 1 or at least ``size.bit_length()`` (wider than the log), or a
+        negative index, or one whose leaves ``idx·2^level … (idx+1)·2^level − 1`` do not all
+        lie below ``size`` (``idx >= size >> level``). Records deleted from the tail with
+        their tree left behind show so, or a node added. One statement of primary-key
+        range probes, two per level (about 40 for a million records); the lowest level is
+        named first. On SQLite a TEXT or BLOB level or index sorts above every number, so
+        it is found too (https://sqlite.org/datatype3.html#sort_order)."""
+        ph = reader.ph
+        top = size.bit_length()
+        probe = (
+            "SELECT * FROM (SELECT level, idx FROM ledger_tree WHERE log_id = {ph} AND {cond} "
+            "ORDER BY level, idx LIMIT 1) AS p{n}"
+        )
+        conds: list[tuple[str, tuple[Any, ...]]] = [(f"level < {ph}", (1,))]
+        for level in range(1, top):
+            conds.append((f"level = {ph} AND idx < {ph}", (level, 0)))
+            conds.append((f"level = {ph} AND idx >= {ph}", (level, size >> level)))
+        conds.append((f"level >= {ph}", (max(top, 1),)))
+        params: list[Any] = []
+        parts = []
+        for n, (cond, values) in enumerate(conds):
+            parts.append(probe.format(ph=ph, cond=cond, n=n))
+            params += [self._log_id, *values]
+        rows = reader.fetch(" UNION ALL ".join(parts), tuple(params))
+        if not rows:
+            return None
+        level, idx = rows[0]
+        if type(level) is int and type(idx) is int and level >= 1 and idx >= 0:
+            return (
+                f"stored Merkle node (level {level}, index {idx}) over records "
+                f"{idx << level}..{((idx + 1) << level) - 1} is beyond the log's size "
+                f"({size} records): records deleted from the tail, or a node added"
+            )
+        return (
+            f"stored Merkle node (level {level!r}, index {idx!r}) cannot exist in an "
+            "RFC 9162 tree: a node added"
+        )
+
     def _seq_of(self, value: object) -> int:
         """A stored ``seq``; ``LedgerError`` if it is not an integer (SQLite keeps a TEXT, BLOB
         or REAL value in any column, and sorts TEXT and BLOB after every number)."""
@@ -1337,7 +1377,11 @@ class Ledger:
         ``v``/``log``/``seq``/``kind``/``recorded_at`` against the row (catches moved or
         swapped bodies; a byte comparison of the body's canonical tail, no JSON decoding),
         ``prev_hash`` = previous chain hash (``GENESIS`` for seq 0), ``chain_hash``, and every
-        stored Merkle node against the tree recomputed from the leaves.
+        stored Merkle node against the tree recomputed from the leaves. Beyond the size: no
+        stored node a tree of that size cannot have (``_node_beyond``: a tail deleted with
+        its tree left behind, or a node added) and, on SQLite, no seq stored as TEXT or BLOB
+        (``_verify_size``); either is ``invalid`` at ``first_bad_seq = size`` when everything
+        below it checks out.
 
         The log is cut into ranges of ``range_size`` records (rounded down to a multiple of
         the read batch, ``batch`` rounded down to a power of two). Each range is checked on
@@ -1385,6 +1429,7 @@ class Ledger:
             workers = min(os.cpu_count() or 1, VERIFY_MAX_WORKERS)
         with _RawReader(self) as reader:
             size, stray = self._verify_size(reader)
+            beyond = self._node_beyond(reader, size)
             cps = _CheckpointCursor(anchor, size) if anchor is not None else None
             if workers > 1 and size > span:
                 count = min(workers, -(-size // span))
@@ -1402,6 +1447,7 @@ class Ledger:
                         progress,
                         accelerated,
                         stray,
+                        beyond,
                     ).run()
                 except BrokenProcessPool as exc:  # e.g. a script without a __main__ guard
                     _log.warning(
@@ -1412,7 +1458,7 @@ class Ledger:
                     pool.shutdown(wait=True, cancel_futures=True)
                 cps = _CheckpointCursor(anchor, size) if anchor is not None else None
             return _Stitcher(
-                self, reader, size, block, span, cps, None, 1, progress, accelerated, stray
+                self, reader, size, block, span, cps, None, 1, progress, accelerated, stray, beyond
             ).run()
 
     def _slow_check(
@@ -1476,10 +1522,13 @@ class _Stitcher:
         progress: Callable[[int, int], None] | None = None,
         accelerated: bool = True,
         stray: object | None = None,
+        beyond: str | None = None,
     ) -> None:
         self.ledger = ledger
         #: the lowest TEXT/BLOB seq stored (SQLite), ``None`` if none (``Ledger._verify_size``)
         self.stray = stray
+        #: a stored Merkle node beyond the log's size (``Ledger._node_beyond``)
+        self.beyond = beyond
         self.reader = reader
         self.size = size
         self.block = block
@@ -1542,6 +1591,8 @@ class _Stitcher:
         if self.stray is not None:  # every numbered record checks out: the stray is extra
             problem, self.stray = self._stray_problem(), None
             return self.result(VerifyStatus.INVALID, self.size, problem, self.size)
+        if self.beyond is not None:  # every record and node within the size checks out
+            return self.result(VerifyStatus.INVALID, self.size, self.beyond, self.size)
         return outcome or self.result(VerifyStatus.VALID, None, None)
 
     def _stray_problem(self) -> str:

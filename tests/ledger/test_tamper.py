@@ -235,6 +235,36 @@ def test_row_with_negative_seq(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("level", "idx", "problem"),
+    [
+        (1, 5, "(level 1, index 5) over records 10..11 is beyond the log's size (10 records)"),
+        (2, 2, "(level 2, index 2) over records 8..11 is beyond"),
+        (4, 0, "(level 4, index 0) over records 0..15 is beyond"),
+        (40, 0, "(level 40, index 0) over records 0..1099511627775 is beyond"),
+        (0, 3, "(level 0, index 3) cannot exist"),  # leaves are not stored in the tree
+        (1, -1, "(level 1, index -1) cannot exist"),
+    ],
+)
+def test_extra_tree_node_beyond_the_size(url: str, level: int, idx: int, problem: str) -> None:
+    """A node no tree of the log's size has is a modification (or a tail deleted with its
+    tree left behind): invalid at the size, whichever verifier, however cut."""
+    with raw(url) as conn:
+        conn.execute(
+            sa.text("INSERT INTO ledger_tree VALUES ('sentinel', :lv, :ix, :h)"),
+            {"lv": level, "ix": idx, "h": b"\x09" * 32},
+        )
+    assert_invalid(verify(url), N, problem)
+    with Ledger.open(url) as led:
+        assert_invalid(led.verify(batch=2, workers=2, range_size=4), N, problem)
+
+
+def test_tail_deleted_with_its_tree_left_is_invalid_without_an_anchor(url: str) -> None:
+    with raw(url) as conn:
+        conn.execute(sa.text("DELETE FROM ledger_entries WHERE seq >= 7"))
+    assert_invalid(verify(url), 7, "(level 1, index 3) over records 6..7 is beyond")
+
+
+@pytest.mark.parametrize(
     ("edit", "bad", "problem"),
     [
         # TEXT and BLOB sort after every number in SQLite: head() used to pick them and crash
