@@ -201,7 +201,8 @@ _READ_OPTIONS: dict[str, Callable[[F], F]] = {
         "--tsa-cert",
         "tsa_cert",
         type=click.Path(path_type=Path, dir_okay=False),
-        help="Pinned TSA certificate (PEM), with --tsa-ca-file.",
+        help="Pinned TSA certificate (PEM); needs --tsa-ca-file (exit 2 without). Given, "
+        "both files must be readable PEM certificates (exit 2 otherwise).",
     ),
 }
 _DATABASE = ("ledger", "log_id")
@@ -379,9 +380,18 @@ def _read_source(
             )
             anchor = Anchor(log, verifiers, origin, tuple(problems))
 
+    given_trust: tsa.TsaTrust | None = None
+    if read.tsa_cert is not None and read.tsa_ca_file is None:
+        raise ConfigError(
+            f"--tsa-cert {read.tsa_cert}",
+            "needs --tsa-ca-file (the CA the pinned TSA certificate chains to)",
+        )
+    if read.tsa_ca_file is not None:  # given: a bad file is an error (exit 2), not "unchecked"
+        given_trust = tsa.TsaTrust.from_files(read.tsa_ca_file, read.tsa_cert, options=True)
+
     def trust() -> tsa.TsaTrust | None:
-        if read.tsa_ca_file is not None:
-            return tsa.TsaTrust.from_files(read.tsa_ca_file, read.tsa_cert)
+        if given_trust is not None:
+            return given_trust
         return tsa.trust_from_settings(settings) if settings is not None else None
 
     configured = read.tsa_ca_file is not None or (

@@ -119,30 +119,40 @@ class TsaTrust:
     pinned: x509.Certificate | None = None
 
     @classmethod
-    def from_files(cls, ca_file: Path, cert_file: Path | None = None) -> TsaTrust:
-        """Load PEM certificates. Raises ``ConfigError`` (missing, unreadable, no certificate)."""
-        anchors = tuple(_load_pems(ca_file, "tsa_ca_file"))
+    def from_files(
+        cls, ca_file: Path, cert_file: Path | None = None, *, options: bool = False
+    ) -> TsaTrust:
+        """Load PEM certificates. Raises ``ConfigError`` (missing, unreadable, no certificate)
+        naming the setting (``ledger.tsa_ca_file``, ``ledger.tsa_cert``), or with ``options``
+        the command-line option (``--tsa-ca-file``, ``--tsa-cert``) the file came from."""
+        anchors = tuple(_load_pems(ca_file, "tsa_ca_file", options))
         pinned = None
         if cert_file is not None:
-            certs = _load_pems(cert_file, "tsa_cert")
+            certs = _load_pems(cert_file, "tsa_cert", options)
             if len(certs) != 1:
-                raise ConfigError(str(cert_file), "expected exactly one PEM certificate")
+                raise _pem_error(cert_file, "tsa_cert", options, "expected exactly one certificate")
             pinned = certs[0]
         return cls(anchors, pinned)
 
 
-def _load_pems(path: Path, key: str) -> list[x509.Certificate]:
+def _pem_error(path: Path, key: str, option: bool, problem: str) -> ConfigError:
+    if option:
+        return ConfigError(f"--{key.replace('_', '-')} {path}", problem)
+    return ConfigError(str(path), problem, key=f"ledger.{key}")
+
+
+def _load_pems(path: Path, key: str, option: bool = False) -> list[x509.Certificate]:
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_PEM_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(str(path), f"cannot read ({exc.strerror})", key=f"ledger.{key}") from exc
+        raise _pem_error(path, key, option, f"cannot read ({exc.strerror})") from exc
     if len(data) > MAX_PEM_BYTES:
-        raise ConfigError(str(path), f"larger than {MAX_PEM_BYTES} bytes", key=f"ledger.{key}")
+        raise _pem_error(path, key, option, f"larger than {MAX_PEM_BYTES} bytes")
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise ConfigError(str(path), "no PEM certificate in it", key=f"ledger.{key}") from exc
+        raise _pem_error(path, key, option, "no PEM certificate in it") from exc
     return certs
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -179,6 +180,22 @@ def test_checkpoint_gets_a_verified_timestamp_openssl_accepts(
     assert res.stderr == err.replace(str(cp2.timestamp.path), str(copy.relative_to(box)))
     res = CliRunner().invoke(cli, [*args[:4], "--tsa-ca-file", str(pki.other_ca)])
     assert res.exit_code == 0 and res.stderr.startswith("timestamp: invalid"), res.output
+    # --tsa-cert pins within --tsa-ca-file's trust: alone it is an error, not ignored
+    verify = ["ledger", "verify", "--ledger", settings.ledger_url, "--checkpoint-dir"]
+    verify += ["checkpoints", "--key-history", os.devnull]
+    for cmd in (args[:4], verify):
+        res = CliRunner().invoke(cli, [*cmd, "--tsa-cert", str(pki.ca)])
+        assert res.exit_code == 2 and "needs --tsa-ca-file" in res.stderr, res.output
+        # a bad file given is an error named by its option (not the [ledger] key), not unchecked
+        (box / "bad.pem").write_text("not a certificate\n")
+        for opt in (
+            ["--tsa-ca-file", "bad.pem"],
+            ["--tsa-ca-file", str(pki.ca), "--tsa-cert", "bad.pem"],
+        ):
+            res = CliRunner().invoke(cli, [*cmd, *opt])
+            assert res.exit_code == 2, res.output
+            bad = f"{opt[-2]} bad.pem: no PEM certificate in it"
+            assert bad in res.stderr and "ledger.tsa" not in res.stderr, res.output
 
 
 def test_tsa_down_keeps_the_checkpoint_and_retries(
