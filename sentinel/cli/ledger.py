@@ -33,7 +33,6 @@ from typing import Any, cast
 import click
 
 from sentinel.cli.common import (
-    EXIT_ERROR,
     EXIT_FINDINGS,
     EXIT_OK,
     CliState,
@@ -113,6 +112,28 @@ def _ts_option(ctx: click.Context, param: click.Parameter, value: str | None) ->
         return parse_ts(value)
     except ValueError as exc:
         raise click.BadParameter(f"not an RFC 3339 timestamp with zone: {value!r}") from exc
+
+
+def _json_errors(func: F) -> F:
+    """With ``--json`` (keyword ``as_json``), an error also prints ``{"error": "<message>"}``
+    on stdout, one line, before ``handle_errors`` / click print it on stderr and exit (2, or
+    the error's own code): a script reading stdout gets JSON whatever happens. Errors in
+    parsing the command line itself (click, before the command runs) print only on stderr."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SentinelError as exc:
+            if kwargs.get("as_json"):
+                click.echo(json.dumps({"error": exc.diagnostics()}))
+            raise
+        except click.ClickException as exc:
+            if kwargs.get("as_json"):
+                click.echo(json.dumps({"error": exc.format_message()}))
+            raise
+
+    return cast(F, wrapper)
 
 
 @click.group()
@@ -438,7 +459,12 @@ class _Progress:
 
 
 @ledger.command("verify")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print the result as one JSON object (an error: {"error": "..."}).',
+)
 @_read_options(*_DATABASE, *_ANCHOR, *_TSA)
 @click.option(
     "--progress",
@@ -448,6 +474,7 @@ class _Progress:
 )
 @pass_state
 @handle_errors
+@_json_errors
 def verify(
     state: CliState,
     as_json: bool,
@@ -535,10 +562,16 @@ def verify(
 @click.option(
     "--sign", is_flag=True, help="Sign a new checkpoint now (after the consistency check)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print one JSON object (an error: {"error": "..."}).',
+)
 @_read_options("log_id", "checkpoint_dir", *_TSA)
 @pass_state
 @handle_errors
+@_json_errors
 def checkpoint(state: CliState, sign: bool, as_json: bool, read: _ReadOptions) -> None:
     """Print the latest signed checkpoint (C2SP tlog-checkpoint signed note).
 
@@ -582,12 +615,9 @@ def checkpoint(state: CliState, sign: bool, as_json: bool, read: _ReadOptions) -
         assert src.log is not None
         last = src.log.latest()
         if last is None:
-            click.echo(
-                f"sentinel: error: no checkpoint in {src.log.path} yet "
-                "(sentinel ledger checkpoint --sign)",
-                err=True,
+            raise LedgerError(
+                f"no checkpoint in {src.log.path} yet (sentinel ledger checkpoint --sign)"
             )
-            raise SystemExit(EXIT_ERROR)
         info = {
             "line": last.line,
             "origin": last.origin,
@@ -624,6 +654,7 @@ def _stored_outcome(
 @ledger.command("rotate-key")
 @pass_state
 @handle_errors
+@_json_errors
 def rotate_key_command(state: CliState) -> None:
     """Replace the checkpoint signing key; the old public key stays trusted.
 
@@ -646,10 +677,16 @@ def rotate_key_command(state: CliState) -> None:
 @ledger.command("prove")
 @click.argument("seq", type=click.IntRange(min=0))
 @click.option("--size", type=click.IntRange(min=1), default=None, help="Tree size (default: all).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print one JSON object (an error: {"error": "..."}).',
+)
 @_read_options(*_DATABASE)
 @pass_state
 @handle_errors
+@_json_errors
 def prove(state: CliState, seq: int, size: int | None, as_json: bool, read: _ReadOptions) -> None:
     """RFC 9162 inclusion proof of record SEQ, verifiable offline.
 
@@ -686,10 +723,16 @@ def prove(state: CliState, seq: int, size: int | None, as_json: bool, read: _Rea
 @ledger.command("consistency")
 @click.argument("old_size", type=click.IntRange(min=1))
 @click.argument("new_size", type=click.IntRange(min=1), required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print one JSON object (an error: {"error": "..."}).',
+)
 @_read_options(*_DATABASE)
 @pass_state
 @handle_errors
+@_json_errors
 def consistency(
     state: CliState, old_size: int, new_size: int | None, as_json: bool, read: _ReadOptions
 ) -> None:
@@ -737,6 +780,7 @@ def consistency(
 @_read_options(*_DATABASE)
 @pass_state
 @handle_errors
+@_json_errors
 def export(
     state: CliState,
     since: datetime | None,
@@ -771,10 +815,16 @@ def export(
 
 
 @ledger.command("stats")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print one JSON object (an error: {"error": "..."}).',
+)
 @_read_options(*_DATABASE)
 @pass_state
 @handle_errors
+@_json_errors
 def stats(state: CliState, as_json: bool, read: _ReadOptions) -> None:
     """Size, head hash and number of records per kind (not verified: run `verify`).
 

@@ -260,3 +260,31 @@ def test_ledger_paths_are_paths_for_every_command(
     ):
         res = runner.invoke(cli, args)
         assert res.exit_code == 2 and "is a directory" in res.stderr, (args, res.output)
+
+
+def test_json_errors_are_one_json_object_on_stdout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --json, an error (exit 2) prints {"error": ...} on stdout, and its line on stderr."""
+    cfg, url = _site(tmp_path, "sqlite")
+    ledger, opts = _auditor_copy(tmp_path, cfg.parent, url)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    runner = CliRunner()
+    cases = {
+        ("verify",): "no configuration file found",
+        ("verify", "--ledger", ledger, *opts, "--log-id", "x"): "no record of log 'x'",
+        ("verify", "--ledger", ledger, "--checkpoint-dir", "empty", *opts[2:]): "no checkpoint in",
+        ("stats", "--ledger", str(tmp_path / "none.db")): "no such database file",
+        ("prove", "99", "--ledger", ledger): "not in a tree of size 40",
+        ("consistency", "50", "--ledger", ledger): "",
+        ("checkpoint", "--checkpoint-dir", "empty"): "no checkpoint in",
+    }
+    for args, why in cases.items():
+        res = runner.invoke(cli, ["ledger", *args, "--json"])
+        assert res.exit_code == 2, (args, res.output)
+        out = json.loads(res.stdout)
+        assert list(out) == ["error"] and why in out["error"], (args, out)
+        assert out["error"] in res.stderr, (args, res.stderr)
+        without = runner.invoke(cli, ["ledger", *args])  # without --json: stderr only
+        assert without.exit_code == 2 and without.stdout == "", (args, without.output)
