@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 # the shape most sources write (Go's RFC3339Nano, Sentinel's own): parsed by fromisoformat
 # directly, which truncates a fraction beyond six digits exactly as the general path does
 _UTC_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z")
+_DATE = re.compile(r"\d{4}-\d\d-\d\d")
 
 
 def format_ts(ts: datetime) -> str:
@@ -53,6 +54,21 @@ def parse_ts(text: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp has no zone: {text!r}")
     return parsed.astimezone(UTC)
+
+
+def parse_when(text: str) -> datetime:
+    """A command-line time (``report``, ``ledger export`` ``--from``/``--to``): an RFC 3339
+    timestamp with a zone (``parse_ts``) or a date ``YYYY-MM-DD``, taken as midnight UTC.
+
+    Returns an aware UTC datetime; raises ``ValueError`` for anything else.
+    """
+    if _DATE.fullmatch(text):
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    return parse_ts(text)
+
+
+#: what ``parse_when`` accepts, for messages
+WHEN_FORMATS = "RFC 3339 with a zone (2026-11-29T00:00:00Z) or a date (2026-11-29, UTC)"
 
 
 def utcnow() -> datetime:

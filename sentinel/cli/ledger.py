@@ -55,7 +55,7 @@ from sentinel.ledger.checkpoint import (
     trusted_verifiers,
 )
 from sentinel.ledger.urls import database_url, display_url
-from sentinel.timefmt import format_ts, parse_ts
+from sentinel.timefmt import WHEN_FORMATS, format_ts, parse_when
 
 #: ``sentinel ledger verify``: a checkpoint is signed by no trusted key (or for another
 #: origin), or keys are missing
@@ -109,9 +109,9 @@ def _ts_option(ctx: click.Context, param: click.Parameter, value: str | None) ->
     if value is None:
         return None
     try:
-        return parse_ts(value)
+        return parse_when(value)
     except ValueError as exc:
-        raise click.BadParameter(f"not an RFC 3339 timestamp with zone: {value!r}") from exc
+        raise click.BadParameter(f"expected {WHEN_FORMATS}, got {value!r}") from exc
 
 
 def _json_errors(func: F) -> F:
@@ -767,8 +767,20 @@ def consistency(
 
 
 @ledger.command("export")
-@click.option("--from", "since", callback=_ts_option, help="First event time included (RFC 3339).")
-@click.option("--to", "until", callback=_ts_option, help="First event time excluded (RFC 3339).")
+@click.option(
+    "--from",
+    "since",
+    metavar="TIME",
+    callback=_ts_option,
+    help="First event time included: RFC 3339 with a zone, or YYYY-MM-DD (midnight UTC).",
+)
+@click.option(
+    "--to",
+    "until",
+    metavar="TIME",
+    callback=_ts_option,
+    help="First event time excluded: RFC 3339 with a zone, or YYYY-MM-DD (midnight UTC).",
+)
 @click.option("--kind", default=None, help="Only records of this kind (e.g. audit_event).")
 @click.option(
     "--by",

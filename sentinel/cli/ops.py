@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
@@ -20,7 +20,7 @@ from sentinel.report.build import build_report
 from sentinel.report.render import write_report
 from sentinel.runtime.service import Service
 from sentinel.runtime.setup import init_directory
-from sentinel.timefmt import parse_ts, utcnow
+from sentinel.timefmt import WHEN_FORMATS, parse_when, utcnow
 
 
 @click.command("init")
@@ -69,14 +69,9 @@ def _parse_when(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
     try:
-        if len(value) == 10:  # a date: YYYY-MM-DD, midnight UTC
-            return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-        return parse_ts(value)
+        return parse_when(value)
     except ValueError:
-        fail(
-            f"{option}: expected RFC 3339 (2026-11-29T00:00:00Z) or a date (2026-11-29), "
-            f"got {value!r}"
-        )
+        fail(f"{option}: expected {WHEN_FORMATS}, got {value!r}")
     return None
 
 

@@ -288,3 +288,21 @@ def test_json_errors_are_one_json_object_on_stdout(
         assert out["error"] in res.stderr, (args, res.stderr)
         without = runner.invoke(cli, ["ledger", *args])  # without --json: stderr only
         assert without.exit_code == 2 and without.stdout == "", (args, without.output)
+
+
+def test_export_takes_a_date_like_report(tmp_path: Path) -> None:
+    """`ledger export --from/--to` accept YYYY-MM-DD (midnight UTC), as `report` does."""
+    db = tmp_path / "l.db"
+    with Ledger.open(f"sqlite:///{db}") as led:
+        led.append([audit_record(i, ts=f"2026-03-0{1 + i % 3}T12:00:00Z") for i in range(9)])
+    runner = CliRunner()
+    base = ["ledger", "export", "--ledger", str(db)]
+    by_date = _ok(runner.invoke(cli, [*base, "--from", "2026-03-02", "--to", "2026-03-03"]))
+    exact = ["--from", "2026-03-02T00:00:00Z", "--to", "2026-03-03T00:00:00Z"]
+    assert by_date == _ok(runner.invoke(cli, [*base, *exact]))
+    assert len(by_date.splitlines()) == 3 and all('"2026-03-02T' in x for x in by_date.splitlines())
+    res = runner.invoke(cli, [*base, "--from", "2030-01-01"])
+    assert res.exit_code == 0 and res.stdout == "" and "no record" in res.stderr, res.output
+    for bad in ("2026-03-02T00:00:00", "2026-13-01", "yesterday"):
+        res = runner.invoke(cli, [*base, "--from", bad])
+        assert res.exit_code == 2 and "or a date (2026-11-29, UTC)" in res.output, res.output
