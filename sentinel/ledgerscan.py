@@ -32,7 +32,8 @@ otherwise through the ``(log_id, seq)`` index like the reference; a range read i
 is confirmed by counting the rows the reference's query would find. ``scan_sqlite_file``
 calls it; ``RangeResult.verifier`` says which implementation produced a result. Setting
 ``SENTINEL_VERIFIER=python`` in the environment (or ``Ledger.verify(accelerated=False)``)
-forces the reference, e.g. for an auditor who wants to cross-check the two.
+forces the reference, e.g. for an auditor who wants to cross-check the two; ``auto`` (or
+unset) is the default, and any other value is refused (``verifier_setting``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ RECORD_VERSION = 1
 
 #: environment variable: ``python`` forces the reference implementation (see the docstring)
 VERIFIER_ENV = "SENTINEL_VERIFIER"
+#: the values ``VERIFIER_ENV`` accepts (any case; unset or empty means ``auto``)
+VERIFIER_SETTINGS = ("auto", "python")
 
 #: (level, first leaf, hash) of an aligned perfect subtree: it covers leaves
 #: ``first .. first + 2**level - 1`` and ``first`` is a multiple of ``2**level``
@@ -108,10 +111,27 @@ def accelerator_built() -> bool:
     return _accel is not None
 
 
+def verifier_setting() -> str:
+    """``SENTINEL_VERIFIER`` from the environment: ``"auto"`` (unset or empty too: the
+    accelerator first when built, the reference for the ranges it declines) or ``"python"``
+    (the reference alone). Raises ``ValueError`` naming the accepted values for anything
+    else: a typo (``py``) must not silently run the accelerator."""
+    given = os.environ.get(VERIFIER_ENV, "")
+    value = given.strip().lower() or "auto"
+    if value not in VERIFIER_SETTINGS:
+        raise ValueError(
+            f"{VERIFIER_ENV}={given!r} is not a verifier setting: use 'auto' (the default: "
+            "the compiled accelerator when built, the reference for what it declines) or "
+            "'python' (the reference alone)"
+        )
+    return value
+
+
 def use_accelerator(accelerated: bool = True) -> bool:
     """Whether SQLite ranges go to the accelerator first: it is built, ``accelerated`` is
-    true and ``SENTINEL_VERIFIER`` is not ``python``."""
-    forced = os.environ.get(VERIFIER_ENV, "").strip().lower() == "python"
+    true and ``SENTINEL_VERIFIER`` is not ``python``. ``ValueError`` from
+    ``verifier_setting``."""
+    forced = verifier_setting() == "python"
     return accelerated and _accel is not None and not forced
 
 

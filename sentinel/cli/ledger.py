@@ -32,6 +32,7 @@ from typing import Any, cast
 
 import click
 
+from sentinel import ledgerscan
 from sentinel.cli.common import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -513,14 +514,19 @@ def verify(
     On SQLite the ranges are checked by the compiled accelerator when it is installed; it
     only accepts clean ranges and hands anything else to the pure-Python reference, which
     names the problem (JSON: "verifier" is c, python or c+python). SENTINEL_VERIFIER=python
-    in the environment runs the reference alone, to cross-check.
+    in the environment runs the reference alone, to cross-check; SENTINEL_VERIFIER=auto (or
+    unset) is the default; any other value is an error (exit 2).
 
     \b
     Exit codes: 0 valid or valid-unpinned; 1 invalid; 2 error (no configuration and
     missing options, database unreachable or of another schema version, a log id with no
     record in a database holding other logs, a --checkpoint-dir given that holds no
-    checkpoint of the log); 4 unverifiable.
+    checkpoint of the log, SENTINEL_VERIFIER other than auto or python); 4 unverifiable.
     """
+    try:
+        ledgerscan.verifier_setting()
+    except ValueError as exc:
+        raise SentinelError(str(exc)) from exc
     src = _read_source(state, read, checkpoints=True, keys=True)
     shown = src.shown
     progress = _Progress(sys.stderr.isatty()) if show_progress or sys.stderr.isatty() else None

@@ -1418,10 +1418,12 @@ class Ledger:
         is joined (every ``range_size`` records, in order); it must not raise.
 
         Raises ``LedgerError`` when the database cannot be read, ``ValueError`` for a
-        ``range_size`` or ``workers`` below 1.
+        ``range_size`` or ``workers`` below 1 or a ``SENTINEL_VERIFIER`` other than ``auto``
+        or ``python`` (``ledgerscan.verifier_setting``).
         """
         if range_size < 1 or (workers is not None and workers < 1):
             raise ValueError("range_size and workers must be at least 1")
+        ledgerscan.verifier_setting()  # refuse an unknown SENTINEL_VERIFIER before any work
         anchor = anchor if anchor is not None else self.anchor
         block = 1 << (max(1, batch).bit_length() - 1)
         span = max(block, range_size // block * block)

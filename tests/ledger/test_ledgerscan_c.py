@@ -325,6 +325,40 @@ def test_environment_forces_the_reference_in_workers_too(
     assert forced.ok and alone.ok
 
 
+@pytest.mark.parametrize("value", ["py", "c", "reference", "python3"])
+def test_unknown_verifier_setting_is_refused(
+    ledger_url: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo must not silently run the accelerator (it did: anything but ``python``)."""
+    with Ledger.open(ledger_url, clock=FixedClock()) as led:
+        led.append([audit_record(i) for i in range(3)])
+        monkeypatch.setenv(ledgerscan.VERIFIER_ENV, value)
+        with pytest.raises(ValueError, match=r"'auto'.*'python'") as caught:
+            led.verify(workers=1)
+        assert repr(value) in str(caught.value)
+        for ok, verifier in (("", "c"), (" AUTO ", "c"), ("Python", "python")):
+            monkeypatch.setenv(ledgerscan.VERIFIER_ENV, ok)
+            result = led.verify(workers=1)
+            assert result.ok
+            assert result.verifier == (verifier if led.backend == "sqlite" else "python")
+
+
+def test_unknown_verifier_setting_is_exit_2_in_the_cli(
+    small: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from sentinel.cli.main import cli
+
+    monkeypatch.setenv(ledgerscan.VERIFIER_ENV, "py")
+    res = CliRunner().invoke(
+        cli, ["ledger", "verify", "--ledger", small.removeprefix("sqlite:///")]
+    )
+    assert res.exit_code == 2, res.output
+    assert "SENTINEL_VERIFIER='py' is not a verifier setting" in res.stderr
+    assert "'auto'" in res.stderr and "'python'" in res.stderr
+
+
 def test_without_the_accelerator_the_reference_runs(small: str) -> None:
     """A build without a compiler: ``sentinel._ledgerscan`` cannot be imported at all."""
     script = (
