@@ -696,9 +696,10 @@ def rotate_key_command(state: CliState) -> None:
 def prove(state: CliState, seq: int, size: int | None, as_json: bool, read: _ReadOptions) -> None:
     """RFC 9162 inclusion proof of record SEQ, verifiable offline.
 
-    Prints the record's canonical bytes (text in JSON, key record), its leaf hash, the audit path
-    (hex, leaf side first) and the root of the tree of --size records. Check it with any
-    RFC 9162 verifier: leaf = SHA-256(0x00 ‖ record), node = SHA-256(0x01 ‖ left ‖ right).
+    Prints the record's leaf hash, the audit path (hex, leaf side first) and the root of
+    the tree of --size records; with --json also the record's canonical bytes (as text, key
+    "record"; `ledger export` prints any record's bytes). Check it with any RFC 9162
+    verifier: leaf = SHA-256(0x00 ‖ record), node = SHA-256(0x01 ‖ left ‖ right).
 
     Opened read-only (never created, migrated or written). Without a configuration file
     (an auditor with a copy of the database) give --ledger; with one, each option given

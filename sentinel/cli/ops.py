@@ -29,8 +29,11 @@ from sentinel.timefmt import WHEN_FORMATS, parse_when, utcnow
     "--state-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Put the ledger, cursors, reports and checkpoints here instead of next to the "
-    "configuration (e.g. /var/lib/sentinel for a systemd install).",
+    metavar="D",
+    help="Keep the state under D instead of next to the configuration: the ledger, "
+    "cursors and reports in D/state/ (D/state/ledger.db) and the checkpoints in "
+    "D/checkpoints/ (outside the database's directory). E.g. /var/lib/sentinel for a "
+    "systemd install.",
 )
 @handle_errors
 def init_cmd(directory: Path, state_dir: Path | None) -> None:

@@ -78,3 +78,20 @@ def test_init_with_state_dir_keeps_state_out_of_the_config_dir(tmp_path: Path) -
     assert (state / "state").is_dir() and not (conf / "state").exists()
     verify = sentinel("--config", str(conf / "sentinel.toml"), "ledger", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_help_says_where_state_dir_puts_the_ledger_and_what_prove_prints(tmp_path: Path) -> None:
+    """The help text matches what init --state-dir writes and what prove prints (#18/#19)."""
+    from click.testing import CliRunner
+
+    from sentinel.cli.main import cli
+
+    runner = CliRunner()
+    text = " ".join(runner.invoke(cli, ["init", "--help"]).output.split())
+    assert "D/state/ledger.db" in text and "D/checkpoints/" in text, text
+    done = runner.invoke(cli, ["init", str(tmp_path / "c"), "--state-dir", str(tmp_path / "D")])
+    assert done.exit_code == 0 and (tmp_path / "D" / "state" / "ledger.db").is_file()
+    settings = load_settings(tmp_path / "c" / "sentinel.toml")
+    assert settings.resolve(settings.ledger.checkpoint_dir) == tmp_path / "D" / "checkpoints"
+    text = " ".join(runner.invoke(cli, ["ledger", "prove", "--help"]).output.split())
+    assert "with --json also the record's canonical bytes" in text, text
