@@ -102,7 +102,9 @@ class RangeResult:
     stops: list[tuple[int, list[Piece]]] = field(default_factory=list)
     problems: list[tuple[int, str]] = field(default_factory=list)
     row: RowProblem | None = None
-    #: which implementation produced this result: ``"python"`` (``scan_range``) or ``"c"``
+    #: which implementation produced this result: ``"c"`` (the accelerator accepted the
+    #: range), ``"python"`` (``scan_range`` alone) or ``"c+python"`` (the accelerator ran and
+    #: declined, ``scan_range`` checked the range)
     verifier: str = "python"
 
 
@@ -450,7 +452,8 @@ def scan_range_in_process(
     if backend == "sqlite":
         import sqlite3
 
-        if use_accelerator(accelerated):
+        tried = use_accelerator(accelerated)
+        if tried:
             found = scan_sqlite_file(dsn, log_id, lo, hi, block, stops)
             if found is not None:
                 return found
@@ -463,9 +466,12 @@ def scan_range_in_process(
             return rows
 
         try:
-            return scan_range(fetch, "?", log_id, lo, hi, size, block, stops)
+            result = scan_range(fetch, "?", log_id, lo, hi, size, block, stops)
         finally:
             conn.close()
+        if tried and _accel is not None:  # the accelerator ran and declined
+            result.verifier = "c+python"
+        return result
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as pg:

@@ -513,9 +513,11 @@ def verify(
 
     On SQLite the ranges are checked by the compiled accelerator when it is installed; it
     only accepts clean ranges and hands anything else to the pure-Python reference, which
-    names the problem (JSON: "verifier" is c, python or c+python). SENTINEL_VERIFIER=python
-    in the environment runs the reference alone, to cross-check; SENTINEL_VERIFIER=auto (or
-    unset) is the default; any other value is an error (exit 2).
+    names the problem (JSON: "verifier" is c: every range accepted by it; c+python: it
+    declined some or all ranges and the reference checked those; python: the reference
+    alone). SENTINEL_VERIFIER=python in the environment runs the reference alone, to
+    cross-check; SENTINEL_VERIFIER=auto (or unset) is the default; any other value is an
+    error (exit 2).
 
     \b
     Exit codes: 0 valid or valid-unpinned; 1 invalid; 2 error (no configuration and

@@ -260,8 +260,9 @@ class VerifyResult:
     #: checkpoints in the external log checked against the records
     checkpoints_checked: int = 0
     #: which range verifier produced the outcome: ``"c"`` (every range accepted by the
-    #: compiled accelerator), ``"python"`` (the reference ``ledgerscan.scan_range`` only) or
-    #: ``"c+python"`` (the accelerator declined some ranges and the reference checked them)
+    #: compiled accelerator), ``"python"`` (the reference ``ledgerscan.scan_range`` only: not
+    #: SQLite, accelerator not built or turned off) or ``"c+python"`` (the accelerator ran
+    #: and declined some or all ranges, and the reference checked those)
     verifier: str = "python"
 
     @property
@@ -1635,6 +1636,8 @@ class _Stitcher:
                     found = ledgerscan.scan_range(
                         reader.fetch, reader.ph, ledger.log_id, lo, hi, self.size, self.block, sizes
                     )
+                    if fast and ledgerscan.accelerator_built():  # it ran and declined
+                        found.verifier = "c+python"
                 yield stops, found
             return
         if ledger.backend == "sqlite":
@@ -1680,7 +1683,7 @@ class _Stitcher:
     ) -> VerifyResult | None:
         """Join one range; a ``VerifyResult`` when it ends the verification (invalid)."""
         cps = self.cps
-        self.verifiers.add(found.verifier)
+        self.verifiers.update(found.verifier.split("+"))
         events: list[tuple[float, int, Any]] = []  # (seq order key, tie-break, what)
         if found.lo > 0 and found.start_prev != self.chain:
             problem = "prev_hash does not link to the previous record"

@@ -313,6 +313,20 @@ def test_verifier_reports_c_python_and_mixed(small: str) -> None:
     assert (mixed.status, mixed.first_bad_seq) == ("invalid", 9)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_verifier_says_c_ran_when_it_declined_every_range(small: str, workers: int) -> None:
+    """The only range (or every range) declined: the accelerator was still tried, so not
+    ``python`` (which means the reference alone)."""
+    with raw(small) as conn:
+        conn.exec_driver_sql("UPDATE ledger_entries SET kind = 'x' WHERE seq IN (1, 5, 9)")
+    with Ledger.open(small) as led:
+        one = led.verify(workers=1)  # one range
+        ranged = led.verify(workers=workers, range_size=4, batch=4)  # three, all declined
+        alone = led.verify(workers=workers, range_size=4, batch=4, accelerated=False)
+    assert (one.verifier, ranged.verifier, alone.verifier) == ("c+python", "c+python", "python")
+    assert one.first_bad_seq == ranged.first_bad_seq == alone.first_bad_seq == 1
+
+
 def test_environment_forces_the_reference_in_workers_too(
     small: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
