@@ -509,7 +509,7 @@ def verify(
     status or exit code.
 
     Progress (records done / total, rate) goes to stderr when it is a terminal or with
-    --progress; never to stdout.
+    --progress, about every 5 % (every 8,192 records on a smaller log); never to stdout.
 
     On SQLite the ranges are checked by the compiled accelerator when it is installed; it
     only accepts clean ranges and hands anything else to the pure-Python reference, which
