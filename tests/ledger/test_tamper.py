@@ -281,6 +281,8 @@ def test_tail_deleted_with_its_tree_left_is_invalid_without_an_anchor(url: str) 
         # a REAL sorts among the numbers
         ("UPDATE ledger_entries SET seq = 4.5 WHERE seq = 9", 5, "(4.5) is stored where record 5"),
         ("UPDATE ledger_entries SET seq = 4.5 WHERE seq = 4", 4, "(4.5) is stored where record 4"),
+        # a REAL at the head: the size counts it (floored), head() refuses it
+        ("UPDATE ledger_entries SET seq = 9.5 WHERE seq = 9", 9, "(9.5) is stored where record 9"),
     ],
 )
 def test_sqlite_non_integer_seq_is_a_finding_not_a_crash(
