@@ -551,6 +551,8 @@ def verify(
             f"{result.status}: ledger {led.log_id!r} at {shown}: {where}: {result.problem} "
             f"({result.records_checked} of {result.size} records verified before it)"
         )
+        if led.backend == "sqlite" and "tail truncated" in (result.problem or ""):
+            click.echo(_SQLITE_COPY_HINT)
     else:
         line = (
             f"{result.status}: ledger {led.log_id!r} at {shown}: {result.size} records, "
@@ -564,6 +566,14 @@ def verify(
     for text in _report_lines(report) if report is not None else ():
         click.echo(text)
     raise SystemExit(_VERIFY_EXIT[result.status])
+
+
+#: after "tail truncated" on SQLite: an auditor's copy of the bare file may be the cause
+_SQLITE_COPY_HINT = (
+    "hint: if this is a copy of a live SQLite ledger, a copy of the file alone lacks the "
+    'records still in its -wal file: copy with `sqlite3 ledger.db ".backup COPY.db"` '
+    '(README "Verifying a copy") before reading this as tampering'
+)
 
 
 @ledger.command("checkpoint")

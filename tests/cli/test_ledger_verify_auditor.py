@@ -387,6 +387,7 @@ def test_copies_of_a_live_wal_ledger_as_the_readme_says(tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(cli, ["ledger", "verify", "--ledger", str(box / "file-only.db"), *opts])
     assert res.exit_code == 1 and "tail truncated" in res.output, res.output
+    assert '.backup COPY.db"` (README "Verifying a copy")' in res.output  # the likely cause
     db = box / "backup.db"
     with sa.create_engine(f"sqlite:///{db}").connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
