@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,17 +22,6 @@ T0 = datetime(2025, 12, 31, 23, 0, tzinfo=UTC)
 def flow(remote: str, port: int = 443, *, local: str = "10.20.0.5", lport: int = 50000,
          out: int = 1000, inn: int = 100) -> Flow:  # fmt: skip
     return Flow(6, local, lport, remote, port, 3, 2, out, inn, T0, T0)
-
-
-@pytest.fixture
-def geo(corpus: Path) -> Iterator[GeoDatabase]:
-    with GeoDatabase.open(corpus / "geoip" / "GeoIP2-City-Test.mmdb") as db:
-        yield db
-
-
-@pytest.fixture
-def policy() -> EgressPolicy:
-    return EgressPolicy.load(SHIPPED)
 
 
 def test_shipped_policy_loads(policy: EgressPolicy) -> None:

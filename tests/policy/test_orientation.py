@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from sentinel.flows.netflow import FlowRecord, Orienter
 from sentinel.flows.netflow_collector import read_export_flows
@@ -23,17 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "rules" / "egress-policy.yaml"
 T0 = datetime(2025, 12, 31, 23, 0, tzinfo=UTC)
 SE, CN = "89.160.20.112", "175.16.199.1"  # GeoIP2-City-Test.mmdb: Sweden, China
-
-
-@pytest.fixture
-def geo(corpus: Path) -> Iterator[GeoDatabase]:
-    with GeoDatabase.open(corpus / "geoip" / "GeoIP2-City-Test.mmdb") as db:
-        yield db
-
-
-@pytest.fixture
-def policy() -> EgressPolicy:
-    return EgressPolicy.load(SHIPPED)
 
 
 def _flow(local: str, remote: str, *, unknown: bool) -> Flow:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,12 +47,6 @@ def policy(tmp_path: Path) -> EgressPolicy:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
     return EgressPolicy.load(path)
-
-
-@pytest.fixture
-def geo(corpus: Path) -> Iterator[GeoDatabase]:
-    with GeoDatabase.open(corpus / "geoip" / "GeoIP2-City-Test.mmdb") as db:
-        yield db
 
 
 @pytest.mark.parametrize(
