@@ -23,6 +23,7 @@ from sentinel.errors import LedgerError
 from sentinel.ledger import Ledger
 from sentinel.ledger.schema import VERSION_TABLE
 from sentinel.runtime.setup import init_directory
+from tests.cli.test_ledger_cli import _init_site
 from tests.ledger.helpers import FixedClock, audit_record, raw
 from tests.ledger.test_migrations import _make_v1
 
@@ -31,12 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _site(tmp_path: Path, ledger_url: str) -> tuple[Path, str]:
     """A `sentinel init` site with 40 records, a key rotation and a checkpoint after it."""
-    site = tmp_path / "site"
-    init_directory(site)
-    cfg = site / "sentinel.toml"
-    if ledger_url.startswith("postgresql"):
-        old = 'url = "sqlite:///state/ledger.db"'
-        cfg.write_text(cfg.read_text().replace(old, f'url = "{ledger_url}"'))
+    cfg = Path(_init_site(tmp_path, ledger_url))
     url = load_settings(cfg).ledger_url
     runner = CliRunner()
     with Ledger.open(url, clock=FixedClock()) as led:

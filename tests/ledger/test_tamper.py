@@ -264,6 +264,25 @@ def test_tail_deleted_with_its_tree_left_is_invalid_without_an_anchor(url: str) 
     assert_invalid(verify(url), 7, "(level 1, index 3) over records 6..7 is beyond")
 
 
+def _edited_sqlite_ledger(
+    tmp_path: Path, edit: str, query: str | None = None
+) -> tuple[str, object]:
+    """A SQLite ledger of ``N`` records, edited by hand with ``edit`` in the sqlite3 module (as
+    an attacker with the file would); returns its URL and the first value ``query`` (run after
+    the edit) gives, or ``None``."""
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}"
+    with Ledger.open(url, clock=FixedClock()) as led:
+        led.append([audit_record(i) for i in range(N)])
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(edit)
+        value = conn.execute(query).fetchone()[0] if query is not None else None
+    finally:
+        conn.close()
+    return url, value
+
+
 @pytest.mark.parametrize(
     ("edit", "bad", "problem"),
     [
@@ -288,15 +307,7 @@ def test_tail_deleted_with_its_tree_left_is_invalid_without_an_anchor(url: str) 
 def test_sqlite_non_integer_seq_is_a_finding_not_a_crash(
     tmp_path: Path, edit: str, bad: int, problem: str
 ) -> None:
-    path = tmp_path / "ledger.db"
-    url = f"sqlite:///{path}"
-    with Ledger.open(url, clock=FixedClock()) as led:
-        led.append([audit_record(i) for i in range(N)])
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute(edit)
-    finally:
-        conn.close()
+    url, _ = _edited_sqlite_ledger(tmp_path, edit)
     assert_invalid(verify(url), bad, problem)  # every cut, C first and the reference alone
     with Ledger.open(url) as led:
         pooled = led.verify(batch=2, workers=2, range_size=4)
@@ -382,16 +393,11 @@ def test_worker_processes_agree_with_one_process(url: str, tamper: str) -> None:
 def test_sqlite_value_of_another_type_is_a_finding_not_a_crash(
     tmp_path: Path, edit: str, problem: str | None
 ) -> None:
-    path = tmp_path / "ledger.db"
-    url = f"sqlite:///{path}"
-    with Ledger.open(url, clock=FixedClock()) as led:
-        led.append([audit_record(i) for i in range(N)])
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute(f"UPDATE ledger_entries SET {edit} WHERE seq = 4")
-        (kind,) = conn.execute("SELECT typeof(body) FROM ledger_entries WHERE seq = 4").fetchone()
-    finally:
-        conn.close()
+    url, kind = _edited_sqlite_ledger(
+        tmp_path,
+        f"UPDATE ledger_entries SET {edit} WHERE seq = 4",
+        "SELECT typeof(body) FROM ledger_entries WHERE seq = 4",
+    )
     for workers in (1, 2):  # in process and through spawned workers
         with Ledger.open(url) as led:
             result = led.verify(workers=workers, range_size=4)
